@@ -1,0 +1,70 @@
+"""Small timm ResNets adapted to small images, keeping the spatial feature map.
+
+DIML explains a similarity by the locations of two feature maps, so the
+encoder must not pool them away: :class:`SpatialEmbedding` returns one
+L2-normalised embedding per location of a ``grid x grid`` map, and the global
+embedding is the (re-normalised) mean of the locations.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from timm.models.resnet import BasicBlock, ResNet
+from torch import nn
+
+
+def small_resnet(in_chans: int = 1, width: int = 32, layers: tuple[int, ...] = (1, 1, 1, 1)) -> ResNet:
+    """A timm ResNet for 28-64 px inputs, without its classifier and pooling.
+
+    The ImageNet stem (stride-2 convolution and max-pool) would shrink a 28 px
+    digit to 7 px before the first block. timm's "deep" stem (three 3x3
+    convolutions) with its first stride set to 1 and no max-pool keeps the
+    resolution, so 28 px in gives a 4x4 map out of the last stage.
+    """
+    if width % 2:
+        raise ValueError(f"width must be even (the deep stem halves it), got {width}")
+    net = ResNet(
+        block=BasicBlock,
+        layers=layers,
+        channels=tuple(width * 2**i for i in range(len(layers))),
+        in_chans=in_chans,
+        stem_type="deep",
+        stem_width=width // 2,
+        num_classes=0,
+        global_pool="",
+    )
+    net.conv1[0].stride = (1, 1)
+    net.maxpool = nn.Identity()
+    return net
+
+
+class SpatialEmbedding(nn.Module):
+    """Backbone -> ``grid x grid`` map -> per-location embedding (1x1 conv), L2-normalised.
+
+    ``forward(x)`` with ``x`` of shape (B, C, H, W) returns the local embeddings
+    of shape (B, grid*grid, D), locations in row-major order.
+    """
+
+    def __init__(self, backbone: nn.Module, feature_dim: int, embedding_dim: int, grid: int):
+        super().__init__()
+        self.backbone = backbone
+        self.grid = grid
+        self.project = nn.Conv2d(feature_dim, embedding_dim, kernel_size=1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        fmap = self.backbone.forward_features(x)
+        if fmap.shape[-2:] != (self.grid, self.grid):
+            fmap = F.adaptive_avg_pool2d(fmap, self.grid)
+        local = self.project(fmap).flatten(2).transpose(1, 2)  # (B, grid*grid, D)
+        return F.normalize(local.float(), dim=-1)
+
+    @staticmethod
+    def global_embedding(local: torch.Tensor) -> torch.Tensor:
+        """Mean of the locations, L2-normalised: (B, N, D) -> (B, D)."""
+        return F.normalize(local.mean(dim=1), dim=-1)
+
+
+def diml_encoder(in_chans: int = 1, width: int = 32, embedding_dim: int = 128, grid: int = 4) -> SpatialEmbedding:
+    backbone = small_resnet(in_chans=in_chans, width=width)
+    return SpatialEmbedding(backbone, backbone.num_features, embedding_dim, grid)

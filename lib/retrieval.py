@@ -1,0 +1,59 @@
+"""Ranking a gallery for each query, and re-ranking its head with a costlier similarity.
+
+DIML's test-time re-ranking (Zhao et al., ICCV 2021, Sec. 3.4): the global
+similarity retrieves the top K gallery items, which are then re-ordered by
+
+    score(q, g) = s_struct(q, g) + w * s_global(q, g)
+
+while the tail beyond K keeps its global order.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+
+def rank(similarity: torch.Tensor, depth: int, exclude_self: bool = True) -> torch.Tensor:
+    """Indices of the ``depth`` most similar gallery items per query, best first.
+
+    ``similarity`` is (Q, G); with ``exclude_self`` the gallery is the query set
+    itself (Q == G) and each query is removed from its own ranking.
+    """
+    if similarity.ndim != 2:
+        raise ValueError(f"similarity must be (Q, G), got shape {tuple(similarity.shape)}")
+    q, g = similarity.shape
+    if exclude_self:
+        if q != g:
+            raise ValueError(f"exclude_self needs the gallery to be the query set, got {q} queries and {g} items")
+        similarity = similarity.clone()
+        similarity.fill_diagonal_(-torch.inf)
+    depth = min(depth, g - 1 if exclude_self else g)
+    return similarity.topk(depth, dim=1).indices
+
+
+def rerank(
+    ranking: torch.Tensor,
+    global_similarity: torch.Tensor,
+    pair_similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    k: int,
+    weight: float = 1.0,
+) -> torch.Tensor:
+    """Re-order the first ``k`` items of each ranking by structural + weighted global similarity.
+
+    Args:
+        ranking: (Q, L) gallery indices from :func:`rank`.
+        global_similarity: (Q, G) the similarity that produced ``ranking``.
+        pair_similarity: called as ``f(query_index (P,), gallery_index (P,))``
+            and returning the structural similarity of each of the P pairs.
+        k: length of the re-ranked head (the rest keeps its order).
+        weight: w in the module formula.
+    """
+    k = min(k, ranking.shape[1])
+    head = ranking[:, :k]
+    queries = torch.arange(ranking.shape[0], device=ranking.device)[:, None].expand_as(head)
+    structural = pair_similarity(queries.reshape(-1), head.reshape(-1)).reshape(head.shape)
+    score = structural + weight * global_similarity.gather(1, head)
+    order = score.argsort(dim=1, descending=True, stable=True)
+    return torch.cat([head.gather(1, order), ranking[:, k:]], dim=1)

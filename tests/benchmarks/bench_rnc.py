@@ -1,0 +1,128 @@
+"""Benchmark of the vectorised Rank-N-Contrast loss (Zha et al., NeurIPS 2023).
+
+Compares :func:`lib.losses.rnc.rnc_loss` (forward + backward, 256 images x 2
+views = 512 rows, feature dim 512) with a reference that loops in Python over
+the ordered pairs (i, j) and vectorises only the inner sum over k. The
+reference costs ~0.2 ms per pair, i.e. minutes for the 261,632 pairs at full
+size, so it is timed on smaller batches and extrapolated at its measured cost
+per pair. That is a lower bound on its full-size time (its inner sum grows
+with N), so the printed speed ratio is a lower bound too; the output says so.
+
+Peak memory is read from the torch profiler (``profile_memory=True``, via its
+private ``experimental_event_tree``): the running total of live bytes of the
+CPU tensors allocated during the forward + backward pass, maximised over the
+pass (the inputs, allocated before, are not counted; the gradient is). Run with
+``python tests/benchmarks/bench_rnc.py`` (``make bench``); not a pytest file.
+"""
+
+import statistics
+import time
+
+import torch
+from torch._C._profiler import _EventType
+from torch.profiler import ProfilerActivity, profile
+
+from lib.losses.rnc import rnc_loss
+
+N_IMAGES = 256
+DIM = 512
+REPEATS = 3
+LOOP_SIZES = (16, 32)  # images; rows N = 2 x images
+TARGET_SPEEDUP = 10.0
+
+
+def pair_loop_rnc(features: torch.Tensor, labels: torch.Tensor, temperature: float = 2.0):
+    """The RnC loss (Zha et al., Sec. 3) with Python loops over anchors i and positives j."""
+    views = torch.cat([features[:, 0], features[:, 1]])
+    y = labels.reshape(labels.shape[0], -1).repeat(2, 1)
+    n_views = views.shape[0]
+    total = views.new_zeros(())
+    for i in range(n_views):
+        s_i = -(views[i] - views).norm(dim=1) / temperature
+        d_i = (y[i] - y).abs().sum(dim=1)
+        not_anchor = torch.arange(n_views) != i
+        for j in range(n_views):
+            if j == i:
+                continue
+            in_denominator = not_anchor & (d_i >= d_i[j])
+            total = total + torch.logsumexp(s_i[in_denominator], dim=0) - s_i[j]
+    return total / (n_views * (n_views - 1))
+
+
+def make_batch(n_images: int, seed: int = 0):
+    gen = torch.Generator().manual_seed(seed)
+    features = torch.randn(n_images, 2, DIM, generator=gen).requires_grad_(True)
+    labels = torch.randint(0, 50, (n_images,), generator=gen).float()  # with ties
+    return features, labels
+
+
+def time_forward_backward(loss_fn, n_images: int, repeats: int) -> float:
+    """Median wall time (s) of loss + backward over ``repeats`` runs."""
+    features, labels = make_batch(n_images)
+    times = []
+    for _ in range(repeats):
+        features.grad = None
+        start = time.perf_counter()
+        loss_fn(features, labels).backward()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def peak_torch_cpu_bytes(n_images: int) -> int:
+    """Peak live bytes of torch CPU tensors allocated during forward + backward."""
+    features, labels = make_batch(n_images)
+    with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
+        rnc_loss(features, labels).backward()
+    allocations = []
+    stack = list(prof.profiler.kineto_results.experimental_event_tree())
+    while stack:
+        event = stack.pop()
+        if event.tag == _EventType.Allocation:
+            allocations.append(event)
+        stack.extend(event.children)
+    allocations.sort(key=lambda e: e.start_time_ns)
+    first = allocations[0].extra_fields
+    baseline = first.total_allocated - first.alloc_size
+    return max(e.extra_fields.total_allocated for e in allocations) - baseline
+
+
+def main() -> None:
+    torch.manual_seed(0)
+    n_rows = 2 * N_IMAGES
+    print(f"RnC loss benchmark: forward + backward, float32, CPU, "
+          f"{torch.get_num_threads()} torch threads")
+
+    time_forward_backward(rnc_loss, N_IMAGES, 1)  # warm-up
+    t_vec = time_forward_backward(rnc_loss, N_IMAGES, REPEATS)
+    print(f"vectorised  : {N_IMAGES} images x 2 views = {n_rows} rows, dim {DIM}: "
+          f"{t_vec * 1e3:.1f} ms (median of {REPEATS})")
+
+    print("pair loop (Python loops over i, j; inner sum over k vectorised), measured:")
+    for n_images in LOOP_SIZES:
+        rows = 2 * n_images
+        t_loop = time_forward_backward(pair_loop_rnc, n_images, 1)
+        t_small_vec = time_forward_backward(rnc_loss, n_images, REPEATS)
+        per_pair = t_loop / (rows * (rows - 1))
+        print(f"  {rows:4d} rows: loop {t_loop:7.3f} s ({per_pair * 1e6:.0f} us/pair), "
+              f"vectorised {t_small_vec * 1e3:7.2f} ms, "
+              f"measured ratio {t_loop / t_small_vec:6.0f}x")
+
+    # Extrapolate from the largest measured batch (the last one of the loop).
+    t_loop_full = per_pair * n_rows * (n_rows - 1)
+    ratio = t_loop_full / t_vec
+    print(f"pair loop at {n_rows} rows: >= {t_loop_full:.0f} s  (EXTRAPOLATED, not measured: "
+          f"{rows}-row cost per pair x {n_rows * (n_rows - 1)} pairs; a lower bound)")
+    verdict = "meets" if ratio >= TARGET_SPEEDUP else "MISSES"
+    print(f"speed ratio at {n_rows} rows: >= {ratio:.0f}x (lower bound; "
+          f"{verdict} the >= {TARGET_SPEEDUP:.0f}x target)")
+
+    peak = peak_torch_cpu_bytes(N_IMAGES)
+    n_by_n = n_rows * n_rows * 4
+    print(f"peak memory (vectorised, {n_rows} rows): {peak / 2**20:.1f} MiB of live torch CPU "
+          f"tensors allocated in the pass, from torch.profiler allocator totals "
+          f"(= {peak / n_by_n:.1f} float32 N x N matrices; an N^3 float32 tensor "
+          f"would be {n_rows**3 * 4 / 2**20:.0f} MiB)")
+
+
+if __name__ == "__main__":
+    main()

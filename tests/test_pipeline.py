@@ -1,0 +1,101 @@
+"""The whole pipeline, end to end, in a temporary copy of the compendium.
+
+Runs ``dvc repro`` on the smoke profile (params.smoke.yaml merged into
+params.yaml), checks the outputs a reader relies on, that ``dvc status`` is
+clean and a second ``dvc repro`` does nothing, then checks the rendered
+notebooks with nbval (lax: they must run, outputs are not compared).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from lib import params
+
+ROOT = Path(__file__).resolve().parents[1]
+BIN = Path(sys.executable).parent
+
+pytestmark = pytest.mark.slow
+
+
+def run(cmd: list[str], cwd: Path, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(cwd)}
+    proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"{' '.join(cmd)} failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-4000:]}")
+    return proc
+
+
+def copy_compendium(dest: Path) -> Path:
+    """The files git would see (tracked or not ignored) plus the raw data, in a fresh git repo."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+        cwd=ROOT, capture_output=True, text=True, check=True,
+    ).stdout.split("\0")
+    for rel in filter(None, listed):
+        src = ROOT / rel
+        if src.is_file():
+            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(src, dest / rel)
+    shutil.copytree(ROOT / "data", dest / "data")
+    smoke = yaml.safe_load((ROOT / "params.yaml").read_text())
+    overlay = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())
+    merged = {section: params._merge(values, overlay.get(section, {})) for section, values in smoke.items()}
+    (dest / "params.yaml").write_text(yaml.safe_dump(merged, sort_keys=False))
+    (dest / "dvc.lock").unlink(missing_ok=True)
+    for cmd in (["git", "init", "-q"], ["git", "add", "-A"],
+                ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "smoke"]):
+        run(cmd, dest)
+    return dest
+
+
+@pytest.fixture(scope="module")
+def repo(tmp_path_factory) -> Path:
+    dest = copy_compendium(tmp_path_factory.mktemp("compendium"))
+    run(["dvc", "repro"], dest)
+    return dest
+
+
+def test_outputs(repo: Path):
+    metrics = json.loads((repo / "results/diml/metrics.json").read_text())
+    table = metrics["retrieval"]
+    assert set(table) == {"margin", "multi_similarity"}
+    for variants in table.values():
+        assert set(variants) == {"baseline", "rerank", "structural"}
+        for values in variants.values():
+            assert set(values) >= {"recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "r_precision", "map_at_r", "nmi"}
+            assert all(0.0 <= v <= 1.0 for v in values.values())
+    for figure in ("training_curves", "retrieval", "structural_matches"):
+        assert (repo / f"results/diml/figures/{figure}.png").stat().st_size > 10_000
+    for stage in ("diml_eval", "diml_train_margin_global", "diml_train_multi_similarity_structural"):
+        assert (repo / f"results/diml/{stage}.html").exists()
+        manifest = json.loads((repo / f"results/diml/{stage}.run.json").read_text())
+        assert manifest["git"]["revision"] and manifest["parameters"]["seed"] == 0
+        assert manifest["wall_time_s"] > 0 and manifest["peak_memory_mib"] > 0
+    assert (repo / "paper/paper.pdf").read_bytes()[:4] == b"%PDF"
+    # DVC sees the metrics
+    shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
+    assert "map_at_r" in shown
+
+
+def test_status_clean_and_second_repro_is_a_no_op(repo: Path):
+    status = run(["dvc", "status"], repo).stdout
+    assert "up to date" in status, status
+    again = run(["dvc", "repro"], repo).stdout
+    assert "Running stage" not in again, again
+
+
+def test_rendered_notebooks_run_under_nbval(repo: Path):
+    notebooks = sorted(str(p) for p in (repo / "results/diml").glob("*.ipynb") if "failed" not in p.name)
+    assert len(notebooks) == 5
+    proc = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
+                "--rootdir", str(repo), *notebooks], repo, check=False)
+    assert proc.returncode == 0, proc.stdout[-4000:]
