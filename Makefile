@@ -5,6 +5,8 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# dvc.yaml's commands call `python`: the one of the virtual environment.
+export PATH := $(abspath $(BIN)):$(PATH)
 
 .PHONY: repro test data lab paper bench clean
 

@@ -36,9 +36,9 @@ from pytorch_metric_learning import distances, losses, miners, samplers
 from pytorch_metric_learning.utils import distributed as pml_dist
 from torch import nn
 from torch.utils.data import DataLoader
-from torchvision.transforms import v2
 
 from lib import metrics, params, retrieval
+from lib.augment import random_affine
 from lib.data.mnist import MNIST_MEAN_STD, MnistDataset, load_mnist5k, unseen_class_split, validation_split
 from lib.explain.structural import StructuralMatch, structural_match, structural_similarity
 from lib.io import load_weights, save_weights, write_json, write_text
@@ -59,14 +59,12 @@ class Splits:
     test: MnistDataset
 
 
-def load_splits(cfg: params.DimlParams, data_dir: str | os.PathLike = "data", augment: bool = True) -> Splits:
+def load_splits(cfg: params.DimlParams, data_dir: str | os.PathLike = "data") -> Splits:
     images, labels = load_mnist5k(data_dir)
     train_idx, test_idx = unseen_class_split(labels, cfg.data.train_classes, cfg.data.test_classes)
     fit_idx, val_idx = validation_split(labels, train_idx, cfg.data.val_fraction, seed=cfg.seed)
-    # Small shifts only: digits are not rotation- or flip-invariant (6 vs 9).
-    jitter = v2.RandomAffine(degrees=8, translate=(0.08, 0.08)) if augment else None
     return Splits(
-        fit=MnistDataset(images[fit_idx], labels[fit_idx], MNIST_MEAN_STD, transform=jitter),
+        fit=MnistDataset(images[fit_idx], labels[fit_idx], MNIST_MEAN_STD),
         val=MnistDataset(images[val_idx], labels[val_idx], MNIST_MEAN_STD),
         test=MnistDataset(images[test_idx], labels[test_idx], MNIST_MEAN_STD),
     )
@@ -81,11 +79,13 @@ class StructuralDistance(distances.BaseDistance):
     loss), the equivalent chord distance sqrt(2 - 2 s), which equals ||a - b||
     for unit vectors whose cosine is s.
 
-    In training the plan T (and its marginals) is solved without gradient and
-    held fixed, so the gradient flows through the cosines S only: ds/dS = T.
-    By the envelope theorem this is the exact gradient of the entropic OT
-    value; it also spares back-propagating through every Sinkhorn iteration,
-    which would cost ~10x the encoder's own backward pass here.
+    In training the plan T and its marginals are solved without gradient and
+    held fixed, so the gradient flows through the cosines S only (ds/dS = T).
+    This is an approximation of the full gradient of s, which would
+    back-propagate through the marginals and every Sinkhorn iteration at about
+    ten times the encoder's own backward cost here; on random maps its cosine
+    with the full gradient is about 0.96 with uniform marginals and about 0.6
+    with cross-correlation marginals.
     """
 
     def __init__(self, n_locations: int, cfg: params.StructuralParams, as_similarity: bool):
@@ -312,6 +312,8 @@ def train(
             model, loss_fn, lambda epoch: loader, optimizer,
             epochs=cfg.train.epochs, runtime=rt, validate=validate, checkpoint=checkpoint,
             max_steps_per_epoch=cfg.train.max_steps_per_epoch, progress=progress,
+            # Small rotations and shifts only: digits are not rotation- or flip-invariant (6 vs 9).
+            augment=lambda x: random_affine(x, degrees=8.0, translate=0.08),
         )
         if rank == 0:
             save_weights(

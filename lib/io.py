@@ -67,11 +67,10 @@ def read_json(path: str | os.PathLike) -> Any:
     return json.loads(path.read_text(encoding="utf-8"))
 
 
-def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> Path:
+def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> None:
     """Save a matplotlib figure atomically (PNG or PDF by extension)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
-    return Path(path)
 
 
 def save_weights(

@@ -162,6 +162,8 @@ def _explain(section: str, model: type[Params], err: ValidationError) -> str:
             lines.append(f"{key}: unknown parameter{suggestion}")
         elif e["type"] == "missing":
             lines.append(f"{key}: missing")
+        elif isinstance(e.get("input"), dict):  # a check across keys: the message names them
+            lines.append(f"{key}: {e['msg']}")
         else:
             lines.append(f"{key}: {e['msg']}, got {e.get('input')!r}")
     return "invalid parameters:\n  " + "\n  ".join(lines)

@@ -16,14 +16,16 @@ import contextlib
 import copy
 import math
 import os
+import random
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.distributed as dist
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from lib.io import atomic_path
 from lib.runtime import Runtime
@@ -51,6 +53,7 @@ def fit(
     checkpoint: str | os.PathLike | None = None,
     max_steps_per_epoch: int | None = None,
     progress: bool = True,
+    augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
 ) -> FitResult:
     """Train ``model`` and return the weights of its best validation epoch.
 
@@ -63,6 +66,7 @@ def fit(
             each epoch; without it the last epoch is kept.
         checkpoint: a file to resume from if it exists and to rewrite after each epoch.
         max_steps_per_epoch: cap on steps per epoch (smoke runs).
+        augment: a batched augmentation applied on the device before the forward pass.
     """
     rank = dist.get_rank() if dist.is_initialized() else 0
     result = FitResult(best_state=_state(model), best_epoch=-1, best_score=-math.inf)
@@ -77,6 +81,8 @@ def fit(
         bar = tqdm(steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0, leave=False)
         for x, y in bar:
             x, y = runtime.batch(x), y.to(runtime.device)
+            if augment is not None:
+                x = augment(x)
             with runtime.autocast():
                 loss = loss_fn(model(x), y)
             optimizer.zero_grad(set_to_none=True)
@@ -127,7 +133,7 @@ def _save_checkpoint(path: Path, model, optimizer, result: FitResult, next_epoch
         "best_epoch": result.best_epoch,
         "best_score": result.best_score,
         "history": result.history,
-        "rng": torch.get_rng_state(),
+        "rng": _rng_state(),
     }
     with atomic_path(path) as tmp:
         torch.save(state, tmp)
@@ -140,11 +146,29 @@ def _resume(path: Path, model, optimizer, result: FitResult) -> int:
         optimizer.load_state_dict(state["optimizer"])
     except Exception as err:  # a checkpoint of another model or a damaged file
         raise RuntimeError(f"cannot resume from checkpoint {path}: {err}; delete it to start afresh") from err
-    torch.set_rng_state(state["rng"])
+    _set_rng_state(state["rng"])
     result.best_state = copy.deepcopy(state["best_state"])
     result.best_epoch, result.best_score = state["best_epoch"], state["best_score"]
     result.history = list(state["history"])
     return int(state["next_epoch"])
+
+
+def _rng_state() -> dict:
+    """Every generator that decides batches and augmentations (samplers use NumPy's)."""
+    return {
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+        "numpy": np.random.get_state(),
+        "python": random.getstate(),
+    }
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    if state["cuda"] is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+    np.random.set_state(state["numpy"])
+    random.setstate(state["python"])
 
 
 @contextlib.contextmanager

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import json
 
-import h5netcdf
+import h5py
 import numpy as np
 import pandas as pd
 import pytest
@@ -36,6 +36,9 @@ from lib.data.city import (
     river_city,
     stored_outcome_models,
 )
+
+# rioxarray 0.19 multiplies affine transforms with `*`, which affine 3 deprecates; not ours to fix.
+pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")
 
 SMALL = dict(grid=(8, 8), tile_px=32, view_px=32, pois_per_region=6, views_per_region=3)
 MEDIUM = dict(grid=(16, 16), tile_px=32, view_px=32, views_per_region=2)
@@ -77,6 +80,11 @@ def test_config_requires_a_projected_crs():
         river_city(crs="EPSG:4326")
 
 
+def test_config_requires_tiles_in_multiples_of_16_px():
+    with pytest.raises(ValidationError, match="multiple of 16"):
+        river_city(tile_px=40)
+
+
 def test_presets_differ_and_hold_a_thousand_tiles_of_64_px():
     river, coast = river_city(), coastal_city()
     assert (river.layout, river.task) == ("river", "liveability")
@@ -97,6 +105,13 @@ def test_same_seed_same_city_other_seed_other_city(river, tmp_path):
     pd.testing.assert_frame_equal(load_tables(river.path)["pois"], load_tables(again.path)["pois"])
     assert (first["landcover"] != third["landcover"]).mean() > 0.1
     assert not np.array_equal(first["image"], third["image"])
+
+
+def test_tiles_do_not_depend_on_how_the_city_is_cut_into_regions(river, tmp_path):
+    recut = build_city(river.config.model_copy(update={"region_tiles": 3}), tmp_path / "recut")
+    first, second = _arrays(river.path), _arrays(recut.path)
+    for name in ("image", "landcover", "fractions"):
+        np.testing.assert_array_equal(first[name], second[name])
 
 
 # --- outcomes ----------------------------------------------------------------
@@ -211,7 +226,8 @@ def test_sea_lies_on_the_seaward_side(coast_medium):
 def test_density_falls_with_distance_from_the_centre(city, request):
     with load_city(request.getfixturevalue(city).path) as ds:
         distance = ds["distance_to_centre_km"].values
-        f = ds["fractions"].sel(landcover_class=["dense_residential", "medium_residential", "sparse_residential"]).values
+        residential = ["dense_residential", "medium_residential", "sparse_residential"]
+        f = ds["fractions"].sel(landcover_class=residential).values
         land = ds["fractions"].sel(landcover_class="water").values < 0.5
     built = f @ np.array([1.0, 0.5, 0.2])
     assert spearmanr(distance[land], built[land]).statistic < -0.4
@@ -275,28 +291,28 @@ def test_failed_rebuild_keeps_the_previous_build(river, tmp_path, monkeypatch):
     np.testing.assert_array_equal(_arrays(target)["image"], before["image"])
 
 
-def test_build_renders_and_writes_one_row_of_regions_at_a_time(tmp_path, monkeypatch):
+def test_build_renders_and_writes_one_region_at_a_time(tmp_path, monkeypatch):
     # Spy on the renderer and on writes to the image variable: no call may
-    # see more than one region, no write more than one row of regions.
+    # see more than one region, no write more than one tile row of a region.
     config = river_city(name="rows", grid=(8, 6), tile_px=32, region_tiles=2, views_per_region=0)
     batches, writes = [], []
     render = aerial.render_aerial
-    store = h5netcdf.Variable.__setitem__
+    store = h5py.Dataset.__setitem__
 
     def spy_render(landcover, *args, **kwargs):
         batches.append(len(landcover))
         return render(landcover, *args, **kwargs)
 
-    def spy_store(variable, key, value):
-        if variable.name.endswith("/image") and np.ndim(value) == 4:
+    def spy_store(dataset, key, value):
+        if dataset.name == "/image" and dataset.file.filename.endswith("tiles.nc"):
             writes.append(len(value))
-        return store(variable, key, value)
+        return store(dataset, key, value)
 
     monkeypatch.setattr(aerial, "render_aerial", spy_render)
-    monkeypatch.setattr(h5netcdf.Variable, "__setitem__", spy_store)
+    monkeypatch.setattr(h5py.Dataset, "__setitem__", spy_store)
     build_city(config, tmp_path / "rows")
     assert batches == [4] * 12
-    assert writes == [12] * 4
+    assert writes == [2] * 24
 
 
 def test_outputs_reopen_lazily_with_their_schema(river):
@@ -330,8 +346,9 @@ def test_regions_pois_and_flows(river):
     for poi in pois.itertuples():
         assert poi.type in POI_TYPES[poi.landcover] and poi.description.startswith(poi.type)
     raster = rioxarray.open_rasterio(river.path / "landcover.tif")
-    at = {axis: xr.DataArray(pois[column].to_numpy(), dims="poi") for axis, column in (("x", "easting"), ("y", "northing"))}
-    under = raster.sel(at, method="nearest").values[0]
+    points = {"x": xr.DataArray(pois["easting"].to_numpy(), dims="poi"),
+              "y": xr.DataArray(pois["northing"].to_numpy(), dims="poi")}
+    under = raster.sel(points, method="nearest").values[0]
     assert [LANDCOVER_NAMES[c] for c in under] == list(pois["landcover"])
     with load_city(river.path) as ds:
         assert (ds["region"].values[pois["tile"]] == pois["region"]).all()
@@ -353,9 +370,10 @@ def test_street_views_follow_the_regions(river):
         east = views["view_easting"].values
         north = views["view_northing"].values
         images = views["image"].values
-    inside_east = (east >= regions["min_easting"].values[:, None]) & (east <= regions["max_easting"].values[:, None])
-    inside_north = (north >= regions["min_northing"].values[:, None]) & (north <= regions["max_northing"].values[:, None])
-    assert inside_east.all() and inside_north.all()
+    def within(values, low, high):
+        return (values >= regions[low].to_numpy()[:, None]) & (values <= regions[high].to_numpy()[:, None])
+
+    assert within(east, "min_easting", "max_easting").all() and within(north, "min_northing", "max_northing").all()
     assert not np.array_equal(images[0], images[1])
 
 
@@ -380,7 +398,7 @@ def test_torch_dataset_returns_image_outcome_and_fractions(river):
     assert len(data) == 64
     image, outcome, fractions = data[5]
     assert image.shape == (4, 32, 32) and image.dtype == torch.float32
-    assert 0.0 <= image.min() and image.max() <= 1.0
+    assert image.min() >= 0.0 and image.max() <= 1.0
     with load_city(river.path) as ds:
         assert outcome.item() == pytest.approx(float(ds["liveability"][5]))
         np.testing.assert_allclose(image.numpy(), ds["image"].values[5] / 255.0, atol=1e-6)

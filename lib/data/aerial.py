@@ -17,7 +17,7 @@ cells, and each cell's properties (is there a building, its size, its roof
 colour) come from a 64-bit hash of the cell index. A building therefore
 continues across tile borders and the same pixel always renders the same
 way, however the city is cut into chunks. Only the per-tile illumination
-and the sensor noise vary from tile to tile.
+and the sensor noise vary from tile to tile, each drawn from the tile id.
 
 The image model for one pixel of tile ``t`` in band ``c`` is::
 
@@ -211,6 +211,11 @@ def _patches(y, x, cell: int, amplitude: float, key) -> np.ndarray:
     return (1.0 + amplitude * (2.0 * _byte(h, 0) - 1.0)).astype(np.float32)
 
 
+def _ground(colour, y, x, cell: int, amplitude: float, key) -> np.ndarray:
+    """A flat ``(n, 4)`` ground colour with blotchy brightness variation (see :func:`_patches`)."""
+    return np.asarray(colour, np.float32)[None, :] * _patches(y, x, cell, amplitude, key)[:, None]
+
+
 def _palette(colours, h, byte: int) -> np.ndarray:
     """Pick one row of ``colours`` per pixel from a hash byte."""
     colours = np.asarray(colours, dtype=np.float32)
@@ -304,7 +309,7 @@ def _texture_residential(y, x, cls: LandCover, ctx: _Ctx, marks):
     ground, tree_cell_m, tree_presence, ground_veg = _RESIDENTIAL_GARDENS[cls]
     cell = ctx.px(cell_m, 4)
     key = ctx.key(cls, 1)
-    colour = np.broadcast_to(np.asarray(ground, np.float32), (y.size, 4)) * _patches(y, x, 3, 0.08, ctx.key(cls, 2))[:, None]
+    colour = _ground(ground, y, x, 3, 0.08, ctx.key(cls, 2))
     veg = np.full(y.shape, ground_veg, dtype=np.float32)
     colour, veg = _tree_layer(y, x, colour, veg, ctx, cls, tree_cell_m, tree_presence, (2.0, 3.5))
     roof, h, sunny = _footprints(y, x, cell, fill, presence, key)
@@ -317,7 +322,7 @@ def _texture_residential(y, x, cls: LandCover, ctx: _Ctx, marks):
 def _texture_industrial(y, x, cls, ctx: _Ctx, marks):
     cell = ctx.px(50.0, 6)
     key = ctx.key(cls, 1)
-    colour = np.broadcast_to(np.asarray(_PAVING, np.float32) * 0.88, (y.size, 4)) * _patches(y, x, 4, 0.06, ctx.key(cls, 2))[:, None]
+    colour = _ground(np.asarray(_PAVING) * 0.88, y, x, 4, 0.06, ctx.key(cls, 2))
     # Parked cars on a lattice of 2.5 m x 5 m bays: small bright or dark specks.
     u, v, hc = _cells(y, x, ctx.px(5.0, 2), ctx.px(2.5, 1), ctx.key(cls, 3))
     car = (_byte(hc, 0) < 0.3) & (u > 0)
@@ -327,12 +332,13 @@ def _texture_industrial(y, x, cls, ctx: _Ctx, marks):
     colour = np.where((shaded & ~roof)[:, None], colour * _SHADOW, colour)
     # Flat roofs with a grid of rooftop units (vents, skylights) every 8 m.
     vents = (np.remainder(y, ctx.px(8.0, 3)) == 0) & (np.remainder(x, ctx.px(8.0, 3)) == 0)
-    roof_colour = (_palette(_INDUSTRIAL_ROOFS, h, 5) + 16.0 * (_byte(h, 6)[:, None] - 0.5)) * np.where(vents, 0.7, 1.0)[:, None]
+    roof_colour = _palette(_INDUSTRIAL_ROOFS, h, 5) + 16.0 * (_byte(h, 6)[:, None] - 0.5)
+    roof_colour *= np.where(vents, 0.7, 1.0)[:, None]
     return _overlay(colour, roof, roof_colour), np.zeros(y.shape, np.float32)
 
 
 def _texture_roads(y, x, cls, ctx: _Ctx, marks):
-    colour = np.broadcast_to(np.asarray(_ASPHALT, np.float32), (y.size, 4)) * _patches(y, x, 4, 0.07, ctx.key(cls, 2))[:, None]
+    colour = _ground(_ASPHALT, y, x, 4, 0.07, ctx.key(cls, 2))
     colour = _overlay(colour, marks, np.array([228, 228, 222, 196], np.float32))
     return colour, np.zeros(y.shape, np.float32)
 
@@ -348,8 +354,7 @@ def _texture_green(y, x, cls, ctx: _Ctx, marks):
 
 
 def _texture_forest(y, x, cls, ctx: _Ctx, marks):
-    understory = np.asarray((40, 62, 38, 112), np.float32)
-    colour = np.broadcast_to(understory, (y.size, 4)) * _patches(y, x, 2, 0.1, ctx.key(cls, 2))[:, None]
+    colour = _ground((40, 62, 38, 112), y, x, 2, 0.1, ctx.key(cls, 2))  # dark understory between crowns
     veg = np.ones(y.shape, np.float32)
     colour, veg = _tree_layer(y, x, colour, veg, ctx, cls, 6.0, 0.9, (2.5, 4.0))
     return colour * 0.85, veg
@@ -460,8 +465,10 @@ def render_aerial(
     scene += (vegetation * season[:, None, None] * 0.6)[..., None] * (_AUTUMN - scene)
     image = scene.transpose(0, 3, 1, 2) * (brightness[:, None] * gain)[:, :, None, None] + haze[:, None, None, None]
     if pixel_noise > 0:
-        rng = np.random.default_rng([seed, 9002, int(np.min(tile_ids))])
-        image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(pixel_noise)
+        # One noise stream per tile, so a tile's pixels do not depend on the batch it was rendered in.
+        for tile, tile_id in zip(image, tile_ids, strict=True):
+            rng = np.random.default_rng([seed, 9002, int(tile_id)])
+            tile += rng.standard_normal(tile.shape, dtype=np.float32) * np.float32(pixel_noise)
     return np.clip(np.rint(image), 0, 255).astype(np.uint8)
 
 
@@ -472,10 +479,14 @@ def render_aerial(
 # What stands along the street for each class: (height range as a fraction of
 # the view, segment width range as a fraction of the view, facade palette).
 _FRONTAGE = {
-    LandCover.DENSE_RESIDENTIAL: ((0.34, 0.50), (0.16, 0.30), [(214, 200, 170), (190, 150, 120), (170, 170, 168), (222, 186, 160), (160, 120, 100)]),
-    LandCover.MEDIUM_RESIDENTIAL: ((0.20, 0.30), (0.14, 0.24), [(236, 230, 214), (226, 204, 140), (176, 96, 76), (200, 200, 196)]),
-    LandCover.SPARSE_RESIDENTIAL: ((0.10, 0.15), (0.12, 0.20), [(240, 236, 226), (200, 170, 120), (150, 80, 60), (180, 196, 204)]),
-    LandCover.INDUSTRIAL_COMMERCIAL: ((0.12, 0.20), (0.26, 0.46), [(170, 174, 180), (120, 136, 160), (196, 196, 190), (140, 120, 110)]),
+    LandCover.DENSE_RESIDENTIAL: ((0.34, 0.50), (0.16, 0.30), [(214, 200, 170), (190, 150, 120), (170, 170, 168),
+                                                                (222, 186, 160), (160, 120, 100)]),
+    LandCover.MEDIUM_RESIDENTIAL: ((0.20, 0.30), (0.14, 0.24), [(236, 230, 214), (226, 204, 140), (176, 96, 76),
+                                                                 (200, 200, 196)]),
+    LandCover.SPARSE_RESIDENTIAL: ((0.10, 0.15), (0.12, 0.20), [(240, 236, 226), (200, 170, 120), (150, 80, 60),
+                                                                 (180, 196, 204)]),
+    LandCover.INDUSTRIAL_COMMERCIAL: ((0.12, 0.20), (0.26, 0.46), [(170, 174, 180), (120, 136, 160),
+                                                                    (196, 196, 190), (140, 120, 110)]),
     LandCover.ROADS: ((0.04, 0.08), (0.10, 0.20), [(150, 160, 176)]),
     LandCover.GREEN_URBAN: ((0.18, 0.34), (0.10, 0.22), [(70, 118, 60)]),
     LandCover.FOREST: ((0.30, 0.46), (0.10, 0.20), [(40, 78, 40)]),
@@ -535,8 +546,9 @@ def _street_view(fractions: np.ndarray, rng: np.random.Generator, size: int, ill
             middle = (start + stop - 1) / 2
             column_top[start:stop] -= (stop - start) / 2 - np.abs(np.arange(start, stop) - middle)
         if cls in _TREE_CLASSES or (cls == LandCover.SPARSE_RESIDENTIAL and rng.uniform() < 0.5):
+            crown_heights = _FRONTAGE[LandCover.GREEN_URBAN][0]
             for _ in range(rng.integers(1, 4) if cls == LandCover.FOREST else 1):
-                trees.append((rng.uniform(start, stop), horizon - rng.uniform(*_FRONTAGE[LandCover.GREEN_URBAN][0]) * size,
+                trees.append((rng.uniform(start, stop), horizon - rng.uniform(*crown_heights) * size,
                               rng.uniform(0.08, 0.15) * size, cls == LandCover.FOREST))
         start = stop
 
@@ -549,7 +561,8 @@ def _street_view(fractions: np.ndarray, rng: np.random.Generator, size: int, ill
     has_windows = period > 0
     storey = np.remainder(horizon - 1 - yy, np.where(has_windows, period, 1)[None, :])
     bay = np.remainder(xx - column_start[None, :], 4)
-    window = built & has_windows[None, :] & (storey >= 2) & (storey < 4) & (bay >= 1) & (bay < 3) & (yy > column_top[None, :] + 2)
+    window = (built & has_windows[None, :] & (storey >= 2) & (storey < 4) & (bay >= 1) & (bay < 3)
+              & (yy > column_top[None, :] + 2))
     image = np.where(window[..., None], np.array([56, 66, 82], np.float32), image)
 
     # Trees in front of the skyline: a round crown on a trunk.

@@ -30,9 +30,10 @@ fractions ``f_tk``, distance to the centre ``d_t`` (km) and water proximity
 ``p_t = exp(-w_t / 0.3 km)`` (``w_t``: distance from the tile centre to the
 nearest tile with at least 2 % water)::
 
-    y_t = intercept + sum_k w_k f_tk + w_dist d_t + w_water p_t + sigma * outcome_noise * z_t
+    y_t = intercept + sum_k w_k f_tk + w_dist d_t + w_water p_t + sigma * z_t
 
-where ``z`` is white noise on the tile grid smoothed by a Gaussian of
+where ``sigma`` is the outcome's stated noise sd times ``outcome_noise`` and
+``z`` is white noise on the tile grid, smoothed by a Gaussian of
 ``noise_length_tiles`` and rescaled to unit variance. The weights are stored
 in the dataset attributes and returned by :func:`outcome_models`; the
 noise-free part is stored as ``<outcome>_noise_free``. Since the fractions
@@ -54,23 +55,43 @@ Trips within a region are not modelled: the flows table has no ``i == j``.
 Output
 ------
 :func:`build_city` streams everything to a temporary directory next to the
-destination, one row of regions at a time, and renames it into place only
-when complete: ``tiles.nc``, ``landcover.tif``, ``street_views.nc``,
-``regions.parquet``, ``pois.parquet``, ``flows.parquet`` and ``city.json``.
+destination, one region at a time, and renames it into place only when
+complete:
+
+* ``tiles.nc`` (:func:`load_city`): ``image`` (tile, band, y, x) uint8 with
+  bands red, green, blue, nir; ``landcover`` (tile, y, x) uint8;
+  ``fractions`` (tile, landcover_class) float32; ``distance_to_centre_km``,
+  ``water_proximity``, and per outcome ``<outcome>`` and
+  ``<outcome>_noise_free`` (tile) float32. Coordinates ``tile``, ``row``,
+  ``col``, ``region``, ``easting``/``northing`` (tile centres, in the CRS),
+  ``lon``/``lat`` and ``spatial_ref`` (the CRS, rioxarray's way). JSON
+  attributes: ``config``, ``outcome_weights``, ``outcome_noise_sd``,
+  ``outcome_units``, ``layout_geometry``, ``landcover_classes``.
+* ``landcover.tif``: the whole city's land cover, with CRS, transform and
+  a colour table.
+* ``street_views.nc`` (:func:`load_street_views`): ``image`` (region, view,
+  band, y, x) uint8 RGB; ``view_easting``, ``view_northing``,
+  ``view_heading_deg`` and ``view_fractions`` (the land-cover mix around
+  the viewpoint).
+* ``regions.parquet``, ``pois.parquet``, ``flows.parquet``
+  (:func:`load_tables`) and ``city.json`` (config, outcome models, layout).
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Literal
 
 import h5netcdf
+import h5py
 import numpy as np
 import pandas as pd
 import rasterio
@@ -150,7 +171,7 @@ class CityConfig(BaseModel):
     crs: str
     origin: tuple[float, float]
     resolution_m: float = Field(2.0, gt=0)
-    tile_px: int = Field(64, ge=8, le=1024)
+    tile_px: int = Field(64, ge=16, le=1024, multiple_of=16, description="a multiple of 16, the GeoTIFF block")
     grid: tuple[PositiveInt, PositiveInt] = (32, 32)
     region_tiles: PositiveInt = 4
     pois_per_region: int = Field(8, ge=0)
@@ -201,7 +222,11 @@ def coastal_city(**overrides) -> CityConfig:
 
 @dataclass(frozen=True)
 class OutcomeModel:
-    """``y = intercept + sum_k landcover[k] f_k + distance_km * d + water_proximity * p + noise_sd * z``."""
+    """``y = intercept + sum_k landcover[k] f_k + distance_km * d + water_proximity * p + noise_sd * z``.
+
+    ``z`` is unit-variance, spatially smoothed noise; ``noise_sd`` is the sd
+    the city was built with (the stated sd times ``CityConfig.outcome_noise``).
+    """
 
     name: str
     units: str
@@ -212,7 +237,10 @@ class OutcomeModel:
     noise_sd: float
 
     def terms(self) -> dict[str, float]:
-        """Every weight by term name: ``intercept``, the class labels, ``distance_to_centre_km``, ``water_proximity``."""
+        """Every weight by term name.
+
+        Terms: ``intercept``, the class labels, ``distance_to_centre_km`` and ``water_proximity``.
+        """
         return {"intercept": self.intercept, **self.landcover,
                 "distance_to_centre_km": self.distance_km, "water_proximity": self.water_proximity}
 
@@ -250,9 +278,14 @@ _OUTCOME_MODELS = {
 }
 
 
-def outcome_models(task: Literal["liveability", "income"]) -> dict[str, OutcomeModel]:
-    """The outcome models of a city with this task: the task's outcome, population density, land price."""
-    return {name: _OUTCOME_MODELS[name] for name in (task, "population_density", "land_price")}
+def outcome_models(task: Literal["liveability", "income"], outcome_noise: float = 1.0) -> dict[str, OutcomeModel]:
+    """The outcome models of a city with this task: the task's outcome, population density, land price.
+
+    ``outcome_noise`` (:attr:`CityConfig.outcome_noise`) scales each model's stated noise sd.
+    """
+    names = (task, "population_density", "land_price")
+    return {name: replace(_OUTCOME_MODELS[name], noise_sd=_OUTCOME_MODELS[name].noise_sd * outcome_noise)
+            for name in names}
 
 
 def stored_outcome_models(ds: xr.Dataset) -> dict[str, OutcomeModel]:
@@ -271,7 +304,9 @@ def stored_outcome_models(ds: xr.Dataset) -> dict[str, OutcomeModel]:
 def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
     """White noise smoothed by a Gaussian of ``sigma`` cells, rescaled to zero mean and unit variance."""
     field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="reflect")
-    return (field - field.mean()) / field.std()
+    spread = field.std()
+    # A single cell has no spread to rescale; it gets no noise.
+    return (field - field.mean()) / spread if spread > 0 else np.zeros(shape)
 
 
 def _bilinear(field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
@@ -335,6 +370,10 @@ class CityLayout:
         self.rings = [(f * radius * rng.uniform(0.95, 1.05), rng.uniform(0, 2 * np.pi)) for f in (0.3, 0.62)]
         self.road_half_width = max(1.5, 7.0 / self.res)
         self.grid_angle = rng.uniform(-0.35, 0.35)
+        self.street_gap = np.zeros(_K, dtype=np.float32)  # px between local streets, per class
+        for kind, metres in self._STREET_SPACING.items():
+            self.street_gap[kind] = metres / self.res
+        self.street_width = max(1.0, 8.0 / self.res)
 
         # Noise fields on a coarse lattice, interpolated to pixels on demand.
         self.step = max(2, int(radius // 40))
@@ -413,17 +452,15 @@ class CityLayout:
         cls[park] = LandCover.GREEN_URBAN
 
         # Local streets: a rotated grid whose spacing depends on the class it crosses.
-        spacing = np.zeros(_K)
-        for kind, metres in self._STREET_SPACING.items():
-            spacing[kind] = metres / self.res
-        gap = spacing[cls]
+        gap = self.street_gap[cls]
         c, s = np.cos(self.grid_angle), np.sin(self.grid_angle)
-        width = max(1.0, 8.0 / self.res)
-        with np.errstate(invalid="ignore", divide="ignore"):
-            street = (gap > 0) & ((np.remainder(dx * c + dy * s, gap) < width) | (np.remainder(-dx * s + dy * c, gap) < width))
-        cls[street] = LandCover.ROADS
+        with np.errstate(invalid="ignore", divide="ignore"):  # classes without streets have gap 0
+            on_grid = ((np.remainder(dx * c + dy * s, gap) < self.street_width)
+                       | (np.remainder(-dx * s + dy * c, gap) < self.street_width))
+        cls[(gap > 0) & on_grid] = LandCover.ROADS
 
-        ponds = ((cls == LandCover.GREEN_URBAN) & (noise["park"] > 2.5)) | ((cls == LandCover.FOREST) & (noise["rural"] > 2.4))
+        ponds = (((cls == LandCover.GREEN_URBAN) & (noise["park"] > 2.5))
+                 | ((cls == LandCover.FOREST) & (noise["rural"] > 2.4)))
         cls[water | ponds] = LandCover.WATER
         # Major roads cross the river on bridges but stop at the sea.
         major = d_road < self.road_half_width
@@ -553,14 +590,17 @@ def _fractions(tiles: np.ndarray) -> np.ndarray:
 
     One comparison per class keeps the temporaries at a byte per pixel.
     """
-    return np.stack([(tiles == c).mean(axis=(1, 2), dtype=np.float64) for c in range(_K)], axis=1).astype(np.float32)
+    shares = [(tiles == c).mean(axis=(1, 2), dtype=np.float64) for c in range(_K)]
+    return np.stack(shares, axis=1).astype(np.float32)
 
 
 class _Geometry:
-    """Tile and region bookkeeping of a config: ids, rows and columns, map coordinates."""
+    """Tile and region bookkeeping of a config: ids, rows and columns, map coordinates.
+
+    Tiles are numbered row-major: tile ``row * cols + col``.
+    """
 
     def __init__(self, config: CityConfig):
-        self.config = config
         self.rows, self.cols = config.grid
         self.tp = config.tile_px
         self.rt = config.region_tiles
@@ -575,12 +615,27 @@ class _Geometry:
         self.lon, self.lat = self.to_lonlat.transform(self.easting, self.northing)
         self.tile_km = self.tp * config.resolution_m / 1000
 
+    def tile_rows_of(self, region_row: int) -> tuple[int, int]:
+        """The first and one-past-last tile row of a row of regions."""
+        return region_row * self.rt, min(self.rows, (region_row + 1) * self.rt)
+
+    def tile_cols_of(self, region_col: int) -> tuple[int, int]:
+        return region_col * self.rt, min(self.cols, (region_col + 1) * self.rt)
+
+
+def _with_crs(ds: xr.Dataset, crs: str) -> xr.Dataset:
+    """Record the CRS the rioxarray way (a ``spatial_ref`` coordinate) and as a plain ``crs`` attribute."""
+    ds = ds.rio.write_crs(crs)
+    ds.attrs["crs"] = crs
+    return ds
+
 
 def _tiles_template(config: CityConfig, geo: _Geometry, layout_info: dict, models, distance_km) -> xr.Dataset:
     """The small part of ``tiles.nc``: coordinates, CRS, attributes; big variables are appended later."""
     ds = xr.Dataset(
         {"distance_to_centre_km": ("tile", distance_km.astype(np.float32),
-                                   {"long_name": "distance from the tile centre to the city centre", "units": "km"})},
+                                   {"long_name": "distance from the tile centre to the city centre",
+                                    "units": "km"})},
         coords={
             "tile": ("tile", np.arange(config.n_tiles, dtype=np.int32)),
             "band": ("band", list(AERIAL_BANDS)),
@@ -610,25 +665,20 @@ def _tiles_template(config: CityConfig, geo: _Geometry, layout_info: dict, model
             "urban_atlas_codes": json.dumps({c.label: code for c, code in URBAN_ATLAS_CODES.items()}),
             "outcomes": json.dumps(list(models)),
             "outcome_formula": "y = intercept + sum_k w_k * fraction_k + w_dist * distance_to_centre_km "
-                               "+ w_water * water_proximity + noise_sd * outcome_noise * z, "
+                               "+ w_water * water_proximity + noise_sd * z, "
                                "z = unit-variance Gaussian-smoothed noise on the tile grid",
             "outcome_weights": json.dumps({name: m.terms() for name, m in models.items()}),
             "outcome_units": json.dumps({name: m.units for name, m in models.items()}),
-            "outcome_noise_sd": json.dumps({name: m.noise_sd * config.outcome_noise for name, m in models.items()}),
-            "water_proximity_formula": "exp(-d / 0.3 km), d = distance to the nearest tile centre with >= 2% water",
+            "outcome_noise_sd": json.dumps({name: m.noise_sd for name, m in models.items()}),
+            "water_proximity_formula": "exp(-d / 0.3 km), d = distance to the nearest tile centre "
+                                       "with >= 2% water",
         },
     )
     return _with_crs(ds, config.crs)
 
 
-def _with_crs(ds: xr.Dataset, crs: str) -> xr.Dataset:
-    """Record the CRS the rioxarray way (a ``spatial_ref`` coordinate) and as a plain ``crs`` attribute."""
-    ds = ds.rio.write_crs(crs)
-    ds.attrs["crs"] = crs
-    return ds
-
-
 def _views_template(config: CityConfig, geo: _Geometry) -> xr.Dataset:
+    """The small part of ``street_views.nc``: coordinates, CRS, attributes."""
     region = np.arange(geo.n_regions)
     ds = xr.Dataset(coords={
         "region": ("region", region.astype(np.int32)),
@@ -643,27 +693,6 @@ def _views_template(config: CityConfig, geo: _Geometry) -> xr.Dataset:
     return _with_crs(ds, config.crs)
 
 
-def _variable(f: h5netcdf.File, name: str, dims: tuple[str, ...], dtype, attrs: dict, chunks=None, compress=False):
-    """Create a variable in an open file, tied to the CRS.
-
-    Only what compresses well is compressed: noisy images barely shrink, and
-    gzip would cost more time than the rest of the build.
-    """
-    options = {"chunks": chunks, "compression": "gzip", "compression_opts": 1} if compress else {"chunks": chunks}
-    var = f.create_variable(name, dims, dtype=dtype, **options)
-    var.attrs.update({"grid_mapping": "spatial_ref", **attrs})
-    return var
-
-
-def _landcover_profile(config: CityConfig, height: int, width: int) -> dict:
-    profile = dict(driver="GTiff", height=height, width=width, count=1, dtype="uint8", crs=config.crs,
-                   transform=Affine(config.resolution_m, 0.0, config.origin[0], 0.0, -config.resolution_m, config.origin[1]),
-                   compress="deflate")
-    if config.tile_px % 16 == 0:
-        profile.update(tiled=True, blockxsize=config.tile_px, blockysize=config.tile_px)
-    return profile
-
-
 # Class colours for the GeoTIFF's colour table, so GIS viewers show a map.
 _MAP_COLOURS = {
     LandCover.DENSE_RESIDENTIAL: (150, 30, 30), LandCover.MEDIUM_RESIDENTIAL: (220, 80, 60),
@@ -673,110 +702,141 @@ _MAP_COLOURS = {
 }
 
 
-def _write_city(config: CityConfig, out: Path) -> None:
-    """Generate the city into the (empty) directory ``out``, streaming one row of regions at a time."""
-    layout = CityLayout(config)
-    geo = _Geometry(config)
-    models = outcome_models(config.task)
-    info = layout.describe(config)
-    distance_km = np.hypot(geo.easting - info["centre_easting"], geo.northing - info["centre_northing"]) / 1000
-    tp, cols = geo.tp, geo.cols
-    n_views = config.views_per_region
+@dataclass
+class _Region:
+    """What one region renders to, held until it is written."""
 
-    _tiles_template(config, geo, info, models, distance_km).to_netcdf(out / "tiles.nc", engine="h5netcdf")
-    _views_template(config, geo).to_netcdf(out / "street_views.nc", engine="h5netcdf")
-    fractions = np.empty((config.n_tiles, _K), dtype=np.float32)
-    pois: list[dict] = []
+    index: int
+    tile_rows: tuple[int, int]  # first and one-past-last tile row
+    tile_cols: tuple[int, int]
+    classes: np.ndarray  # (pixel rows, pixel columns) land cover
+    images: np.ndarray  # (tiles, 4, tp, tp), row-major within the region
+    views: np.ndarray  # (views, 3, vp, vp)
+    view_meta: np.ndarray  # (views, 3 + K): pixel row, pixel column, heading, land-cover mix
+    pois: list[dict]
 
-    with h5netcdf.File(out / "tiles.nc", "a") as tiles, h5netcdf.File(out / "street_views.nc", "a") as views, \
-            rasterio.open(out / "landcover.tif", "w", **_landcover_profile(config, layout.height, layout.width)) as tif:
-        tif.write_colormap(1, {int(c): (*rgb, 255) for c, rgb in _MAP_COLOURS.items()})
-        tif.update_tags(1, **{str(int(c)): c.label for c in LandCover})
-        image_var = _variable(tiles, "image", ("tile", "band", "y", "x"), "u1",
-                              {"long_name": "aerial image (R, G, B, NIR)"}, chunks=(1, 4, tp, tp))
-        lc_var = _variable(tiles, "landcover", ("tile", "y", "x"), "u1",
-                           {"long_name": "land-cover class", "flag_values": np.arange(_K, dtype=np.uint8),
-                            "flag_meanings": " ".join(LANDCOVER_NAMES)}, chunks=(1, tp, tp), compress=True)
-        view_image = _variable(views, "image", ("region", "view", "band", "y", "x"), "u1",
-                               {"long_name": "street-level view (R, G, B)"},
-                               chunks=(1, n_views, 3, config.view_px, config.view_px) if n_views else None)
-        view_east = _variable(views, "view_easting", ("region", "view"), "f8", {"units": "m"})
-        view_north = _variable(views, "view_northing", ("region", "view"), "f8", {"units": "m"})
-        view_heading = _variable(views, "view_heading_deg", ("region", "view"), "f4",
-                                 {"long_name": "viewing direction clockwise from north", "units": "degree"})
-        view_mix = _variable(views, "view_fractions", ("region", "view", "landcover_class"), "f4",
-                             {"long_name": "land-cover fractions within 64 m of the viewpoint"})
+    def tile_ids(self, cols: int) -> np.ndarray:
+        """Ids of the region's tiles, in the order of ``images``."""
+        rows = np.arange(*self.tile_rows)[:, None]
+        return (rows * cols + np.arange(*self.tile_cols)[None, :]).ravel()
 
-        for region_row in range(geo.region_rows):
-            r0, r1 = region_row * geo.rt, min(geo.rows, (region_row + 1) * geo.rt)
-            y0, y1 = r0 * tp, r1 * tp
-            band_classes = np.empty((y1 - y0, layout.width), dtype=np.uint8)
-            band_images = np.empty(((r1 - r0) * cols, 4, tp, tp), dtype=np.uint8)
-            band_regions = range(region_row * geo.region_cols, (region_row + 1) * geo.region_cols)
-            band_views = np.zeros((len(band_regions), n_views, 3, config.view_px, config.view_px), dtype=np.uint8)
-            band_view_meta = np.zeros((len(band_regions), n_views, 3 + _K), dtype=np.float64)
 
-            for region_col, region in enumerate(band_regions):
-                c0, c1 = region_col * geo.rt, min(cols, (region_col + 1) * geo.rt)
-                x0, x1 = c0 * tp, c1 * tp
-                classes, markings = layout.landcover(y0, y1, x0, x1)
-                band_classes[:, x0:x1] = classes
-                tile_rows, tile_cols = np.divmod(np.arange((r1 - r0) * (c1 - c0)), c1 - c0)
-                tile_rows += r0
-                tile_cols += c0
-                band_images[(tile_rows - r0) * cols + tile_cols] = aerial.render_aerial(
-                    _tiles_of(classes, tp), _tiles_of(markings, tp), row0=tile_rows * tp, col0=tile_cols * tp,
-                    tile_ids=tile_rows * cols + tile_cols, resolution_m=config.resolution_m, seed=config.seed,
-                    illumination_noise=config.illumination_noise, pixel_noise=config.pixel_noise)
+class _CityFiles:
+    """The streamed outputs of a build, open for writing: ``tiles.nc``, ``street_views.nc``, ``landcover.tif``.
 
-                poi_rng = np.random.default_rng([config.seed, _SALT_POI, region])
-                for poi in _sample_pois(poi_rng, classes, y0, x0, config.pois_per_region, config.resolution_m):
-                    pois.append({"region": region, **poi})
-                if n_views:
-                    view_rng = np.random.default_rng([config.seed, _SALT_VIEW, region])
-                    band_views[region_col], band_view_meta[region_col] = _street_views(
-                        config, view_rng, classes, y0, x0)
+    The NetCDF files start as templates written by xarray (coordinates, CRS,
+    attributes). h5netcdf then declares every remaining variable at full
+    size, with its netCDF dimensions and attributes, and the data go in
+    through h5py -- a netCDF-4 file is an HDF5 file, and h5py's writes cost
+    a fraction of h5netcdf's per call. Region by region, tiles are written
+    one slice per tile row of the region, the GeoTIFF one window per region.
+    """
 
-            t0, t1 = r0 * cols, r1 * cols
-            image_var[t0:t1] = band_images
-            band_tiles = _tiles_of(band_classes, tp)
-            lc_var[t0:t1] = band_tiles
-            fractions[t0:t1] = _fractions(band_tiles)
-            tif.write(band_classes, 1, window=Window(0, y0, layout.width, y1 - y0))
-            g0, g1 = band_regions.start, band_regions.stop
-            view_image[g0:g1] = band_views
-            east, north = _pixel_to_map(config, band_view_meta[..., 0], band_view_meta[..., 1])
-            view_east[g0:g1] = east
-            view_north[g0:g1] = north
-            view_heading[g0:g1] = band_view_meta[..., 2]
-            view_mix[g0:g1] = band_view_meta[..., 3:]
+    def __init__(self, out: Path, config: CityConfig, geo: _Geometry, models: dict[str, OutcomeModel],
+                 height: int, width: int):
+        self.config, self.geo = config, geo
+        self._declare(out, config, geo, models)
+        self._stack = contextlib.ExitStack()
+        self.tiles = self._stack.enter_context(h5py.File(out / "tiles.nc", "a"))
+        self.views = self._stack.enter_context(h5py.File(out / "street_views.nc", "a"))
+        transform = Affine(config.resolution_m, 0.0, config.origin[0], 0.0, -config.resolution_m, config.origin[1])
+        # One GeoTIFF block per tile, so each region's window covers whole blocks.
+        self.tif = self._stack.enter_context(rasterio.open(
+            out / "landcover.tif", "w", driver="GTiff", height=height, width=width, count=1, dtype="uint8",
+            crs=config.crs, transform=transform, compress="deflate", tiled=True, blockxsize=geo.tp,
+            blockysize=geo.tp))
+        self.tif.write_colormap(1, {int(c): (*rgb, 255) for c, rgb in _MAP_COLOURS.items()})
+        self.tif.update_tags(1, **{str(int(c)): c.label for c in LandCover})
 
-        _variable(tiles, "fractions", ("tile", "landcover_class"), "f4",
-                  {"long_name": "land-cover fractions (concept ground truth)"})[:] = fractions
-        water_proximity = _water_proximity(fractions[:, LandCover.WATER].reshape(geo.rows, geo.cols), geo.tile_km)
-        _variable(tiles, "water_proximity", ("tile",), "f4",
-                  {"long_name": "proximity to water", "formula": "exp(-d / 0.3 km)"})[:] = water_proximity
-        outcomes = {}
-        for index, (name, model) in enumerate(models.items()):
-            noise_free = model.predict(fractions, distance_km, water_proximity)
-            rng = np.random.default_rng([config.seed, _SALT_OUTCOME, index])
-            noise = _smooth_noise(rng, (geo.rows, geo.cols), config.noise_length_tiles).ravel()
-            outcomes[name] = noise_free + model.noise_sd * config.outcome_noise * noise
-            attrs = {"units": model.units, "weights": json.dumps(model.terms())}
-            _variable(tiles, name, ("tile",), "f4", attrs | {"long_name": name.replace("_", " ")})[:] = outcomes[name]
-            _variable(tiles, f"{name}_noise_free", ("tile",), "f4",
-                      attrs | {"long_name": f"{name} without noise"})[:] = noise_free
+    @staticmethod
+    def _declare(out: Path, config: CityConfig, geo: _Geometry, models: dict[str, OutcomeModel]) -> None:
+        """Create the big and the late variables, empty, with their dimensions and attributes."""
+        tp, vp, n_views = geo.tp, config.view_px, config.views_per_region
 
-    regions = _regions_table(config, geo, fractions, outcomes, pois)
-    regions.to_parquet(out / "regions.parquet", index=False)
-    _pois_table(config, geo, pois).to_parquet(out / "pois.parquet", index=False)
-    _flows_table(config, regions).to_parquet(out / "flows.parquet", index=False)
-    (out / "city.json").write_text(json.dumps({
-        "config": config.model_dump(mode="json"),
-        "outcome_models": {name: {"units": m.units, "noise_sd": m.noise_sd, "weights": m.terms()}
-                           for name, m in models.items()},
-        "layout": info,
-    }, indent=2) + "\n")
+        def variable(f, name, dims, dtype, attrs, chunks=None, compress=False):
+            # Only what compresses well is compressed: noisy images barely
+            # shrink, and gzip would cost more time than rendering them.
+            options = {"compression": "gzip", "compression_opts": 1} if compress else {}
+            f.create_variable(name, dims, dtype=dtype, chunks=chunks, **options).attrs.update(
+                {"grid_mapping": "spatial_ref", **attrs})
+
+        with h5netcdf.File(out / "tiles.nc", "a") as f:
+            variable(f, "image", ("tile", "band", "y", "x"), "u1", {"long_name": "aerial image (R, G, B, NIR)"},
+                     chunks=(1, 4, tp, tp))
+            variable(f, "landcover", ("tile", "y", "x"), "u1",
+                     {"long_name": "land-cover class", "flag_values": np.arange(_K, dtype=np.uint8),
+                      "flag_meanings": " ".join(LANDCOVER_NAMES)}, chunks=(1, tp, tp), compress=True)
+            variable(f, "fractions", ("tile", "landcover_class"), "f4",
+                     {"long_name": "land-cover fractions (concept ground truth)"})
+            variable(f, "water_proximity", ("tile",), "f4",
+                     {"long_name": "proximity to water", "formula": "exp(-d / 0.3 km)"})
+            for name, model in models.items():
+                attrs = {"units": model.units, "weights": json.dumps(model.terms())}
+                variable(f, name, ("tile",), "f4", attrs | {"long_name": name.replace("_", " ")})
+                variable(f, f"{name}_noise_free", ("tile",), "f4", attrs | {"long_name": f"{name} without noise"})
+        with h5netcdf.File(out / "street_views.nc", "a") as f:
+            per_view = ("region", "view")
+            variable(f, "image", (*per_view, "band", "y", "x"), "u1", {"long_name": "street-level view (R, G, B)"},
+                     chunks=(1, n_views, 3, vp, vp) if n_views else None)
+            variable(f, "view_easting", per_view, "f8", {"units": "m"})
+            variable(f, "view_northing", per_view, "f8", {"units": "m"})
+            variable(f, "view_heading_deg", per_view, "f4",
+                     {"long_name": "viewing direction clockwise from north", "units": "degree"})
+            variable(f, "view_fractions", (*per_view, "landcover_class"), "f4",
+                     {"long_name": "land-cover fractions within 64 m of the viewpoint"})
+
+    def write_region(self, region: _Region) -> None:
+        """Write a region's tiles (one slice per tile row), its land-cover window and its views."""
+        tp, cols = self.geo.tp, self.geo.cols
+        (r0, r1), (c0, c1) = region.tile_rows, region.tile_cols
+        width = c1 - c0
+        classes = _tiles_of(region.classes, tp)
+        for i, tile_row in enumerate(range(r0, r1)):
+            first = tile_row * cols + c0
+            self.tiles["image"][first:first + width] = region.images[i * width:(i + 1) * width]
+            self.tiles["landcover"][first:first + width] = classes[i * width:(i + 1) * width]
+        self.tif.write(region.classes, 1, window=Window(c0 * tp, r0 * tp, width * tp, (r1 - r0) * tp))
+        if len(region.views):
+            g = region.index
+            east, north = _pixel_to_map(self.config, region.view_meta[:, 0], region.view_meta[:, 1])
+            self.views["image"][g] = region.views
+            self.views["view_easting"][g] = east
+            self.views["view_northing"][g] = north
+            self.views["view_heading_deg"][g] = region.view_meta[:, 2]
+            self.views["view_fractions"][g] = region.view_meta[:, 3:]
+
+    def write_tile_variable(self, name: str, values: np.ndarray) -> None:
+        """Fill one of the per-tile variables declared up front."""
+        self.tiles[name][...] = values
+
+    def __enter__(self) -> _CityFiles:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stack.close()
+
+
+def _render_region(config: CityConfig, layout: CityLayout, geo: _Geometry, index: int) -> _Region:
+    """Land cover, aerial tiles, POIs and street views of one region."""
+    tp = geo.tp
+    region_row, region_col = divmod(index, geo.region_cols)
+    (r0, r1), (c0, c1) = geo.tile_rows_of(region_row), geo.tile_cols_of(region_col)
+    y0, x0 = r0 * tp, c0 * tp
+    classes, markings = layout.landcover(y0, r1 * tp, x0, c1 * tp)
+    tile_rows, tile_cols = np.divmod(np.arange((r1 - r0) * (c1 - c0)), c1 - c0)
+    tile_rows += r0
+    tile_cols += c0
+    images = aerial.render_aerial(
+        _tiles_of(classes, tp), _tiles_of(markings, tp), row0=tile_rows * tp, col0=tile_cols * tp,
+        tile_ids=tile_rows * geo.cols + tile_cols, resolution_m=config.resolution_m, seed=config.seed,
+        illumination_noise=config.illumination_noise, pixel_noise=config.pixel_noise)
+
+    poi_rng = np.random.default_rng([config.seed, _SALT_POI, index])
+    pois = [{"region": index, **poi}
+            for poi in _sample_pois(poi_rng, classes, y0, x0, config.pois_per_region, config.resolution_m)]
+    view_rng = np.random.default_rng([config.seed, _SALT_VIEW, index])
+    views, view_meta = _street_views(config, view_rng, classes, y0, x0)
+    return _Region(index, (r0, r1), (c0, c1), classes, images, views, view_meta, pois)
 
 
 def _street_views(config: CityConfig, rng: np.random.Generator, classes: np.ndarray, y0: int, x0: int):
@@ -784,17 +844,20 @@ def _street_views(config: CityConfig, rng: np.random.Generator, classes: np.ndar
 
     Returns the views and, per view, ``(row_px, col_px, heading, fractions...)``.
     """
+    n, vp = config.views_per_region, config.view_px
+    if n == 0:
+        return np.zeros((0, 3, vp, vp), np.uint8), np.zeros((0, 3 + _K))
     on_road = np.flatnonzero(classes == LandCover.ROADS)
     land = np.flatnonzero(classes != LandCover.WATER)
     candidates = on_road if on_road.size else land if land.size else np.arange(classes.size)
-    picks = rng.choice(candidates, size=config.views_per_region)
+    picks = rng.choice(candidates, size=n)
     rows, cols = np.divmod(picks, classes.shape[1])
     reach = max(1, int(round(64.0 / config.resolution_m)))
     mix = np.empty((len(picks), _K))
     for v, (row, col) in enumerate(zip(rows, cols, strict=True)):
         around = classes[max(0, row - reach):row + reach + 1, max(0, col - reach):col + reach + 1]
         mix[v] = np.bincount(around.ravel(), minlength=_K) / around.size
-    images = aerial.render_street_views(mix, rng, size=config.view_px, illumination_noise=config.illumination_noise,
+    images = aerial.render_street_views(mix, rng, size=vp, illumination_noise=config.illumination_noise,
                                         pixel_noise=config.pixel_noise)
     meta = np.column_stack([y0 + rows + 0.5, x0 + cols + 0.5, rng.uniform(0, 360, len(picks)), mix])
     return images, meta
@@ -809,13 +872,30 @@ def _water_proximity(water_fraction: np.ndarray, tile_km: float) -> np.ndarray:
     return np.exp(-distance / 0.3).ravel().astype(np.float32)
 
 
+def _outcomes(config: CityConfig, geo: _Geometry, models: dict[str, OutcomeModel], fractions, distance_km,
+              water_proximity) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """``{name: (noise_free, noisy)}`` per outcome model (see the module docstring)."""
+    result = {}
+    for index, (name, model) in enumerate(models.items()):
+        noise_free = model.predict(fractions, distance_km, water_proximity)
+        rng = np.random.default_rng([config.seed, _SALT_OUTCOME, index])
+        z = _smooth_noise(rng, (geo.rows, geo.cols), config.noise_length_tiles).ravel()
+        result[name] = noise_free, noise_free + model.noise_sd * z
+    return result
+
+
 # Jobs per km2 (thousands) of each class, for the attractiveness of regions.
 _JOB_DENSITY = np.array([8.0, 3.0, 0.8, 12.0, 0.5, 0.3, 0.05, 0.1, 0.0])
 _JOBS_PER_POI = 20.0
 
 
 def _regions_table(config, geo: _Geometry, fractions, outcomes, pois) -> pd.DataFrame:
-    """One row per region: position, land-cover mix, population, jobs, mean outcomes, POI count."""
+    """One row per region: position, land-cover mix, population, jobs, mean outcomes, POI count.
+
+    ``population = max(population_density, 0) * 1000 * area`` summed over the
+    region's tiles, ``jobs = sum_k JOB_DENSITY_k * fraction_k * 1000 * area``
+    plus 20 per POI.
+    """
     area = geo.tile_km**2
     frame = pd.DataFrame(fractions, columns=[f"fraction_{n}" for n in LANDCOVER_NAMES])
     frame["region"] = geo.tile_region
@@ -831,15 +911,16 @@ def _regions_table(config, geo: _Geometry, fractions, outcomes, pois) -> pd.Data
     table["n_pois"] = np.bincount(np.array([p["region"] for p in pois], dtype=np.intp), minlength=geo.n_regions)
     table["jobs"] += _JOBS_PER_POI * table["n_pois"]
     table["region_row"], table["region_col"] = np.divmod(table["region"].to_numpy(), geo.region_cols)
-    table["dominant_landcover"] = np.array(LANDCOVER_NAMES)[
-        table[[f"fraction_{n}" for n in LANDCOVER_NAMES]].to_numpy().argmax(axis=1)]
+    mix = table[[f"fraction_{n}" for n in LANDCOVER_NAMES]].to_numpy()
+    table["dominant_landcover"] = np.array(LANDCOVER_NAMES)[mix.argmax(axis=1)]
     table["lon"], table["lat"] = geo.to_lonlat.transform(table["easting"].to_numpy(), table["northing"].to_numpy())
     # Bounding boxes in map coordinates (the last row and column of regions may be cut short).
     side = geo.rt * geo.tp * config.resolution_m
-    table["min_easting"] = config.origin[0] + table["region_col"] * side
-    table["max_northing"] = config.origin[1] - table["region_row"] * side
-    table["max_easting"] = np.minimum(table["min_easting"] + side, config.origin[0] + geo.cols * geo.tp * config.resolution_m)
-    table["min_northing"] = np.maximum(table["max_northing"] - side, config.origin[1] - geo.rows * geo.tp * config.resolution_m)
+    east0, north0 = config.origin
+    table["min_easting"] = east0 + table["region_col"] * side
+    table["max_northing"] = north0 - table["region_row"] * side
+    table["max_easting"] = np.minimum(table["min_easting"] + side, east0 + geo.cols * geo.tp * config.resolution_m)
+    table["min_northing"] = np.maximum(table["max_northing"] - side, north0 - geo.rows * geo.tp * config.resolution_m)
     first = ["region", "region_row", "region_col", "n_tiles", "easting", "northing", "lon", "lat",
              "min_easting", "min_northing", "max_easting", "max_northing", "population", "jobs", "n_pois",
              "dominant_landcover"]
@@ -847,10 +928,11 @@ def _regions_table(config, geo: _Geometry, fractions, outcomes, pois) -> pd.Data
 
 
 def _pois_table(config, geo: _Geometry, pois: list[dict]) -> pd.DataFrame:
-    columns = ["poi", "region", "tile", "type", "name", "landcover", "description", "easting", "northing", "lon", "lat"]
+    columns = ["poi", "region", "tile", "type", "name", "landcover", "description", "easting", "northing",
+               "lon", "lat"]
     if not pois:
-        return pd.DataFrame({c: pd.Series(dtype=object if c in ("type", "name", "landcover", "description") else float)
-                             for c in columns})
+        text = ("type", "name", "landcover", "description")
+        return pd.DataFrame({c: pd.Series(dtype=object if c in text else float) for c in columns})
     table = pd.DataFrame(pois)
     table["poi"] = np.arange(len(table))
     table["tile"] = (table["row_px"] // geo.tp) * geo.cols + table["col_px"] // geo.tp
@@ -866,20 +948,59 @@ def _flows_table(config: CityConfig, regions: pd.DataFrame) -> pd.DataFrame:
     jobs = regions["jobs"].to_numpy()
     east = regions["easting"].to_numpy() / 1000
     north = regions["northing"].to_numpy() / 1000
-    distance = np.hypot(east[:, None] - east[None, :], north[:, None] - north[None, :])
-    affinity = pop[:, None] ** g.alpha * jobs[None, :] ** g.beta / np.maximum(distance, g.min_distance_km) ** g.gamma
-    np.fill_diagonal(affinity, 0.0)
+    origin, destination = np.nonzero(~np.eye(len(pop), dtype=bool))
+    distance = np.hypot(east[origin] - east[destination], north[origin] - north[destination])
+    affinity = pop[origin] ** g.alpha * jobs[destination] ** g.beta / np.maximum(distance, g.min_distance_km) ** g.gamma
     total = affinity.sum()
     expected = affinity * (g.trips_per_capita * pop.sum() / total) if total > 0 else affinity
-    flows = np.random.default_rng([config.seed, _SALT_FLOW]).poisson(expected)
-    origin, destination = np.nonzero(~np.eye(len(pop), dtype=bool))
     return pd.DataFrame({
         "origin": origin.astype(np.int32),
         "destination": destination.astype(np.int32),
-        "distance_km": distance[origin, destination],
-        "expected": expected[origin, destination],
-        "flow": flows[origin, destination].astype(np.int64),
+        "distance_km": distance,
+        "expected": expected,
+        "flow": np.random.default_rng([config.seed, _SALT_FLOW]).poisson(expected).astype(np.int64),
     })
+
+
+def _write_city(config: CityConfig, out: Path, progress: Callable[[int, int], None] | None) -> None:
+    """Generate the city into the (empty) directory ``out``, streaming one region at a time."""
+    layout = CityLayout(config)
+    geo = _Geometry(config)
+    models = outcome_models(config.task, config.outcome_noise)
+    info = layout.describe(config)
+    distance_km = np.hypot(geo.easting - info["centre_easting"], geo.northing - info["centre_northing"]) / 1000
+
+    _tiles_template(config, geo, info, models, distance_km).to_netcdf(out / "tiles.nc", engine="h5netcdf")
+    _views_template(config, geo).to_netcdf(out / "street_views.nc", engine="h5netcdf")
+    fractions = np.empty((config.n_tiles, _K), dtype=np.float32)
+    pois: list[dict] = []
+    with _CityFiles(out, config, geo, models, layout.height, layout.width) as files:
+        for index in range(geo.n_regions):
+            region = _render_region(config, layout, geo, index)
+            files.write_region(region)
+            fractions[region.tile_ids(geo.cols)] = _fractions(_tiles_of(region.classes, geo.tp))
+            pois.extend(region.pois)
+            if progress is not None:
+                progress(index + 1, geo.n_regions)
+
+        water_proximity = _water_proximity(fractions[:, LandCover.WATER].reshape(geo.rows, geo.cols), geo.tile_km)
+        outcomes = _outcomes(config, geo, models, fractions, distance_km, water_proximity)
+        files.write_tile_variable("fractions", fractions)
+        files.write_tile_variable("water_proximity", water_proximity)
+        for name, (noise_free, noisy) in outcomes.items():
+            files.write_tile_variable(name, noisy)
+            files.write_tile_variable(f"{name}_noise_free", noise_free)
+
+    regions = _regions_table(config, geo, fractions, {name: noisy for name, (_, noisy) in outcomes.items()}, pois)
+    regions.to_parquet(out / "regions.parquet", index=False)
+    _pois_table(config, geo, pois).to_parquet(out / "pois.parquet", index=False)
+    _flows_table(config, regions).to_parquet(out / "flows.parquet", index=False)
+    (out / "city.json").write_text(json.dumps({
+        "config": config.model_dump(mode="json"),
+        "outcome_models": {name: {"units": m.units, "noise_sd": m.noise_sd, "weights": m.terms()}
+                           for name, m in models.items()},
+        "layout": info,
+    }, indent=2) + "\n")
 
 
 def _replace_dir(source: Path, target: Path) -> None:
@@ -893,28 +1014,31 @@ def _replace_dir(source: Path, target: Path) -> None:
     shutil.rmtree(trash)
 
 
-def build_city(config: CityConfig, out_dir: str | os.PathLike[str]) -> CityBuild:
+def build_city(config: CityConfig, out_dir: str | os.PathLike[str],
+               progress: Callable[[int, int], None] | None = None) -> CityBuild:
     """Generate the city of ``config`` into ``out_dir``, atomically.
 
     Everything is written to a temporary directory beside ``out_dir`` and
     renamed into place at the end, so a failure leaves ``out_dir`` as it was
     (absent, or the previous build). Tile images, land cover and street
-    views are rendered and written one row of regions at a time; only the
-    per-tile tables (fractions, outcomes) stay in memory.
+    views are rendered and written one region at a time; only per-tile and
+    per-region tables (fractions, outcomes, POIs) stay in memory.
+
+    ``progress``, if given, is called as ``progress(regions_done, regions_total)``
+    after each region is written, e.g. to drive a progress bar.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        _write_city(config, work)
+        _write_city(config, work, progress)
         _replace_dir(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    geo = _Geometry(config)
-    return CityBuild(out_dir, config, outcome_models(config.task), config.n_tiles, geo.n_regions,
-                     time.perf_counter() - start)
+    return CityBuild(out_dir, config, outcome_models(config.task, config.outcome_noise), config.n_tiles,
+                     _Geometry(config).n_regions, time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------

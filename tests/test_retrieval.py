@@ -1,0 +1,100 @@
+"""Tests of lib.retrieval: ranking a gallery and re-ranking the head of each ranking."""
+
+import pytest
+import torch
+
+from lib.retrieval import rank, rerank
+
+
+def random_similarity(seed: int, n: int = 12) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    x = torch.nn.functional.normalize(torch.randn(n, 6, generator=generator), dim=1)
+    return x @ x.T
+
+
+def test_rank_excludes_self_and_sorts_best_first():
+    similarity = random_similarity(0)
+    n = len(similarity)
+    ranking = rank(similarity, depth=n - 1)
+    assert ranking.shape == (n, n - 1)
+    for q in range(n):
+        row = ranking[q].tolist()
+        assert q not in row
+        assert sorted(row) == [i for i in range(n) if i != q]  # every other item exactly once
+        scores = similarity[q, ranking[q]]
+        assert torch.all(scores[:-1] >= scores[1:])
+
+
+def test_rank_truncates_to_depth_and_caps_it_at_the_gallery():
+    similarity = random_similarity(1)
+    n = len(similarity)
+    full = rank(similarity, depth=n - 1)
+    assert torch.equal(rank(similarity, depth=3), full[:, :3])
+    assert rank(similarity, depth=10 * n).shape == (n, n - 1)
+
+
+def test_rank_keeps_self_when_asked():
+    similarity = random_similarity(2)
+    ranking = rank(similarity, depth=len(similarity), exclude_self=False)
+    # Unit vectors: each one is its own best match.
+    assert torch.equal(ranking[:, 0], torch.arange(len(similarity)))
+
+
+def test_rank_of_a_separate_gallery():
+    similarity = torch.tensor([[0.1, 0.9, 0.5], [0.7, 0.2, 0.3]])
+    assert rank(similarity, depth=2, exclude_self=False).tolist() == [[1, 2], [0, 2]]
+    with pytest.raises(ValueError, match="query set"):
+        rank(similarity, depth=2)  # exclude_self needs Q == G
+    with pytest.raises(ValueError, match=r"\(Q, G\)"):
+        rank(similarity[0], depth=2)
+
+
+def test_rerank_reverses_the_head_and_keeps_the_tail():
+    similarity = random_similarity(3)
+    ranking = rank(similarity, depth=len(similarity) - 1)
+    k = 4
+
+    def reversing(q, g):  # structural score = -2 * global: score = -2s + s = -s
+        return -2 * similarity[q, g]
+
+    out = rerank(ranking, similarity, reversing, k=k, weight=1.0)
+    assert torch.equal(out[:, :k], ranking[:, :k].flip(1))
+    assert torch.equal(out[:, k:], ranking[:, k:])
+
+
+def test_rerank_head_only_sees_pairs_of_its_own_query():
+    similarity = random_similarity(4)
+    ranking = rank(similarity, depth=len(similarity) - 1)
+    seen = []
+
+    def recording(q, g):
+        seen.append((q.clone(), g.clone()))
+        return torch.zeros(len(q))
+
+    rerank(ranking, similarity, recording, k=3)
+    (q, g), = seen
+    assert torch.equal(q.reshape(-1, 3), torch.arange(len(similarity))[:, None].expand(-1, 3))
+    assert torch.equal(g.reshape(-1, 3), ranking[:, :3])
+
+
+def test_rerank_with_global_similarity_and_no_weight_keeps_the_order():
+    similarity = random_similarity(5)
+    ranking = rank(similarity, depth=len(similarity) - 1)
+    out = rerank(ranking, similarity, lambda q, g: similarity[q, g], k=6, weight=0.0)
+    assert torch.equal(out, ranking)
+
+
+@pytest.mark.parametrize("k", [1, 5, 11, 50])
+def test_rerank_rows_stay_permutations_of_the_input(k):
+    similarity = random_similarity(6)
+    ranking = rank(similarity, depth=8)
+    generator = torch.Generator().manual_seed(k)
+    noise = torch.rand(similarity.shape, generator=generator)
+    out = rerank(ranking, similarity, lambda q, g: noise[q, g], k=k, weight=0.5)
+    assert out.shape == ranking.shape
+    assert torch.equal(out.sort(dim=1).values, ranking.sort(dim=1).values)
+    head = min(k, ranking.shape[1])
+    assert torch.equal(out[:, head:], ranking[:, head:])
+    # The head is ordered by the combined score, best first.
+    score = noise.gather(1, out[:, :head]) + 0.5 * similarity.gather(1, out[:, :head])
+    assert torch.all(score[:, :-1] >= score[:, 1:])
