@@ -9,6 +9,7 @@ values fail at once with a :class:`ParameterError` that names the key, e.g.
 from __future__ import annotations
 
 import difflib
+import importlib
 from pathlib import Path
 from typing import Any, Literal
 
@@ -94,17 +95,29 @@ class DimlParams(Params):
         return self
 
 
-#: params.yaml section -> model
-SECTIONS: dict[str, type[Params]] = {
+#: params.yaml section -> model, or "module:Name" for models that live with
+#: their study (imported only when that section is validated).
+SECTIONS: dict[str, type[Params] | str] = {
     "diml": DimlParams,
+    "cities": "lib.data.city:CitiesParams",
+    "maps": "lib.data.osm_maps:MapsParams",
 }
+
+
+def section_model(section: str) -> type[Params]:
+    """The parameter model of a params.yaml section."""
+    if section not in SECTIONS:
+        raise ParameterError(f"unknown parameter section {section!r}; known: {sorted(SECTIONS)}")
+    model = SECTIONS[section]
+    if isinstance(model, str):
+        module, _, name = model.partition(":")
+        model = getattr(importlib.import_module(module), name)
+    return model
 
 
 def validate(section: str, values: Any) -> Params:
     """Validate one section's values against its model; raise ParameterError naming keys."""
-    if section not in SECTIONS:
-        raise ParameterError(f"unknown parameter section {section!r}; known: {sorted(SECTIONS)}")
-    model = SECTIONS[section]
+    model = section_model(section)
     try:
         return model.model_validate(values)
     except ValidationError as err:

@@ -42,7 +42,7 @@ class Stage:
 
     notebook: str
     section: str
-    options: dict[str, tuple[str, ...]]  # option -> allowed values
+    options: dict[str, tuple[str, ...]]  # option -> allowed values; () = any key of the section
 
     def output_name(self, chosen: dict[str, str]) -> str:
         return "_".join([self.notebook, *(chosen[k] for k in self.options)])
@@ -53,6 +53,8 @@ STAGES: dict[str, Stage] = {
         "diml_train", "diml", {"loss": ("margin", "multi_similarity"), "objective": ("global", "structural")}
     ),
     "diml_eval": Stage("diml_eval", "diml", {}),
+    "city": Stage("city", "cities", {"city": ()}),
+    "maps": Stage("maps", "maps", {}),
 }
 
 PACKAGES = (
@@ -61,7 +63,12 @@ PACKAGES = (
 )
 
 
-def parse_options(stage: Stage, args: list[str]) -> dict[str, str]:
+def parse_options(stage: Stage, args: list[str], section: dict | None = None) -> dict[str, str]:
+    """``key=value`` stage options, checked against the stage's allowed values.
+
+    An option whose allowed values are ``()`` takes any key of the stage's
+    params section (e.g. ``city=river_city`` for the ``cities`` section).
+    """
     chosen = {}
     for arg in args:
         key, sep, value = arg.partition("=")
@@ -69,8 +76,9 @@ def parse_options(stage: Stage, args: list[str]) -> dict[str, str]:
             raise P.ParameterError(f"stage option {arg!r} must be key=value")
         if key not in stage.options:
             raise P.ParameterError(f"unknown stage option {key!r}; known: {sorted(stage.options)}")
-        if value not in stage.options[key]:
-            raise P.ParameterError(f"stage option {key}={value!r} must be one of {list(stage.options[key])}")
+        allowed = stage.options[key] or tuple(section or ())
+        if value not in allowed:
+            raise P.ParameterError(f"stage option {key}={value!r} must be one of {list(allowed)}")
         chosen[key] = value
     missing = set(stage.options) - set(chosen)
     if missing:
@@ -87,8 +95,8 @@ def run_stage(name: str, args: list[str], root: Path, params_file: str = "params
     if name not in STAGES:
         raise P.ParameterError(f"unknown stage {name!r}; known: {sorted(STAGES)}")
     stage = STAGES[name]
-    chosen = parse_options(stage, args)
     section = P.load(stage.section, root / params_file)
+    chosen = parse_options(stage, args, section.model_dump())
 
     out_dir = root / "results" / stage.section
     out_name = stage.output_name(chosen)
@@ -118,17 +126,20 @@ def run_stage(name: str, args: list[str], root: Path, params_file: str = "params
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(rendered, as_version=4))
     write_text(out_dir / f"{out_name}.html", body)
-    write_json(out_dir / f"{out_name}.run.json", manifest(section, chosen, root, wall))
+    write_json(out_dir / f"{out_name}.run.json", manifest(stage, section, chosen, root, wall))
     return rendered
 
 
-def manifest(section: P.Params, options: dict[str, str], root: Path, wall_s: float) -> dict:
+def manifest(stage: Stage, section: P.Params, options: dict[str, str], root: Path, wall_s: float) -> dict:
     """What is needed to tell two runs apart (DESIGN.md, 'Flow of one stage')."""
     import torch
 
     from lib.runtime import select_device
 
     values = section.model_dump()
+    for key, allowed in stage.options.items():
+        if not allowed:  # a per-entry stage (e.g. one city): its entry is its parameters
+            values = values[options[key]]
     device = select_device(values.get("device", "auto"))
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the kernel process
     return {
@@ -139,7 +150,7 @@ def manifest(section: P.Params, options: dict[str, str], root: Path, wall_s: flo
         "packages": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
-        "world_size": values.get("train", {}).get("world_size", 1),
+        "world_size": (values.get("train") or {}).get("world_size", 1),
         # every notebook seeds through lib.runtime.seed_everything(seed, deterministic=True)
         "determinism": {"seeded_by": "lib.runtime.seed_everything", "deterministic_algorithms": True,
                         "cudnn_benchmark": False},

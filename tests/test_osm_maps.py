@@ -196,7 +196,7 @@ LANDCOVER_EXPECTED = {
     "sparse_residential": ("residential", "residential"),
     "industrial/commercial": ("industrial", "commercial_industrial"),
     "roads": ("road_minor", "roads"),
-    "green_urban_areas": ("park", "green_park"),
+    "green_urban": ("park", "green_park"),
     "forest": ("forest", "forest"),
     "agriculture": ("farmland", "other"),
     "water": ("water", "water"),

@@ -99,7 +99,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import torch
 import xarray as xr
 from affine import Affine
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, RootModel, field_validator, model_validator
 from pyproj import CRS, Transformer
 from rasterio.windows import Window
 from scipy import ndimage
@@ -115,6 +115,7 @@ __all__ = [
     "CityLayout",
     "CityTiles",
     "GravityConfig",
+    "LANDCOVER_COLOURS",
     "LANDCOVER_NAMES",
     "LandCover",
     "OutcomeModel",
@@ -195,6 +196,19 @@ class CityConfig(BaseModel):
     @property
     def n_tiles(self) -> int:
         return self.grid[0] * self.grid[1]
+
+
+class CitiesParams(RootModel[dict[str, CityConfig]]):
+    """The ``cities`` section of params.yaml: city name -> its :class:`CityConfig`."""
+
+    model_config = ConfigDict(frozen=True)
+
+    @model_validator(mode="after")
+    def _names_match(self) -> CitiesParams:
+        for key, config in self.root.items():
+            if config.name != key:
+                raise ValueError(f"city {key!r} has name {config.name!r}; use the same name for both")
+        return self
 
 
 def river_city(**overrides) -> CityConfig:
@@ -694,7 +708,7 @@ def _views_template(config: CityConfig, geo: _Geometry) -> xr.Dataset:
 
 
 # Class colours for the GeoTIFF's colour table, so GIS viewers show a map.
-_MAP_COLOURS = {
+LANDCOVER_COLOURS = {
     LandCover.DENSE_RESIDENTIAL: (150, 30, 30), LandCover.MEDIUM_RESIDENTIAL: (220, 80, 60),
     LandCover.SPARSE_RESIDENTIAL: (245, 170, 130), LandCover.INDUSTRIAL_COMMERCIAL: (160, 110, 200),
     LandCover.ROADS: (120, 120, 120), LandCover.GREEN_URBAN: (140, 220, 100),
@@ -745,8 +759,12 @@ class _CityFiles:
             out / "landcover.tif", "w", driver="GTiff", height=height, width=width, count=1, dtype="uint8",
             crs=config.crs, transform=transform, compress="deflate", tiled=True, blockxsize=geo.tp,
             blockysize=geo.tp))
-        self.tif.write_colormap(1, {int(c): (*rgb, 255) for c, rgb in _MAP_COLOURS.items()})
+        self.tif.write_colormap(1, {int(c): (*rgb, 255) for c, rgb in LANDCOVER_COLOURS.items()})
         self.tif.update_tags(1, **{str(int(c)): c.label for c in LandCover})
+        # CF-style class table, read by lib.data.osm_maps to draw the city as a map
+        self.tif.update_tags(
+            flag_values=" ".join(str(int(c)) for c in LandCover), flag_meanings=" ".join(c.label for c in LandCover)
+        )
 
     @staticmethod
     def _declare(out: Path, config: CityConfig, geo: _Geometry, models: dict[str, OutcomeModel]) -> None:

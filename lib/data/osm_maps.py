@@ -43,7 +43,10 @@ import shapely
 import xarray as xr
 from affine import Affine
 
+from pydantic import Field
+
 from lib.data.geotiff import write_dataset_atomic
+from lib.params import Params
 
 __all__ = [
     "LANDCOVER_STYLES",
@@ -604,6 +607,28 @@ def render_maps(
     return _stack(tiles, xy, layers.crs, metres_per_px, "openstreetmap")
 
 
+class MapsParams(Params):
+    """The ``maps`` section of params.yaml: map tiles of Helsinki and of the generated cities."""
+
+    seed: int
+    pbf: str = Field(description="the OpenStreetMap extract under data/")
+    n_tiles: int = Field(ge=1, description="maps per place")
+    size_px: int = Field(ge=8, le=1024)
+    metres_per_px: float = Field(gt=0)
+    cities: list[str] = Field(description="generated cities (datasets/<city>/landcover.tif) to render alike")
+
+
+def sample_raster_coordinates(raster: xr.DataArray, n: int, seed: int, margin_m: float = 0.0) -> np.ndarray:
+    """``n`` centres (x, y) in the raster's CRS drawn uniformly inside its bounds shrunk by ``margin_m``."""
+    minx, miny, maxx, maxy = raster.rio.bounds()
+    if maxx - minx <= 2 * margin_m or maxy - miny <= 2 * margin_m:
+        raise ValueError(f"margin_m={margin_m} leaves no area inside the raster bounds {(minx, miny, maxx, maxy)}")
+    rng = np.random.default_rng(seed)
+    return np.column_stack([
+        rng.uniform(minx + margin_m, maxx - margin_m, n), rng.uniform(miny + margin_m, maxy - margin_m, n),
+    ])
+
+
 def sample_coordinates(
     layers: OsmLayers,
     n: int,
@@ -649,7 +674,7 @@ LANDCOVER_STYLES: dict[str, str] = {
     "sparse_residential": "residential",
     "industrial_commercial": "industrial",
     "roads": "road_minor",
-    "green_urban_areas": "park",
+    "green_urban": "park",
     "forest": "forest",
     "agriculture": "farmland",
     "water": "water",
@@ -679,7 +704,8 @@ def landcover_class_to_style(landcover: xr.DataArray) -> dict[int, str]:
             "pass class_to_style={code: style} explicitly"
         )
     names = meanings.split() if isinstance(meanings, str) else list(meanings)
-    codes = np.atleast_1d(np.asarray(values)).tolist()
+    # GeoTIFF tags arrive as strings ("0 1 2"), NetCDF attributes as arrays
+    codes = [int(v) for v in values.split()] if isinstance(values, str) else np.atleast_1d(values).tolist()
     if len(names) != len(codes):
         raise ValueError(f"flag_values has {len(codes)} codes but flag_meanings {len(names)} names")
     table = {}
