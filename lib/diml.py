@@ -91,7 +91,7 @@ class StructuralDistance(distances.BaseDistance):
     def __init__(self, n_locations: int, cfg: params.StructuralParams, as_similarity: bool):
         super().__init__(normalize_embeddings=False, is_inverted=as_similarity)
         self.n_locations = n_locations
-        self.ot = dict(epsilon=cfg.epsilon, marginals=cfg.marginals, n_iters=cfg.n_iters)
+        self.ot = dict(epsilon=cfg.epsilon, marginals=cfg.marginals, n_iters=cfg.n_iters, tol=cfg.tol)
 
     def _maps(self, flat: torch.Tensor) -> torch.Tensor:
         return F.normalize(flat.reshape(flat.shape[0], self.n_locations, -1), dim=-1)
@@ -267,7 +267,7 @@ def explain_matches(local: torch.Tensor, cfg: params.DimlParams, n: int, seed: i
 
 def _ot(cfg: params.DimlParams) -> dict:
     s = cfg.structural
-    return dict(epsilon=s.epsilon, marginals=s.marginals, n_iters=s.n_iters)
+    return dict(epsilon=s.epsilon, marginals=s.marginals, n_iters=s.n_iters, tol=s.tol)
 
 
 # ------------------------------------------------------------------ training

@@ -54,6 +54,7 @@ class StructuralParams(Params):
     epsilon: float = Field(gt=0, description="entropic regularisation of Sinkhorn")
     marginals: Literal["cross_correlation", "uniform"]
     n_iters: int = Field(ge=1, description="Sinkhorn iterations at most")
+    tol: float = Field(gt=0, description="stop a pair's iterations when its marginals are this close")
 
 
 class DimlTrain(Params):

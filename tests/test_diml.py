@@ -44,9 +44,9 @@ def smoke() -> params.DimlParams:
 # ------------------------------------------------------------------ StructuralDistance
 @pytest.mark.parametrize("marginals", ["cross_correlation", "uniform"])
 def test_structural_distance_matrix_equals_the_structural_similarity(marginals):
-    cfg = params.StructuralParams(epsilon=0.05, marginals=marginals, n_iters=200)
+    cfg = params.StructuralParams(epsilon=0.05, marginals=marginals, n_iters=200, tol=1e-6)
     queries, gallery = random_maps(0, 5), random_maps(1, 7)
-    expected = structural_similarity_matrix(queries, gallery, epsilon=0.05, marginals=marginals, n_iters=200)
+    expected = structural_similarity_matrix(queries, gallery, epsilon=0.05, marginals=marginals, n_iters=200, tol=1e-6)
 
     as_similarity = StructuralDistance(N_LOC, cfg, as_similarity=True)
     similarity = as_similarity(queries.flatten(1), gallery.flatten(1))
@@ -64,7 +64,7 @@ def test_structural_distance_matrix_equals_the_structural_similarity(marginals):
 
 
 def test_structural_distance_normalises_the_locations():
-    cfg = params.StructuralParams(epsilon=0.05, marginals="cross_correlation", n_iters=100)
+    cfg = params.StructuralParams(epsilon=0.05, marginals="cross_correlation", n_iters=100, tol=1e-4)
     maps = random_maps(2, 4)
     scale = torch.linspace(0.5, 3.0, N_LOC)[None, :, None]
     distance = StructuralDistance(N_LOC, cfg, as_similarity=True)
@@ -73,7 +73,7 @@ def test_structural_distance_normalises_the_locations():
 
 @pytest.mark.parametrize("as_similarity", [True, False])
 def test_structural_distance_has_finite_nonzero_gradients(as_similarity):
-    cfg = params.StructuralParams(epsilon=0.05, marginals="cross_correlation", n_iters=50)
+    cfg = params.StructuralParams(epsilon=0.05, marginals="cross_correlation", n_iters=50, tol=1e-4)
     queries = random_maps(3, 4).flatten(1).requires_grad_()
     gallery = random_maps(4, 6).flatten(1).requires_grad_()
     weights = torch.randn(4, 6, generator=torch.Generator().manual_seed(5))
@@ -130,7 +130,7 @@ def reference_rankings(local: torch.Tensor, cfg: params.DimlParams):
     np.fill_diagonal(similarity, -np.inf)
     ranking = np.argsort(-similarity, axis=1, kind="stable")[:, :-1]
     s = cfg.structural
-    structural = structural_similarity_matrix(local, local, s.epsilon, s.marginals, s.n_iters).numpy()
+    structural = structural_similarity_matrix(local, local, s.epsilon, s.marginals, s.n_iters, s.tol).numpy()
     k = cfg.eval.rerank_k
     reranked = ranking.copy()
     for q, row in enumerate(ranking):
