@@ -183,11 +183,20 @@ def main(argv: list[str] | None = None) -> int:
         print(__doc__)
         print("stages:", ", ".join(sorted(STAGES)))
         return 0 if argv else 2
+    from papermill.exceptions import PapermillExecutionError
+
     try:
         rendered = run_stage(argv[0], argv[1:], project_root())
     except P.ParameterError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except PapermillExecutionError as err:
+        print(
+            f"error: stage {argv[0]} failed in cell {err.exec_count}: {err.ename}: {err.evalue}\n"
+            f"the executed notebook is in results/ as *.failed.ipynb",
+            file=sys.stderr,
+        )
+        return 1
     print(f"rendered notebook: {rendered}")
     return 0
 

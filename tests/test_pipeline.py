@@ -81,6 +81,17 @@ def test_outputs(repo: Path):
         assert manifest["git"]["revision"] and manifest["parameters"]["seed"] == 0
         assert manifest["wall_time_s"] > 0 and manifest["peak_memory_mib"] > 0
     assert (repo / "paper/paper.pdf").read_bytes()[:4] == b"%PDF"
+    # the geo datasets: both cities with their CRS, map tiles of Helsinki and of the cities
+    import rioxarray  # noqa: F401
+    import xarray as xr
+
+    for city, crs in (("river_city", "EPSG:3067"), ("coastal_city", "EPSG:32633")):
+        with xr.open_dataset(repo / f"datasets/{city}/tiles.nc", engine="h5netcdf", decode_coords="all") as tiles:
+            assert tiles.rio.crs.to_string() == crs and tiles.sizes["tile"] == 64
+        assert (repo / f"results/cities/city_{city}.html").exists()
+    for place in ("helsinki", "river_city", "coastal_city"):
+        with xr.open_dataset(repo / f"datasets/maps/{place}.nc", engine="h5netcdf") as maps:
+            assert maps.sizes["tile"] == 16
     # DVC sees the metrics
     shown = run(["dvc", "metrics", "show", "--json"], repo).stdout
     assert "map_at_r" in shown
@@ -94,8 +105,8 @@ def test_status_clean_and_second_repro_is_a_no_op(repo: Path):
 
 
 def test_rendered_notebooks_run_under_nbval(repo: Path):
-    notebooks = sorted(str(p) for p in (repo / "results/diml").glob("*.ipynb") if "failed" not in p.name)
-    assert len(notebooks) == 5
+    notebooks = sorted(str(p) for p in (repo / "results").glob("*/*.ipynb") if "failed" not in p.name)
+    assert len(notebooks) == 8, notebooks
     proc = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
                 "--rootdir", str(repo), *notebooks], repo, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:]
