@@ -49,6 +49,7 @@ from sklearn.manifold import TSNE
 from sklearn.metrics import mean_absolute_error, r2_score
 from sklearn.model_selection import train_test_split
 from sklearn.neighbors import KNeighborsRegressor
+from threadpoolctl import threadpool_limits
 from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
 
@@ -250,7 +251,8 @@ def stratified_split(y: np.ndarray, val_fraction: float, test_fraction: float, n
 
     The test share is drawn first, then the validation share from the rest,
     both with scikit-learn's ``train_test_split(stratify=...)``. Fewer strata
-    are used when a split is too small to hold one tile of each.
+    are used when a split is too small to hold one tile of each, and at most
+    n / 4, so that every stratum holds a few tiles.
     """
     y = np.asarray(y)
     n = len(y)
@@ -360,7 +362,7 @@ def build_model(cfg: ConceptsParams, data: TileData, fit_idx: np.ndarray) -> Out
 # ------------------------------------------------------------------ training
 @dataclass
 class TrainedModel:
-    """A trained variant: the model (eval mode, CPU) and what its training recorded."""
+    """A trained variant: the model (eval mode) and what its training recorded (``meta``)."""
 
     variant: str
     model: OutcomeRegressor
@@ -441,17 +443,25 @@ def train_variant(cfg: ConceptsParams, data: TileData, split: Split, variant: st
     def view(x: torch.Tensor) -> torch.Tensor:
         return aerial_augment(x, cfg.augment.crop_min, cfg.augment.jitter)
 
+    def probe() -> tuple[Ridge, float, float]:
+        fit_emb = _apply(model, fit_images, rt, cfg.eval.batch_size, embed=True)
+        val_emb = _apply(model, val_images, rt, cfg.eval.batch_size, embed=True)
+        return fit_probe(fit_emb, fit_y, val_emb, val_y, cfg.probe.ridge_alphas)
+
     if variant == "rnc":
         network, params = _Embedder(model), [*model.encoder.parameters(), *model.project.parameters()]
-        loss_fn, augment = RnCLoss(cfg.rnc.temperature), lambda x: torch.cat([view(x), view(x)])
+        rnc = RnCLoss(cfg.rnc.temperature)
+
+        def augment(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([view(x), view(x)])
+
+        def loss_fn(views: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return rnc(views.float(), target)
 
         def validate(net: nn.Module) -> float:
-            fit_emb = _apply(model, fit_images, rt, cfg.eval.batch_size, embed=True)
-            val_emb = _apply(model, val_images, rt, cfg.eval.batch_size, embed=True)
-            return fit_probe(fit_emb, fit_y, val_emb, val_y, cfg.probe.ridge_alphas)[2]
+            return probe()[2]
     else:
-        network, params = model, list(model.parameters())
-        augment = view
+        network, params, augment = model, list(model.parameters()), view
 
         def loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
             return F.l1_loss(pred[:, 0].float(), target)
@@ -465,19 +475,15 @@ def train_variant(cfg: ConceptsParams, data: TileData, split: Split, variant: st
         max_steps_per_epoch=train_cfg.max_steps_per_epoch, progress=progress, augment=augment,
     )
     network.load_state_dict(result.best_state)
-    model = model.cpu().eval()
     meta = {"variant": variant, "outcome": data.outcome_name, "outcome_mean": y_mean, "outcome_std": y_std,
             "in_chans": int(data.images.shape[1]), "params": cfg.model_dump(), "history": result.history,
             "best_epoch": result.best_epoch, "best_val_r2": result.best_score}
     if variant == "rnc":
-        cpu = runtime("cpu")
-        fit_emb = _apply(model, fit_images, cpu, cfg.eval.batch_size, embed=True)
-        val_emb = _apply(model, val_images, cpu, cfg.eval.batch_size, embed=True)
-        probe, alpha, _ = fit_probe(fit_emb, fit_y, val_emb, val_y, cfg.probe.ridge_alphas)
+        ridge, meta["probe_alpha"], _ = probe()
         with torch.no_grad():
-            model.head.weight.copy_(torch.from_numpy(probe.coef_).reshape(1, -1))
-            model.head.bias.fill_(float(probe.intercept_))
-        meta["probe_alpha"] = alpha
+            model.head.weight.copy_(torch.from_numpy(ridge.coef_).reshape(1, -1))
+            model.head.bias.fill_(float(ridge.intercept_))
+    model = model.eval()
     if out_path is not None:
         save_weights(out_path, model.state_dict(), meta)
     return TrainedModel(variant, model, meta)
@@ -551,7 +557,10 @@ def metrics_table(trained: dict[str, TrainedModel], data: TileData, split: Split
 def tsne(embeddings: np.ndarray, perplexity: float, seed: int) -> np.ndarray:
     """2-d t-SNE coordinates (n, 2) of embeddings (perplexity capped at (n - 1) / 3)."""
     perplexity = min(perplexity, max((len(embeddings) - 1) / 3, 1.0))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(embeddings)
+    # One OpenMP thread: on a busy 2-core machine the Barnes-Hut gradient of a
+    # few hundred points took 16x longer with two threads waiting on each other.
+    with threadpool_limits(limits=1):
+        return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(embeddings)
 
 
 # ------------------------------------------------------------------ concepts
@@ -617,6 +626,15 @@ def sensitivity_matrix(table: pd.DataFrame, statistic: str, significant_only: bo
     return mean
 
 
+def interval_summary(table: pd.DataFrame) -> pd.DataFrame:
+    """One row per (concept, interval): mean TCAV score and magnitude over runs, p-value, significance."""
+    rows = table[table["concept"] != table.attrs["null_concept"]]
+    return (rows.groupby(["concept", "interval"], sort=False)
+            .agg(score=("score", "mean"), magnitude=("magnitude", "mean"), p_value=("p_value", "first"),
+                 significant=("significant", "first"))
+            .reset_index())
+
+
 def concept_sensitivity(table: pd.DataFrame, statistic: str) -> pd.Series:
     """Each concept's mean ``statistic`` over runs and intervals (the null concept left out)."""
     return sensitivity_matrix(table, statistic, significant_only=False).mean(axis=1).rename(statistic)
@@ -656,30 +674,44 @@ def save_results(out_dir: str | os.PathLike, city: str, data: TileData, split: S
     summary = {
         "city": city, "outcome": data.outcome_name, "units": data.units,
         "tiles": {"fit": len(split.fit), "validation": len(split.val), "test": len(split.test)},
-        "variants": {v: {k: float(x) for k, x in row.items()} for v, row in metrics.iterrows()},
+        "variants": {v: {k: _finite(x) for k, x in row.items()} for v, row in metrics.iterrows()},
     }
     write_text(out_dir / "tables" / "metrics.csv", metrics.to_csv(float_format="%.4f"))
     write_text(out_dir / "tables" / "training_history.csv", history.to_csv(index=False, float_format="%.5f"))
     if sets is not None:
         write_text(out_dir / "tables" / "concept_sets.csv", sets.table.to_csv(index=False))
     if tcav is not None:
-        runs = pd.concat([table.assign(variant=v) for v, table in tcav.items()], ignore_index=True)
+        runs = pd.concat([_plain(table).assign(variant=v) for v, table in tcav.items()], ignore_index=True)
         write_text(out_dir / "tables" / "tcav_runs.csv", runs.to_csv(index=False, float_format="%.5g"))
+        intervals = pd.concat([interval_summary(table).assign(variant=v) for v, table in tcav.items()], ignore_index=True)
+        write_text(out_dir / "tables" / "tcav_intervals.csv", intervals.to_csv(index=False, float_format="%.5g"))
         summary["tcav"] = {
             "layer": cfg.tcav.layer, "statistic": cfg.tcav.statistic, "n_random": cfg.tcav.n_random,
             "interval_edges": [float(e) for e in next(iter(tcav.values())).attrs["interval_edges"]],
             "significant": {
                 v: {c: {int(i): float(x) for i, x in row.dropna().items()}
-                    for c, row in sensitivity_matrix(table, cfg.tcav.statistic).iterrows()}
+                    for c, row in sensitivity_matrix(table, cfg.tcav.statistic).iterrows() if row.notna().any()}
                 for v, table in tcav.items()
             },
         }
     if agreement is not None:
         write_text(out_dir / "tables" / "ground_truth_agreement.csv", agreement.to_csv(index=False, float_format="%.4f"))
         headline = agreement[agreement["statistic"] == cfg.tcav.statistic].set_index("variant")
-        summary["ground_truth_agreement"] = {v: {k: float(x) for k, x in row.drop("statistic").items()}
+        summary["ground_truth_agreement"] = {v: {k: _finite(x) for k, x in row.drop("statistic").items()}
                                              for v, row in headline.iterrows()}
     write_json(out_dir / "metrics.json", summary)
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN: undefined numbers (e.g. a rank correlation of two concepts) become null."""
+    return float(x) if np.isfinite(x) else None
+
+
+def _plain(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy without ``attrs`` (pandas cannot compare attrs holding arrays when concatenating)."""
+    out = table.copy()
+    out.attrs = {}
+    return out
 
 
 def conclusion(metrics: pd.DataFrame, agreement: pd.DataFrame | None, statistic: str) -> str:
@@ -694,9 +726,13 @@ def conclusion(metrics: pd.DataFrame, agreement: pd.DataFrame | None, statistic:
     ]
     if agreement is not None:
         rows = agreement[agreement["statistic"] == statistic].set_index("variant")
-        lines.append(
-            f"Against the generator's true land-cover effects, the concepts' TCAV {statistic}s rank with "
-            + " and ".join(f"Spearman {rows.loc[v, 'spearman']:.2f} for {VARIANT_LABELS[v]}" for v in rows.index)
-            + f" ({int(rows['n_concepts'].iloc[0])} concepts)."
-        )
+        n = int(rows["n_concepts"].min())
+        if rows["spearman"].notna().all():
+            lines.append(
+                f"Against the generator's true land-cover effects, the concepts' mean TCAV {statistic}s rank with "
+                + " and ".join(f"Spearman {rows.loc[v, 'spearman']:.2f} for {VARIANT_LABELS[v]}" for v in rows.index)
+                + f" ({n} concepts)."
+            )
+        else:
+            lines.append(f"Only {n} concepts had enough example tiles, too few for a rank agreement with the truth.")
     return " ".join(lines)

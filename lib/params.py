@@ -102,6 +102,8 @@ SECTIONS: dict[str, type[Params] | str] = {
     "diml": DimlParams,
     "cities": "lib.data.city:CitiesParams",
     "maps": "lib.data.osm_maps:MapsParams",
+    "concepts": "lib.concepts_study:ConceptsParams",
+    "cocoa": "lib.cocoa_study:CocoaParams",
 }
 
 

@@ -55,6 +55,9 @@ STAGES: dict[str, Stage] = {
     "diml_eval": Stage("diml_eval", "diml", {}),
     "city": Stage("city", "cities", {"city": ()}),
     "maps": Stage("maps", "maps", {}),
+    "concepts": Stage("concepts", "concepts", {"city": ("river_city", "coastal_city")}),
+    "cocoa_train": Stage("cocoa_train", "cocoa", {}),
+    "cocoa_eval": Stage("cocoa_eval", "cocoa", {}),
 }
 
 PACKAGES = (
@@ -106,7 +109,7 @@ def run_stage(name: str, args: list[str], root: Path, params_file: str = "params
     failed.unlink(missing_ok=True)
 
     started = time.time()
-    parameters = {stage.section: section.model_dump(), **chosen}
+    parameters = {stage.section: section.model_dump(mode="json"), **chosen}  # JSON types survive papermill
     with atomic_path(rendered) as tmp:
         try:
             papermill.execute_notebook(

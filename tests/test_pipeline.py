@@ -89,6 +89,12 @@ def test_outputs(repo: Path):
         with xr.open_dataset(repo / f"datasets/{city}/tiles.nc", engine="h5netcdf", decode_coords="all") as tiles:
             assert tiles.rio.crs.to_string() == crs and tiles.sizes["tile"] == 64
         assert (repo / f"results/cities/city_{city}.html").exists()
+    for city in ("river_city", "coastal_city"):
+        summary = json.loads((repo / f"results/concepts/{city}/metrics.json").read_text())
+        assert set(summary["variants"]) == {"rnc", "baseline"}
+        assert (repo / f"models/concepts/{city}_rnc.safetensors").exists()
+    cocoa = json.loads((repo / "results/cocoa/metrics.json").read_text())
+    assert {"benchmark", "localisation", "zero_shot_accuracy"} <= set(cocoa)
     for place in ("helsinki", "river_city", "coastal_city"):
         with xr.open_dataset(repo / f"datasets/maps/{place}.nc", engine="h5netcdf") as maps:
             assert maps.sizes["tile"] == 16
@@ -106,7 +112,7 @@ def test_status_clean_and_second_repro_is_a_no_op(repo: Path):
 
 def test_rendered_notebooks_run_under_nbval(repo: Path):
     notebooks = sorted(str(p) for p in (repo / "results").glob("*/*.ipynb") if "failed" not in p.name)
-    assert len(notebooks) == 8, notebooks
+    assert len(notebooks) == 12, notebooks
     proc = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
                 "--rootdir", str(repo), *notebooks], repo, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:]

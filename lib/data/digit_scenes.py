@@ -11,6 +11,7 @@ ink" does not answer "where is the digit".
 
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass
 
 import numpy as np
@@ -22,11 +23,14 @@ __all__ = ["DigitScenes", "make_scenes"]
 
 @dataclass(frozen=True)
 class DigitScenes:
-    """Scenes (N, 1, S, S) in [0, 1], digit labels (N,) and boxes (N, 4) as (top, left, bottom, right), end exclusive."""
+    """Scenes (N, 1, S, S) in [0, 1]; the named digit's labels (N,) and boxes (N, 4) as (top, left, bottom, right),
+    end exclusive; the other digits' labels (N, K) and boxes (N, K, 4) (K = 0 for single-digit scenes)."""
 
     images: Tensor
     labels: Tensor
     boxes: Tensor
+    other_labels: Tensor
+    other_boxes: Tensor
 
     def __len__(self) -> int:
         return len(self.labels)
@@ -40,36 +44,84 @@ def make_scenes(
     n_strokes: int = 3,
     stroke_length: tuple[float, float] = (8.0, 20.0),
     stroke_width: float = 1.5,
+    n_other_digits: int = 0,
     seed: int = 0,
 ) -> DigitScenes:
-    """Paste ``n_scenes`` digits drawn from ``digits`` (M, h, w), uint8 0-255, onto ``size`` x ``size`` canvases.
+    """Paste ``n_scenes`` digits drawn from ``digits`` (M, h, w), grey levels in [0, 1], on ``size`` x ``size`` canvases.
 
-    Each scene takes a random digit (without replacement while there are enough),
-    places its top-left corner uniformly in [0, size - h] x [0, size - w], and draws
-    ``n_strokes`` segments of length U(stroke_length) px, uniform direction, centre
-    uniform on the canvas and intensity U(0.5, 1). A pixel at distance d from a
-    segment gets ``clip(stroke_width / 2 + 1/2 - d, 0, 1)`` of its intensity; the
-    scene is the pixel-wise maximum of the digit and the strokes. The same seed
-    gives the same scenes.
+    Each scene takes a random digit (without replacement while there are enough)
+    and places its top-left corner uniformly in [0, size - h] x [0, size - w].
+    ``n_other_digits`` further digits of other classes go to uniform places too;
+    the digits of a scene whose boxes touch are all placed again until none do.
+    Then ``n_strokes`` segments of length U(stroke_length) px,
+    uniform direction, centre uniform on the canvas and intensity U(0.5, 1): a
+    pixel at distance d from a segment gets ``clip(stroke_width / 2 + 1/2 - d, 0, 1)``
+    of its intensity. The scene is the pixel-wise maximum of all of these; the
+    same seed gives the same scenes.
     """
-    digits = np.asarray(digits)
+    digits, labels = np.asarray(digits), np.asarray(labels)
     _, h, w = digits.shape
     if size < max(h, w):
         raise ValueError(f"canvas size {size} is smaller than the digits ({h} x {w})")
     rng = np.random.default_rng(seed)
-    source = rng.choice(len(digits), n_scenes, replace=n_scenes > len(digits))
-    corners = np.stack([rng.integers(0, size - h + 1, n_scenes), rng.integers(0, size - w + 1, n_scenes)], axis=1)
+    ink = _ink_boxes(digits)
+    sources = [rng.choice(len(digits), n_scenes, replace=n_scenes > len(digits))]
+    sources += [_other_class(rng, labels, labels[sources[0]]) for _ in range(n_other_digits)]
+    corners, boxes = _place_apart(rng, [ink[source] for source in sources], size - h, size - w)
     canvas = np.zeros((n_scenes, size, size), np.float32)
-    for i, (top, left) in enumerate(corners):
-        canvas[i, top : top + h, left : left + w] = digits[source[i]] / 255.0
-    boxes = _ink_boxes(digits[source]) + np.concatenate([corners, corners], axis=1)
-    strokes = _strokes(rng, n_scenes, size, n_strokes, stroke_length, stroke_width)
-    images = np.maximum(canvas, strokes)
+    for source, corner in zip(sources, corners, strict=True):
+        for i, (top, left) in enumerate(corner):
+            patch = canvas[i, top : top + h, left : left + w]  # a view: maximum writes into the canvas
+            np.maximum(patch, digits[source[i]], out=patch)
+    images = np.maximum(canvas, _strokes(rng, n_scenes, size, n_strokes, stroke_length, stroke_width))
     return DigitScenes(
         images=torch.from_numpy(images).unsqueeze(1),
-        labels=torch.as_tensor(np.asarray(labels)[source], dtype=torch.int64),
-        boxes=torch.from_numpy(boxes.astype(np.int64)),
+        labels=torch.as_tensor(labels[sources[0]], dtype=torch.int64),
+        boxes=torch.from_numpy(boxes[0].astype(np.int64)),
+        other_labels=torch.from_numpy(np.array([labels[s] for s in sources[1:]], np.int64).reshape(-1, n_scenes).T),
+        other_boxes=torch.from_numpy(np.array(boxes[1:], np.int64).reshape(-1, n_scenes, 4).transpose(1, 0, 2)),
     )
+
+
+def _corners(rng: np.random.Generator, n: int, max_top: int, max_left: int) -> np.ndarray:
+    return np.stack([rng.integers(0, max_top + 1, n), rng.integers(0, max_left + 1, n)], axis=1)
+
+
+def _shift(boxes: np.ndarray, corners: np.ndarray) -> np.ndarray:
+    return boxes + np.concatenate([corners, corners], axis=1)
+
+
+def _other_class(rng: np.random.Generator, labels: np.ndarray, named: np.ndarray) -> np.ndarray:
+    """One random digit per scene whose label differs from the named digit's."""
+    choice = rng.integers(0, len(labels), len(named))
+    while (same := labels[choice] == named).any():
+        choice[same] = rng.integers(0, len(labels), int(same.sum()))
+    return choice
+
+
+def _place_apart(
+    rng: np.random.Generator, inks: list[np.ndarray], max_top: int, max_left: int, tries: int = 200
+) -> tuple[list[np.ndarray], list[np.ndarray]]:
+    """Corners (n, 2) and boxes (n, 4) of each digit with ink boxes ``inks[k]`` (n, 4), no two boxes touching.
+
+    All digits of a scene whose boxes touch are placed again, until none do.
+    """
+    corners = [_corners(rng, len(ink), max_top, max_left) for ink in inks]
+    for _ in range(tries):
+        boxes = [_shift(ink, corner) for ink, corner in zip(inks, corners, strict=True)]
+        clash = np.zeros(len(inks[0]), bool)
+        for j, k in itertools.combinations(range(len(boxes)), 2):
+            clash |= _touch(boxes[j], boxes[k])
+        if not clash.any():
+            return corners, boxes
+        for corner in corners:
+            corner[clash] = _corners(rng, int(clash.sum()), max_top, max_left)
+    raise ValueError(f"could not place the digits apart in {tries} tries; use a larger canvas")
+
+
+def _touch(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Whether boxes (n, 4) overlap or lie less than one pixel apart."""
+    return (a[:, 0] <= b[:, 2]) & (b[:, 0] <= a[:, 2]) & (a[:, 1] <= b[:, 3]) & (b[:, 1] <= a[:, 3])
 
 
 def _ink_boxes(digits: np.ndarray) -> np.ndarray:

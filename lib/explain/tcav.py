@@ -19,11 +19,16 @@ Method (Kim et al., Sec. 3). For a layer ``l`` with flattened activations
   Only concepts rejecting that null at ``alpha`` (optionally Bonferroni
   corrected) are reported.
 
-Experimental design used here: ``randoms[0]`` is the *null concept* and
-``randoms[1:]`` are the ``R = len(randoms) - 1`` negatives; every concept and
-the null concept are each paired with every negative, giving ``R`` runs each.
-The null concept is one fixed random set, so its ``R`` runs share that set's
-sampling noise and are positively correlated.
+Experimental design used here: ``randoms[1:]`` are the ``R = len(randoms) - 1``
+negatives; every concept is paired with every negative, giving ``R`` runs.
+The *null concept* (random vs random) has ``R`` runs too: run ``k`` is
+``randoms[k]`` against run ``k``'s negative ``randoms[k + 1]``, so each null
+run has its own positive set and, as random sets are exchangeable, the null
+scores spread symmetrically around 0.5 (a score ``s`` along ``v`` is
+``1 - s`` along ``-v``). Its runs are labelled with the name of ``randoms[0]``.
+A single fixed random set as the positive of every null run would instead
+carry that one set's chance direction into all ``R`` runs: their scores then
+cluster on one side of 0.5, and the t-test tends to miss concepts on that side.
 
 What captum does and what is done here. captum trains and caches the CAVs
 (``TCAV.compute_cavs``: concept activations via ``LayerActivation``, one
@@ -126,8 +131,8 @@ def random_concepts(
     """Draw ``n_runs + 1`` random concepts from a pool of images (Kim et al., Sec. 3.5).
 
     Each set is ``set_size`` distinct pool items drawn with a seeded generator;
-    sets are drawn independently. The first set (``{prefix}_0``) serves as the
-    null concept, the other ``n_runs`` as negatives, see
+    sets are drawn independently. The last ``n_runs`` serve as negatives, and
+    all but the last as the positives of the null (random vs random) runs, see
     :func:`experimental_sets`.
 
     Args:
@@ -158,10 +163,12 @@ def random_concepts(
 def experimental_sets(
     concepts: Sequence[Concept], randoms: Sequence[Concept]
 ) -> list[list[Concept]]:
-    """Pair every concept and the null concept ``randoms[0]`` with every negative.
+    """Pair every concept with every negative, and each random set with the next one.
 
-    Returns ``[[c, r] for c in (*concepts, randoms[0]) for r in randoms[1:]]``:
-    ``R = len(randoms) - 1`` experimental sets per concept, captum's format.
+    Returns ``[[c, r] for c in concepts for r in randoms[1:]]`` followed by
+    the null runs ``[[randoms[k], randoms[k + 1]] for k in 0 .. R-1]``:
+    ``R = len(randoms) - 1`` experimental sets per concept and for the null
+    concept, captum's format.
     """
     if len(randoms) < 3:
         raise ValueError(
@@ -173,8 +180,9 @@ def experimental_sets(
         values = [getattr(c, attribute) for c in everything]
         if len(set(values)) != len(values):
             raise ValueError(f"concept {attribute}s must be unique, got {values}")
-    null, negatives = randoms[0], randoms[1:]
-    return [[concept, negative] for concept in (*concepts, null) for negative in negatives]
+    negatives = randoms[1:]
+    null_runs = [[positive, negative] for positive, negative in zip(randoms[:-1], negatives, strict=True)]
+    return [[concept, negative] for concept in concepts for negative in negatives] + null_runs
 
 
 # --------------------------------------------------------------------------
@@ -250,8 +258,8 @@ def compute_cavs(
 
     Args:
         model: the network; ``layer`` is a name for ``model.get_submodule``.
-        concepts: concept sets; ``randoms``: null concept + negatives
-            (see :func:`experimental_sets`).
+        concepts: concept sets; ``randoms``: the random sets of the null
+            runs and the negatives (see :func:`experimental_sets`).
         classifier: a captum ``Classifier``; default ``LogisticCAVClassifier()``.
         save_path: where captum keeps activations and CAVs; a temporary
             directory (deleted on return) if ``None``. A given path caches CAVs
@@ -260,7 +268,7 @@ def compute_cavs(
     Returns:
         ``{(concept name, run): cav}`` with ``cav`` of shape ``(F,)`` oriented
         towards the concept (unnormalised classifier weights), for every concept
-        and for the null concept ``randoms[0]``, runs ``0 .. R-1`` in order.
+        and for the null concept (named ``randoms[0].name``), runs ``0 .. R-1``.
     """
     model.get_submodule(layer)  # fail early, with torch's message, on a bad name
     sets = experimental_sets(concepts, randoms)
@@ -272,13 +280,19 @@ def compute_cavs(
             classifier=LogisticCAVClassifier() if classifier is None else classifier,
             save_path=directory,
         )
-        trained = tcav.compute_cavs(sets)
+        # captum 0.9's cache check (TCAV.load_cavs) passes layer and concept to
+        # AV.exists in swapped order, so it never finds stored activations and
+        # recomputes a concept's activations for each of its R experimental
+        # sets. In a fresh directory nothing is cached anyway: force_train
+        # computes every concept's activations once, then trains all CAVs.
+        trained = tcav.compute_cavs(sets, force_train=save_path is None)
     n_runs = len(randoms) - 1
     cavs = {}
     for index, (concept, negative) in enumerate(sets):
         cav_stats = trained[concepts_to_str([concept, negative])][layer].stats
         row = list(cav_stats["classes"]).index(concept.id)
-        cavs[(concept.name, index % n_runs)] = cav_stats["weights"][row].detach().float()
+        name = concept.name if index < len(concepts) * n_runs else randoms[0].name
+        cavs[(name, index % n_runs)] = cav_stats["weights"][row].detach().float()
     return cavs
 
 
@@ -484,7 +498,8 @@ def tcav_by_interval(
     CAVs are trained once (:func:`compute_cavs`); the inputs ``(n, ...)`` are
     split by quantile intervals of ``y`` ``(n,)`` (:func:`outcome_intervals`)
     and each interval's inputs are scored against every CAV; each concept is
-    then t-tested against the null concept ``randoms[0]`` within each interval
+    then t-tested against the null concept (random vs random runs, labelled
+    ``randoms[0].name``) within each interval
     (:func:`significance_table`, ``m`` = concepts x non-empty intervals).
 
     Returns:
