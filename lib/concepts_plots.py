@@ -70,8 +70,8 @@ def _map(ax, easting: np.ndarray, northing: np.ndarray, values: np.ndarray, **st
 def outcome_map(easting: np.ndarray, northing: np.ndarray, outcome: np.ndarray, split: np.ndarray, label: str):
     """The outcome of each tile at its place (left) and the tile's split (right)."""
     fig, axes = plt.subplots(1, 2, figsize=(10, 4.4))
-    fig.colorbar(_map(axes[0], easting, northing, outcome, cmap="viridis"), ax=axes[0], shrink=0.8, label=label)
-    axes[0].set_title(label)
+    fig.colorbar(_map(axes[0], easting, northing, outcome, cmap="viridis"), ax=axes[0], shrink=0.8)
+    axes[0].set_title(label, fontsize=10)
     names = list(SPLIT_COLOURS)
     codes = np.array([names.index(s) for s in split], dtype=float)
     _map(axes[1], easting, northing, codes, cmap=ListedColormap(list(SPLIT_COLOURS.values())), vmin=-0.5, vmax=2.5)
@@ -185,11 +185,11 @@ def agreement_scatter(sensitivity: Mapping[str, pd.Series], true_effects: pd.Ser
     fig, axes = plt.subplots(1, len(sensitivity), figsize=(4.8 * len(sensitivity), 4), squeeze=False, sharey=True)
     rows = agreement[agreement["statistic"] == statistic].set_index("variant")
     for ax, (variant, values) in zip(axes[0], sensitivity.items(), strict=True):
-        common = [c for c in values.index if c in true_effects.index]
+        common = sorted((c for c in values.index if c in true_effects.index), key=lambda c: true_effects[c])
         ax.scatter(true_effects[common], values[common], color="tab:blue")
-        for concept in common:
+        for rank, concept in enumerate(common):  # labels alternate above and below, so neighbours do not overlap
             ax.annotate(concept.replace("_", " "), (true_effects[concept], values[concept]), fontsize=7,
-                        xytext=(3, 3), textcoords="offset points")
+                        xytext=(3, 4 if rank % 2 else -10), textcoords="offset points")
         ax.axhline(0.5, color="grey", lw=0.6, ls="--")
         ax.axvline(0, color="grey", lw=0.6, ls="--")
         r = rows.loc[variant]

@@ -666,6 +666,21 @@ def agreement_table(tcav: dict[str, pd.DataFrame], true_effects: pd.Series) -> p
 
 
 # ------------------------------------------------------------------ results
+_COUNTS = ("best_epoch", "n_concepts")
+
+
+def _finite(x: float) -> float | None:
+    """JSON has no NaN: undefined numbers (e.g. a rank correlation of two concepts) become null."""
+    return float(x) if np.isfinite(x) else None
+
+
+def _plain(table: pd.DataFrame) -> pd.DataFrame:
+    """A copy without ``attrs`` (pandas cannot compare attrs holding arrays when concatenating)."""
+    out = table.copy()
+    out.attrs = {}
+    return out
+
+
 def save_results(out_dir: str | os.PathLike, city: str, data: TileData, split: Split, metrics: pd.DataFrame,
                  history: pd.DataFrame, cfg: ConceptsParams, sets: ConceptSets | None = None,
                  tcav: dict[str, pd.DataFrame] | None = None, agreement: pd.DataFrame | None = None) -> None:
@@ -674,7 +689,8 @@ def save_results(out_dir: str | os.PathLike, city: str, data: TileData, split: S
     summary = {
         "city": city, "outcome": data.outcome_name, "units": data.units,
         "tiles": {"fit": len(split.fit), "validation": len(split.val), "test": len(split.test)},
-        "variants": {v: {k: _finite(x) for k, x in row.items()} for v, row in metrics.iterrows()},
+        "variants": {v: {k: int(x) if k in _COUNTS else _finite(x) for k, x in row.items()}
+                     for v, row in metrics.iterrows()},
     }
     write_text(out_dir / "tables" / "metrics.csv", metrics.to_csv(float_format="%.4f"))
     write_text(out_dir / "tables" / "training_history.csv", history.to_csv(index=False, float_format="%.5f"))
@@ -697,31 +713,24 @@ def save_results(out_dir: str | os.PathLike, city: str, data: TileData, split: S
     if agreement is not None:
         write_text(out_dir / "tables" / "ground_truth_agreement.csv", agreement.to_csv(index=False, float_format="%.4f"))
         headline = agreement[agreement["statistic"] == cfg.tcav.statistic].set_index("variant")
-        summary["ground_truth_agreement"] = {v: {k: _finite(x) for k, x in row.drop("statistic").items()}
-                                             for v, row in headline.iterrows()}
+        summary["ground_truth_agreement"] = {
+            v: {k: int(x) if k in _COUNTS else _finite(x) for k, x in row.drop("statistic").items()}
+            for v, row in headline.iterrows()
+        }
     write_json(out_dir / "metrics.json", summary)
-
-
-def _finite(x: float) -> float | None:
-    """JSON has no NaN: undefined numbers (e.g. a rank correlation of two concepts) become null."""
-    return float(x) if np.isfinite(x) else None
-
-
-def _plain(table: pd.DataFrame) -> pd.DataFrame:
-    """A copy without ``attrs`` (pandas cannot compare attrs holding arrays when concatenating)."""
-    out = table.copy()
-    out.attrs = {}
-    return out
 
 
 def conclusion(metrics: pd.DataFrame, agreement: pd.DataFrame | None, statistic: str) -> str:
     """Sentences on what the numbers show: ordering, accuracy and ground-truth agreement of RNC vs L1."""
     rnc, base = metrics.loc["rnc"], metrics.loc["baseline"]
-    better = "orders" if rnc["latent_spearman"] > base["latent_spearman"] else "does not order"
+    wins = [rnc[m] > base[m] for m in ("latent_spearman", "knn_r2")]
+    verdict = ("orders the latent space better than" if all(wins) else
+               "does not order the latent space better than" if not any(wins) else
+               "orders the latent space by one measure better, by the other worse than")
     lines = [
-        f"RNC pretraining {better} the latent space better than end-to-end L1 training here: "
-        f"distance correlation {rnc['latent_spearman']:.2f} vs {base['latent_spearman']:.2f}, "
-        f"kNN R^2 {rnc['knn_r2']:.2f} vs {base['knn_r2']:.2f}; "
+        f"RNC pretraining {verdict} end-to-end L1 training here: "
+        f"distance correlation {rnc['latent_spearman']:.3f} vs {base['latent_spearman']:.3f}, "
+        f"kNN R^2 {rnc['knn_r2']:.3f} vs {base['knn_r2']:.3f}; "
         f"test R^2 of the predictions {rnc['r2']:.2f} (linear probe) vs {base['r2']:.2f} (L1)."
     ]
     if agreement is not None:

@@ -78,7 +78,8 @@ def fit(
         model.train()
         losses = []
         steps = _take(batches(epoch), max_steps_per_epoch)
-        bar = tqdm(steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0, leave=False)
+        # a refresh every 10 s keeps rendered notebooks readable (each refresh is an output line there)
+        bar = tqdm(steps, desc=f"epoch {epoch + 1}/{epochs}", disable=not progress or rank != 0, leave=False, mininterval=10)
         for x, y in bar:
             x, y = runtime.batch(x), y.to(runtime.device)
             if augment is not None:

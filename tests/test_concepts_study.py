@@ -143,6 +143,18 @@ def test_regression_metrics_match_their_definitions():
     assert out["kendall_tau"] == pytest.approx(stats.kendalltau(y, p).statistic)
 
 
+def test_conclusion_follows_the_numbers():
+    def table(rnc, baseline):
+        columns = ["latent_spearman", "knn_r2", "r2"]
+        return pd.DataFrame([rnc, baseline], index=["rnc", "baseline"], columns=columns)
+
+    assert "orders the latent space better than" in study.conclusion(table([0.6, 0.7, 0.7], [0.3, 0.5, 0.4]), None, "score")
+    assert "does not order" in study.conclusion(table([0.2, 0.4, 0.4], [0.3, 0.5, 0.4]), None, "score")
+    assert "by one measure better" in study.conclusion(table([0.509, 0.64, 0.6], [0.514, 0.56, 0.6]), None, "score")
+    agreement = pd.DataFrame({"variant": ["rnc", "baseline"], "statistic": "score", "n_concepts": 2, "spearman": np.nan})
+    assert "too few" in study.conclusion(table([0.6, 0.7, 0.7], [0.3, 0.5, 0.4]), agreement, "score")
+
+
 # ------------------------------------------------------------------ augmentation and concepts
 def test_augmentation_without_crop_or_jitter_is_a_symmetry_of_the_square():
     x = torch.rand(32, 4, 8, 8, generator=torch.Generator().manual_seed(0))
