@@ -1,6 +1,5 @@
 """Tests of lib.training.fit (model selection, resuming, step caps), lib.io's atomic writers and lib.runtime."""
 
-import json
 import random
 from pathlib import Path
 
