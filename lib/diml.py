@@ -20,6 +20,7 @@ it data-parallel (:func:`launch` starts it from a notebook).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import subprocess
@@ -40,7 +41,7 @@ from torch.utils.data import DataLoader
 from lib import metrics, params, retrieval
 from lib.augment import random_affine
 from lib.data.mnist import MNIST_MEAN_STD, MnistDataset, load_mnist5k, unseen_class_split, validation_split
-from lib.explain.structural import StructuralMatch, structural_match, structural_similarity
+from lib.explain.structural import StructuralMatch, structural_match, structural_plan_matrix, structural_similarity_to
 from lib.io import load_weights, save_weights, write_json, write_text
 from lib.models.backbone import SpatialEmbedding, diml_encoder
 from lib.runtime import Runtime, runtime, seed_everything
@@ -86,12 +87,27 @@ class StructuralDistance(distances.BaseDistance):
     ten times the encoder's own backward cost here; on random maps its cosine
     with the full gradient is about 0.96 with uniform marginals and about 0.6
     with cross-correlation marginals.
+
+    A batch compared with itself solves only its pairs q <= g
+    (:func:`~lib.explain.structural.structural_plan_matrix`), and inside
+    :meth:`sharing_plans` the plans of one batch are solved once for the
+    miner and the loss together.
     """
 
     def __init__(self, n_locations: int, cfg: params.StructuralParams, as_similarity: bool):
         super().__init__(normalize_embeddings=False, is_inverted=as_similarity)
         self.n_locations = n_locations
         self.ot = dict(epsilon=cfg.epsilon, marginals=cfg.marginals, n_iters=cfg.n_iters, tol=cfg.tol)
+        self._shared: list | None = None
+
+    @contextlib.contextmanager
+    def sharing_plans(self):
+        """Within the block, each (query, reference) pair of tensors has its plans solved once."""
+        self._shared = []
+        try:
+            yield self
+        finally:
+            self._shared = None
 
     def _maps(self, flat: torch.Tensor) -> torch.Tensor:
         return F.normalize(flat.reshape(flat.shape[0], self.n_locations, -1), dim=-1)
@@ -99,15 +115,22 @@ class StructuralDistance(distances.BaseDistance):
     def _finish(self, s: torch.Tensor) -> torch.Tensor:
         return s if self.is_inverted else (2 - 2 * s).clamp_min(1e-8).sqrt()
 
+    def _plans(self, query_emb: torch.Tensor, ref_emb: torch.Tensor, q: torch.Tensor, r: torch.Tensor) -> torch.Tensor:
+        # The tensors themselves are kept with their plans, so identity cannot be mistaken.
+        for query, ref, plans in self._shared or ():
+            if query is query_emb and ref is ref_emb:
+                return plans
+        with torch.no_grad():
+            plans = structural_plan_matrix(q.detach(), None if ref_emb is query_emb else r.detach(), **self.ot)
+        if self._shared is not None:
+            self._shared.append((query_emb, ref_emb, plans))
+        return plans
+
     def compute_mat(self, query_emb, ref_emb):
         q, r = self._maps(query_emb), self._maps(ref_emb)
-        n_q, n_r = len(q), len(r)
-        with torch.no_grad():
-            plan = structural_match(
-                q.repeat_interleave(n_r, dim=0), r.repeat(n_q, 1, 1), **self.ot
-            ).plan.reshape(n_q, n_r, self.n_locations, self.n_locations)
+        plans = self._plans(query_emb, ref_emb, q, r)
         cosine = torch.einsum("qnd,rmd->qrnm", q, r)
-        return self._finish((plan * cosine).sum(dim=(-1, -2)))
+        return self._finish((plans * cosine).sum(dim=(-1, -2)))
 
     def pairwise_distance(self, query_emb, ref_emb):
         q, r = self._maps(query_emb), self._maps(ref_emb)
@@ -139,6 +162,7 @@ class DimlLoss(nn.Module):
             self.miner = miners.MultiSimilarityMiner(epsilon=0.1, distance=distance)
         else:
             raise ValueError(f"unknown loss {loss!r}; expected 'margin' or 'multi_similarity'")
+        self.distance = distance
         if torch.distributed.is_available() and torch.distributed.is_initialized():
             # Gather every process's embeddings so pairs span the global batch.
             self.loss = pml_dist.DistributedLossWrapper(self.loss)
@@ -146,9 +170,13 @@ class DimlLoss(nn.Module):
 
     def forward(self, local: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         local = local.float()
-        emb = SpatialEmbedding.global_embedding(local) if self.objective == "global" else local.flatten(1)
-        pairs = self.miner(emb, labels) if self.miner is not None else None
-        return self.loss(emb, labels, pairs)
+        if self.objective == "global":
+            emb, shared = SpatialEmbedding.global_embedding(local), contextlib.nullcontext()
+        else:
+            emb, shared = local.flatten(1), self.distance.sharing_plans()
+        with shared:
+            pairs = self.miner(emb, labels) if self.miner is not None else None
+            return self.loss(emb, labels, pairs)
 
 
 # ------------------------------------------------------------------ embedding and retrieval
@@ -163,22 +191,24 @@ def embed(model: nn.Module, dataset: MnistDataset, rt: Runtime, batch_size: int 
     return torch.cat(out)
 
 
-def retrieve(local: torch.Tensor, cfg: params.DimlParams, rerank: bool) -> torch.Tensor:
-    """Each item's ranking of all others (query excluded), optionally re-ranked structurally."""
+def retrieve(local: torch.Tensor, cfg: params.DimlParams, rerank: bool, queries: torch.Tensor | None = None) -> torch.Tensor:
+    """Rankings of all other items (query excluded), optionally re-ranked structurally.
+
+    One row per item, or per item of ``queries`` (indices) when given.
+    """
     glob = SpatialEmbedding.global_embedding(local)
-    similarity = glob @ glob.T
-    ranking = retrieval.rank(similarity, depth=len(local) - 1)
+    if queries is None:
+        queries = torch.arange(len(local))
+    similarity = glob[queries] @ glob.T
+    similarity[torch.arange(len(queries)), queries] = -torch.inf  # a query is not in its own gallery
+    ranking = retrieval.rank(similarity, depth=len(local) - 1, exclude_self=False)
     if not rerank:
         return ranking
 
-    def pair_similarity(qi: torch.Tensor, gi: torch.Tensor) -> torch.Tensor:
-        sims = [
-            structural_similarity(local[q], local[g], **_ot(cfg))
-            for q, g in zip(qi.split(8192), gi.split(8192), strict=True)
-        ]
-        return torch.cat(sims)
+    def head_similarity(head: torch.Tensor) -> torch.Tensor:
+        return structural_similarity_to(local[queries], local, head, **_ot(cfg))
 
-    return retrieval.rerank(ranking, similarity, pair_similarity, k=cfg.eval.rerank_k, weight=cfg.eval.rerank_weight)
+    return retrieval.rerank(ranking, similarity, head_similarity, k=cfg.eval.rerank_k, weight=cfg.eval.rerank_weight)
 
 
 def evaluate(
@@ -260,8 +290,7 @@ def explain_matches(local: torch.Tensor, cfg: params.DimlParams, n: int, seed: i
     """
     generator = torch.Generator().manual_seed(seed)
     queries = torch.randperm(len(local), generator=generator)[:n]
-    ranking = retrieve(local, cfg, rerank=True)
-    matches = ranking[queries, 0]
+    matches = retrieve(local, cfg, rerank=True, queries=queries)[:, 0]
     return queries, matches, structural_match(local[queries], local[matches], **_ot(cfg))
 
 

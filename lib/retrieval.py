@@ -36,7 +36,7 @@ def rank(similarity: torch.Tensor, depth: int, exclude_self: bool = True) -> tor
 def rerank(
     ranking: torch.Tensor,
     global_similarity: torch.Tensor,
-    pair_similarity: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+    head_similarity: Callable[[torch.Tensor], torch.Tensor],
     k: int,
     weight: float = 1.0,
 ) -> torch.Tensor:
@@ -45,15 +45,17 @@ def rerank(
     Args:
         ranking: (Q, L) gallery indices from :func:`rank`.
         global_similarity: (Q, G) the similarity that produced ``ranking``.
-        pair_similarity: called as ``f(query_index (P,), gallery_index (P,))``
-            and returning the structural similarity of each of the P pairs.
+        head_similarity: called once as ``f(head)`` with the (Q, k) gallery
+            indices of each query's head (row q belongs to query q), returning
+            their (Q, k) structural similarities to their query.
         k: length of the re-ranked head (the rest keeps its order).
         weight: w in the module formula.
     """
     k = min(k, ranking.shape[1])
     head = ranking[:, :k]
-    queries = torch.arange(ranking.shape[0], device=ranking.device)[:, None].expand_as(head)
-    structural = pair_similarity(queries.reshape(-1), head.reshape(-1)).reshape(head.shape)
+    structural = head_similarity(head)
+    if structural.shape != head.shape:
+        raise ValueError(f"head_similarity must return the head's shape {tuple(head.shape)}, got {tuple(structural.shape)}")
     score = structural + weight * global_similarity.gather(1, head)
     order = score.argsort(dim=1, descending=True, stable=True)
     return torch.cat([head.gather(1, order), ranking[:, k:]], dim=1)

@@ -192,6 +192,26 @@ def test_benchmark_on_a_tiny_random_encoder_fills_the_expected_tables():
     assert set(result.examples) == set(study.SETTINGS)
 
 
+@pytest.mark.parametrize("method", ["rise", "integrated_gradients"])
+def test_attributions_of_all_targets_at_once_equal_one_target_at_a_time(method):
+    cfg = study.CocoaParams.model_validate(SMALL).attribution
+    torch.manual_seed(1)
+    encoder = conv_encoder(1, width=4, n_blocks=3).eval()
+    images = torch.from_numpy(blocks(12, seed=3)[0])[:, None]
+    x, corpus, foil = images[:1], images[1:5], images[5:]
+    reps = {name: study.representations(encoder, part, study.runtime("cpu")) for name, part in
+            {"x": x, "corpus": corpus, "foil": foil}.items()}
+    shared = {"corpus": study.CorpusSimilarity(encoder, reps["corpus"]),
+              "cocoa": study.ContrastiveCorpusSimilarity(encoder, reps["corpus"], reps["foil"])}
+    targets = study.explicand_targets(encoder, reps["x"], reps["foil"], shared)
+    baseline = torch.zeros_like(x)
+    together = study.attribute_targets(targets, method, x, baseline, cfg, seed=4)
+    assert list(together) == list(targets)
+    for name, target in targets.items():
+        torch.testing.assert_close(together[name], study.attribute(target, method, x, baseline, cfg, seed=4),
+                                   rtol=1e-4, atol=1e-6)
+
+
 # ------------------------------------------------------------------ text encoder
 def test_packaged_text_encoder_loads_offline_and_embeds_in_384_dimensions():
     from lib.models import text

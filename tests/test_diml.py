@@ -83,6 +83,38 @@ def test_structural_distance_has_finite_nonzero_gradients(as_similarity):
         assert grad.abs().max() > 1e-4
 
 
+def test_structural_distance_of_a_batch_with_itself_equals_the_matrix():
+    cfg = params.StructuralParams(epsilon=0.05, marginals="cross_correlation", n_iters=2000, tol=1e-7)
+    maps = random_maps(7, 6)
+    expected = structural_similarity_matrix(maps, maps, epsilon=0.05, n_iters=2000, tol=1e-7)
+    similarity = StructuralDistance(N_LOC, cfg, as_similarity=True)(maps.flatten(1))
+    torch.testing.assert_close(similarity, expected, rtol=0, atol=1e-5)
+    torch.testing.assert_close(similarity, similarity.T, rtol=0, atol=1e-6)
+
+
+def test_multi_similarity_miner_and_loss_share_one_solve(monkeypatch, smoke):
+    import lib.diml
+
+    calls = []
+    solve = lib.diml.structural_plan_matrix
+
+    def counting(*args, **kwargs):
+        calls.append(1)
+        return solve(*args, **kwargs)
+
+    monkeypatch.setattr(lib.diml, "structural_plan_matrix", counting)
+    local = random_maps(8, 20).requires_grad_()
+    labels = torch.arange(4).repeat_interleave(5)
+    loss = DimlLoss("multi_similarity", "structural", N_LOC, smoke.structural)
+    shared = loss(local, labels)
+    assert len(calls) == 1  # the miner's solve is reused by the loss
+    # ... with the same value as two separate solves.
+    separate = loss.loss(local.flatten(1), labels, loss.miner(local.flatten(1), labels))
+    assert len(calls) == 3
+    torch.testing.assert_close(shared, separate, rtol=0, atol=1e-6)
+    assert loss.distance._shared is None  # nothing is kept after the step
+
+
 # ------------------------------------------------------------------ DimlLoss
 @pytest.mark.parametrize("objective", ["global", "structural"])
 @pytest.mark.parametrize("loss", ["margin", "multi_similarity"])

@@ -54,33 +54,39 @@ def test_rerank_reverses_the_head_and_keeps_the_tail():
     ranking = rank(similarity, depth=len(similarity) - 1)
     k = 4
 
-    def reversing(q, g):  # structural score = -2 * global: score = -2s + s = -s
-        return -2 * similarity[q, g]
+    def reversing(head):  # structural score = -2 * global: score = -2s + s = -s
+        return -2 * similarity.gather(1, head)
 
     out = rerank(ranking, similarity, reversing, k=k, weight=1.0)
     assert torch.equal(out[:, :k], ranking[:, :k].flip(1))
     assert torch.equal(out[:, k:], ranking[:, k:])
 
 
-def test_rerank_head_only_sees_pairs_of_its_own_query():
+def test_rerank_asks_once_for_each_querys_head():
     similarity = random_similarity(4)
     ranking = rank(similarity, depth=len(similarity) - 1)
     seen = []
 
-    def recording(q, g):
-        seen.append((q.clone(), g.clone()))
-        return torch.zeros(len(q))
+    def recording(head):
+        seen.append(head.clone())
+        return torch.zeros(head.shape)
 
     rerank(ranking, similarity, recording, k=3)
-    (q, g), = seen
-    assert torch.equal(q.reshape(-1, 3), torch.arange(len(similarity))[:, None].expand(-1, 3))
-    assert torch.equal(g.reshape(-1, 3), ranking[:, :3])
+    (head,) = seen
+    assert torch.equal(head, ranking[:, :3])
+
+
+def test_rerank_rejects_a_similarity_of_the_wrong_shape():
+    similarity = random_similarity(4)
+    ranking = rank(similarity, depth=len(similarity) - 1)
+    with pytest.raises(ValueError, match=r"head's shape \(12, 3\)"):
+        rerank(ranking, similarity, lambda head: torch.zeros(head.numel()), k=3)
 
 
 def test_rerank_with_global_similarity_and_no_weight_keeps_the_order():
     similarity = random_similarity(5)
     ranking = rank(similarity, depth=len(similarity) - 1)
-    out = rerank(ranking, similarity, lambda q, g: similarity[q, g], k=6, weight=0.0)
+    out = rerank(ranking, similarity, lambda head: similarity.gather(1, head), k=6, weight=0.0)
     assert torch.equal(out, ranking)
 
 
@@ -90,7 +96,7 @@ def test_rerank_rows_stay_permutations_of_the_input(k):
     ranking = rank(similarity, depth=8)
     generator = torch.Generator().manual_seed(k)
     noise = torch.rand(similarity.shape, generator=generator)
-    out = rerank(ranking, similarity, lambda q, g: noise[q, g], k=k, weight=0.5)
+    out = rerank(ranking, similarity, lambda head: noise.gather(1, head), k=k, weight=0.5)
     assert out.shape == ranking.shape
     assert torch.equal(out.sort(dim=1).values, ranking.sort(dim=1).values)
     head = min(k, ranking.shape[1])

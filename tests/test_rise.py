@@ -95,3 +95,23 @@ def test_seeded_runs_repeat_whatever_the_batching():
     torch.testing.assert_close(run(7, 1000), first)
     torch.testing.assert_close(run(7, 1), first)
     assert not torch.allclose(run(8, 30), first)
+
+
+def test_several_outputs_share_masks_and_equal_separate_runs():
+    inputs = torch.rand(2, 3, *SIZE, generator=torch.Generator().manual_seed(9))
+    outputs = [region_sum, lambda x: x.mean(dim=(1, 2, 3)), lambda x: -x[:, 0, :4].sum(dim=(1, 2))]
+
+    def run(forward):
+        return RISE(forward).attribute(inputs, n_masks=40, grid=4, batch_size=16, generator=torch.Generator().manual_seed(3))
+
+    stacked = run(lambda x: torch.stack([f(x) for f in outputs], dim=1))
+    assert stacked.shape == (3, *inputs.shape)
+    for t, forward in enumerate(outputs):
+        torch.testing.assert_close(stacked[t], run(forward), rtol=1e-5, atol=1e-6)
+
+
+def test_scores_of_the_wrong_shape_are_rejected():
+    import pytest
+
+    with pytest.raises(ValueError, match=r"\(M,\) or \(M, T\) scores for M = 8 images, got shape \(8, 2, 1\)"):
+        RISE(lambda x: torch.zeros(len(x), 2, 1)).attribute(torch.rand(1, 1, 8, 8), n_masks=8, grid=2, batch_size=8)

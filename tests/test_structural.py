@@ -19,7 +19,9 @@ from lib.explain.structural import (
     structural_marginals,
     structural_match,
     structural_similarity,
+    structural_plan_matrix,
     structural_similarity_matrix,
+    structural_similarity_to,
 )
 
 TIGHT = {"n_iters": 20_000, "tol": 1e-12}  # run to convergence in float64
@@ -296,6 +298,61 @@ def test_empty_inputs():
     assert structural_similarity(none, none).shape == (0,)
 
 
+@pytest.mark.parametrize("marginals", ["cross_correlation", "uniform"])
+def test_plan_matrix_equals_pairwise_plans(marginals):
+    queries, gallery = random_maps(35, 4, 16, 32), random_maps(36, 6, 9, 32)
+    plans = structural_plan_matrix(queries, gallery, marginals=marginals, **TIGHT)
+    pairwise = structural_match(
+        queries.repeat_interleave(6, dim=0), gallery.repeat(4, 1, 1), marginals=marginals, **TIGHT
+    ).plan.reshape(4, 6, 16, 9)
+    assert plans.shape == (4, 6, 16, 9)
+    torch.testing.assert_close(plans, pairwise, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("marginals", ["cross_correlation", "uniform"])
+def test_plan_matrix_of_a_batch_with_itself_solves_half_and_transposes(monkeypatch, marginals):
+    maps = random_maps(37, 6, 16, 32)
+    sizes = []
+    solve = structural.sinkhorn
+
+    def counting(cost, *args, **kwargs):
+        sizes.append(len(cost))
+        return solve(cost, *args, **kwargs)
+
+    monkeypatch.setattr(structural, "sinkhorn", counting)
+    plans = structural_plan_matrix(maps, marginals=marginals, **TIGHT)
+    assert sizes == [6 * 7 // 2]  # the pairs q <= g only
+    # T_gq = T_qg^T exactly for q != g, and each equals its separately solved plan (the optimum is unique).
+    off_diagonal = ~torch.eye(6, dtype=torch.bool)
+    swapped = plans.transpose(0, 1).transpose(2, 3)
+    assert torch.equal(plans[off_diagonal], swapped[off_diagonal])
+    pairwise = structural_match(
+        maps.repeat_interleave(6, dim=0), maps.repeat(6, 1, 1), marginals=marginals, **TIGHT
+    ).plan.reshape(6, 6, 16, 16)
+    torch.testing.assert_close(plans, pairwise, rtol=0, atol=1e-10)
+
+
+@pytest.mark.parametrize("marginals", ["cross_correlation", "uniform"])
+@pytest.mark.parametrize("chunk_size", [1, 4, 1000])
+def test_similarity_to_listed_items_equals_pairwise(marginals, chunk_size):
+    queries, gallery = random_maps(38, 5, 16, 32), random_maps(39, 9, 12, 32)
+    index = torch.randint(0, 9, (5, 4), generator=torch.Generator().manual_seed(40))
+    listed = structural_similarity_to(queries, gallery, index, marginals=marginals, chunk_size=chunk_size, **TIGHT)
+    pairwise = structural_similarity(
+        queries.repeat_interleave(4, dim=0), gallery[index.reshape(-1)], marginals=marginals, **TIGHT
+    ).reshape(5, 4)
+    assert listed.shape == (5, 4)
+    torch.testing.assert_close(listed, pairwise, rtol=0, atol=1e-10)
+
+
+def test_similarity_to_normalises_and_handles_empty_lists():
+    queries, gallery = random_maps(41, 3, 4, 8), random_maps(42, 5, 4, 8)
+    index = torch.tensor([[0, 4], [1, 1], [3, 2]])
+    scaled = structural_similarity_to(3.0 * queries, 0.5 * gallery, index)
+    torch.testing.assert_close(scaled, structural_similarity_to(queries, gallery, index), rtol=0, atol=1e-12)
+    assert structural_similarity_to(queries, gallery, index[:, :0]).shape == (3, 0)
+
+
 # --- dtypes -------------------------------------------------------------------
 
 
@@ -334,6 +391,12 @@ def test_errors_name_the_problem():
         structural_similarity(x, y, marginals="softmax")
     with pytest.raises(ValueError, match="chunk_size must be >= 1, got 0"):
         structural_similarity_matrix(x, y, chunk_size=0)
+    with pytest.raises(ValueError, match=r"gallery of shape \(G, M, 8\), got \(2, 5, 7\)"):
+        structural_plan_matrix(x, y[..., :7])
+    with pytest.raises(ValueError, match=r"index must be an integer tensor of shape \(Q, K\) with Q = 2"):
+        structural_similarity_to(x, y, torch.zeros(3, 1, dtype=torch.long))
+    with pytest.raises(ValueError, match=r"index must lie in \[0, 2\).*got \[0, 5\]"):
+        structural_similarity_to(x, y, torch.tensor([[0], [5]]))
     cost, (a, b) = 1 - x @ y.transpose(1, 2), structural_marginals(x, y)
     with pytest.raises(ValueError, match=r"a must have shape \(P, N\).*got shape \(2, 5\)"):
         sinkhorn(cost, b, b)

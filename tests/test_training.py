@@ -240,15 +240,18 @@ def test_project_root_is_found_upwards(tmp_path):
 
 
 # ------------------------------------------------------------------ lib.runtime
-def test_cpu_runtime_has_no_autocast_and_keeps_the_memory_format():
+def test_cpu_runtime_has_no_autocast_and_is_channels_last():
     rt = runtime("cpu")
     assert rt.device == torch.device("cpu")
-    assert rt.autocast_dtype is None and not rt.channels_last
+    assert rt.autocast_dtype is None and rt.channels_last
     a = torch.randn(4, 4)
     with rt.autocast():
         assert (a @ a).dtype == torch.float32
     x = rt.batch(torch.randn(2, 3, 5, 5))
-    assert x.is_contiguous() and not x.is_contiguous(memory_format=torch.channels_last)
+    assert x.is_contiguous(memory_format=torch.channels_last)
+    assert rt.batch(torch.randn(2, 3)).is_contiguous()  # only images change layout
+    conv = rt.prepare(torch.nn.Conv2d(3, 4, 3))
+    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
 
 
 def test_cuda_runtime_without_cuda_is_a_clear_error(monkeypatch):

@@ -14,7 +14,9 @@ Attributions of ``f`` highlight the features that make the explicand ``x`` look
 like the corpus rather than the foil.
 
 The targets below are ``nn.Module``s mapping a batch of explicands ``(B, ...)`` to
-one scalar each, ``(B,)``:
+one scalar each, ``(B,)``; each is ``score(explicand_representation(x))``, so
+several targets of one encoder can share one forward pass (perturbation methods
+such as RISE score every target on the same masked images):
 
 * :class:`ContrastiveCorpusSimilarity`: COCOA's target.
 * :class:`CorpusSimilarity`: the same without the foil term (COCOA's "corpus" baseline).
@@ -151,7 +153,11 @@ class ContrastiveCorpusSimilarity(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         """f(x): (B, ...) -> (B,)."""
-        h = _prepare(self.explicand_representation(x), self.similarity)
+        return self.score(self.explicand_representation(x))
+
+    def score(self, representation: Tensor) -> Tensor:
+        """f as a function of the explicands' representations h(x): (B, D) -> (B,)."""
+        h = _prepare(representation, self.similarity)
         if self.form == "mean":
             return h @ self.direction.to(h)
         score = (h @ _prepare(self.corpus_repr, self.similarity).to(h).T).mean(dim=1)
@@ -220,10 +226,17 @@ class LabelFreeImportance(nn.Module):
             "reference_repr", None if reference_repr is None else reference_repr.detach().clone()
         )
 
+    def explicand_representation(self, x: Tensor) -> Tensor:
+        """h(x): (B, ...) -> (B, D), with gradients."""
+        return self.encoder(x)
+
     def forward(self, x: Tensor, reference_repr: Tensor | None = None) -> Tensor:
         """f(x): (B, ...) -> (B,); ``reference_repr`` is (B, D), (1, D) or (D,)."""
-        h = _prepare(self.encoder(x), self.similarity)
-        return self._own_similarity(h, reference_repr)
+        return self.score(self.encoder(x), reference_repr)
+
+    def score(self, representation: Tensor, reference_repr: Tensor | None = None) -> Tensor:
+        """f as a function of the explicands' representations h(x): (B, D) -> (B,)."""
+        return self._own_similarity(_prepare(representation, self.similarity), reference_repr)
 
     def _own_similarity(self, h: Tensor, reference_repr: Tensor | None) -> Tensor:
         """s(h(x), r) from prepared representations ``h`` (B, D) -> (B,)."""
@@ -263,7 +276,7 @@ class ContrastiveLabelFree(LabelFreeImportance):
         foil = _prepare(_as_set(foil_repr, "foil_repr"), similarity)
         self.register_buffer("foil_direction", foil.mean(dim=0))
 
-    def forward(self, x: Tensor, reference_repr: Tensor | None = None) -> Tensor:
-        """f(x): (B, ...) -> (B,)."""
-        h = _prepare(self.encoder(x), self.similarity)
+    def score(self, representation: Tensor, reference_repr: Tensor | None = None) -> Tensor:
+        """f as a function of the explicands' representations h(x): (B, D) -> (B,)."""
+        h = _prepare(representation, self.similarity)
         return self._own_similarity(h, reference_repr) - h @ self.foil_direction.to(h)

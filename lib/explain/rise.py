@@ -35,10 +35,11 @@ __all__ = ["RISE"]
 
 
 class RISE:
-    """RISE attributions for a model returning one scalar per image.
+    """RISE attributions for a model returning one scalar per image, or several.
 
     ``forward_func`` maps images (M, C, H, W) to scores (M,), e.g. a target from
-    :mod:`lib.explain.cocoa`. Usage mirrors captum::
+    :mod:`lib.explain.cocoa`, or to (M, T) scores of T outputs at once, which
+    then share the masks and the forward passes. Usage mirrors captum::
 
         RISE(forward_func).attribute(inputs, baselines=blurred, n_masks=4000, grid=7)
     """
@@ -122,7 +123,8 @@ class RISE:
 
         Returns:
             (B, C, H, W) saliency, the same map on every channel, in the inputs'
-            dtype and device.
+            dtype and device; (T, B, C, H, W), one map per output, when
+            ``forward_func`` returns (M, T) scores.
         """
         batch, _, height, width = inputs.shape
         baselines = torch.as_tensor(baselines, dtype=inputs.dtype, device=inputs.device)
@@ -131,7 +133,7 @@ class RISE:
         grids, offsets = self.sample_grids(n_masks, grid, p, (height, width), generator)
         grids = grids.to(device=inputs.device, dtype=inputs.dtype)
         offsets = offsets.to(inputs.device)
-        saliency = inputs.new_zeros(batch, height, width)
+        saliency, n_outputs = None, None
         masks_per_call = max(1, batch_size // batch)
         with torch.no_grad():
             for start in range(0, n_masks, masks_per_call):
@@ -139,7 +141,17 @@ class RISE:
                 masks = self.masks_from_grids(grids[chunk], offsets[chunk], (height, width))
                 # (B, 1, C, H, W) + (B, 1, C, H, W) * (1, m, 1, H, W) -> (B * m, C, H, W)
                 masked = baselines[:, None] + difference[:, None] * masks[None, :, None]
-                scores = self.forward_func(masked.flatten(0, 1)).reshape(batch, -1)
-                saliency += torch.einsum("bm,mhw->bhw", scores.to(inputs.dtype), masks)
+                scores = self.forward_func(masked.flatten(0, 1))
+                if scores.dim() not in (1, 2) or scores.shape[0] != masked.shape[0] * masked.shape[1]:
+                    raise ValueError(
+                        f"forward_func must return (M,) or (M, T) scores for M = {masked.shape[0] * masked.shape[1]} "
+                        f"images, got shape {tuple(scores.shape)}"
+                    )
+                if saliency is None:
+                    n_outputs = None if scores.dim() == 1 else scores.shape[1]
+                    saliency = inputs.new_zeros(n_outputs or 1, batch, height, width)
+                scores = scores.reshape(batch, len(masks), n_outputs or 1).to(inputs.dtype)
+                saliency += torch.einsum("bmt,mhw->tbhw", scores, masks)
         saliency /= n_masks * p
-        return saliency.unsqueeze(1).expand_as(inputs).contiguous()
+        saliency = saliency.unsqueeze(2).expand(-1, -1, inputs.shape[1], -1, -1).contiguous()
+        return saliency[0] if n_outputs is None else saliency

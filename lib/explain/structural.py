@@ -44,6 +44,8 @@ __all__ = [
     "structural_match",
     "structural_similarity",
     "structural_similarity_matrix",
+    "structural_plan_matrix",
+    "structural_similarity_to",
 ]
 
 Marginals = Literal["cross_correlation", "uniform"]
@@ -486,15 +488,7 @@ def structural_similarity_matrix(
         for g0 in range(0, n_gallery, gallery_block):
             g_block = slice(g0, g0 + gallery_block)
             g_maps, g_means = gallery[g_block], gallery_means[g_block]
-            # All cosines of the block from one GEMM, (q N, D) @ (D, g M),
-            # laid out as one (N, M) problem per pair.
-            cosine = torch.einsum("qnd,gmd->qgnm", q_maps, g_maps)
-            if marginals == "uniform":
-                a = _uniform_like(cosine[..., 0])
-                b = _uniform_like(cosine[..., 0, :])
-            else:
-                a = _normalise_or_uniform(torch.einsum("qnd,gd->qgn", q_maps, g_means))
-                b = _normalise_or_uniform(torch.einsum("gmd,qd->qgm", g_maps, q_means))
+            cosine, a, b = _all_pair_problems(q_maps, q_means, g_maps, g_means, marginals)
             blocks = cosine.shape[:2]
             cosine = cosine.reshape(-1, n, m)
             a, b = a.reshape(-1, n), b.reshape(-1, m)
@@ -502,6 +496,152 @@ def structural_similarity_matrix(
             row.append((plan * cosine).sum(dim=(1, 2)).reshape(blocks))
         rows.append(torch.cat(row, dim=1))
     return torch.cat(rows, dim=0).to(dtype)
+
+
+def structural_similarity_to(
+    queries: Tensor,
+    gallery: Tensor,
+    index: Tensor,
+    epsilon: float = 0.05,
+    marginals: Marginals = "cross_correlation",
+    n_iters: int = 500,
+    tol: float = 1e-6,
+    chunk_size: int = 8192,
+) -> Tensor:
+    """Structural similarity of each query with its own list of gallery items.
+
+    ``out[q, k] = structural_similarity(queries[q], gallery[index[q, k]])``,
+    e.g. with each query's top-K global neighbours for re-ranking. Queries
+    are taken in blocks of at most ``chunk_size`` pairs; in a block the
+    cosines of a query with its K items come from one matrix product
+    ``(N, D) @ (D, K M)``, and the cross-correlation marginals from those
+    cosines (for unit locations ``<x_i, mean_j y_j> = mean_j <x_i, y_j>``), so
+    only the listed gallery maps are gathered and no pair's maps are copied
+    twice.
+
+    Args:
+        queries: (Q, N, D) feature maps.
+        gallery: (G, M, D) feature maps.
+        index: (Q, K) integer indices into ``gallery``.
+        epsilon, marginals, n_iters, tol: as in :func:`structural_match`.
+        chunk_size: maximum number of pairs per batched Sinkhorn, >= 1.
+
+    Returns:
+        (Q, K) similarities in ``queries``' dtype; differentiable.
+    """
+    _check_rank("queries", queries, "(Q, N, D)")
+    _check_rank("gallery", gallery, "(G, M, D)")
+    if queries.shape[2] != gallery.shape[2]:
+        raise ValueError(
+            "queries and gallery must have the same feature dimension D: "
+            f"expected gallery of shape (G, M, {queries.shape[2]}), got {tuple(gallery.shape)}"
+        )
+    if index.dim() != 2 or index.shape[0] != queries.shape[0] or index.is_floating_point():
+        raise ValueError(
+            f"index must be an integer tensor of shape (Q, K) with Q = {queries.shape[0]} queries, "
+            f"got {index.dtype} of shape {tuple(index.shape)}"
+        )
+    if index.numel() and not 0 <= int(index.min()) <= int(index.max()) < len(gallery):
+        raise ValueError(f"index must lie in [0, {len(gallery)}) (the gallery's size), got [{int(index.min())}, {int(index.max())}]")
+    _check_marginals(marginals)
+    _check_epsilon(epsilon)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+
+    dtype = queries.dtype
+    queries, gallery = _normalised(queries, gallery), _normalised(gallery, queries)
+    n_queries, n_items = index.shape
+    if n_queries == 0 or n_items == 0:
+        return queries.new_zeros(n_queries, n_items).to(dtype)
+    n, m = queries.shape[1], gallery.shape[1]
+    block = max(1, chunk_size // n_items)
+    out = []
+    for q0 in range(0, n_queries, block):
+        q_maps, items = queries[q0 : q0 + block], gallery[index[q0 : q0 + block]]
+        cosine = torch.einsum("qnd,qkmd->qknm", q_maps, items).reshape(-1, n, m)
+        if marginals == "uniform":
+            a, b = _uniform_like(cosine[..., 0]), _uniform_like(cosine[:, 0, :])
+        else:
+            a, b = _normalise_or_uniform(cosine.mean(dim=2)), _normalise_or_uniform(cosine.mean(dim=1))
+        plan = sinkhorn(1.0 - cosine, a, b, epsilon, n_iters, tol)
+        out.append((plan * cosine).sum(dim=(1, 2)).reshape(len(q_maps), n_items))
+    return torch.cat(out).to(dtype)
+
+
+def structural_plan_matrix(
+    queries: Tensor,
+    gallery: Tensor | None = None,
+    epsilon: float = 0.05,
+    marginals: Marginals = "cross_correlation",
+    n_iters: int = 500,
+    tol: float = 1e-6,
+) -> Tensor:
+    """Transport plans of every query with every gallery item, (Q, G, N, M).
+
+    ``plans[q, g]`` is ``structural_match(queries[q], gallery[g]).plan``; the
+    cosines and marginals of all pairs come from one matrix product each, as
+    in :func:`structural_similarity_matrix`, and all pairs share one batched
+    Sinkhorn. Use it for a batch of a few hundred maps (memory grows with
+    Q * G * N * M), e.g. inside a training loss.
+
+    Without ``gallery`` the batch is matched with itself, and only the
+    Q (Q + 1) / 2 pairs with q <= g are solved: swapping the two maps
+    transposes the cosines and swaps the marginals, so the optimal plan of
+    (g, q) is the transpose of the plan of (q, g), ``T_gq = T_qg^T``, and is
+    filled in as such. The result is then exactly symmetric in that sense,
+    and the two plans of a pair agree with separately solved ones to within
+    Sinkhorn's stopping tolerance.
+
+    Args:
+        queries: (Q, N, D) feature maps.
+        gallery: (G, M, D) feature maps, or None for ``queries`` itself.
+        epsilon, marginals, n_iters, tol: as in :func:`structural_match`.
+
+    Returns:
+        (Q, G, N, M) plans in ``queries``' dtype; differentiable.
+    """
+    _check_rank("queries", queries, "(Q, N, D)")
+    if gallery is not None:
+        _check_rank("gallery", gallery, "(G, M, D)")
+        if queries.shape[2] != gallery.shape[2]:
+            raise ValueError(
+                "queries and gallery must have the same feature dimension D: "
+                f"expected gallery of shape (G, M, {queries.shape[2]}), got {tuple(gallery.shape)}"
+            )
+    _check_marginals(marginals)
+    _check_epsilon(epsilon)
+    dtype = queries.dtype
+    if gallery is None:
+        maps = _normalised(queries, queries)
+        cosine, a, b = _all_pair_problems(maps, maps.mean(dim=1), maps, maps.mean(dim=1), marginals)
+        n_maps, n = len(maps), maps.shape[1]
+        first, second = torch.triu_indices(n_maps, n_maps, device=maps.device)
+        plan = sinkhorn(1.0 - cosine[first, second], a[first, second], b[first, second], epsilon, n_iters, tol)
+        plans = plan.new_empty(n_maps, n_maps, n, n)
+        plans[second, first] = plan.transpose(1, 2)
+        plans[first, second] = plan  # on the diagonal, the plan as solved
+        return plans.to(dtype)
+    queries, gallery = _normalised(queries, gallery), _normalised(gallery, queries)
+    cosine, a, b = _all_pair_problems(queries, queries.mean(dim=1), gallery, gallery.mean(dim=1), marginals)
+    blocks = cosine.shape
+    plan = sinkhorn(1.0 - cosine.flatten(0, 1), a.flatten(0, 1), b.flatten(0, 1), epsilon, n_iters, tol)
+    return plan.reshape(blocks).to(dtype)
+
+
+def _all_pair_problems(
+    q_maps: Tensor, q_means: Tensor, g_maps: Tensor, g_means: Tensor, marginals: Marginals
+) -> tuple[Tensor, Tensor, Tensor]:
+    """Cosines (Q, G, N, M) and marginals (Q, G, N), (Q, G, M) of every (query, gallery) pair.
+
+    All cosines come from one GEMM, (Q N, D) @ (D, G M), laid out as one
+    (N, M) problem per pair; the marginals as in :func:`structural_marginals`.
+    """
+    cosine = torch.einsum("qnd,gmd->qgnm", q_maps, g_maps)
+    if marginals == "uniform":
+        return cosine, _uniform_like(cosine[..., 0]), _uniform_like(cosine[..., 0, :])
+    a = _normalise_or_uniform(torch.einsum("qnd,gd->qgn", q_maps, g_means))
+    b = _normalise_or_uniform(torch.einsum("gmd,qd->qgm", g_maps, q_means))
+    return cosine, a, b
 
 
 # ---------------------------------------------------------------------------
