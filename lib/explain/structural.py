@@ -458,17 +458,10 @@ def structural_similarity_matrix(
     Returns:
         (Q, G) similarities in ``queries``' dtype; differentiable.
     """
-    _check_rank("queries", queries, "(Q, N, D)")
-    _check_rank("gallery", gallery, "(G, M, D)")
-    if queries.shape[2] != gallery.shape[2]:
-        raise ValueError(
-            "queries and gallery must have the same feature dimension D: "
-            f"expected gallery of shape (G, M, {queries.shape[2]}), got {tuple(gallery.shape)}"
-        )
+    _check_query_gallery(queries, gallery)
     _check_marginals(marginals)
     _check_epsilon(epsilon)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    _check_chunk_size(chunk_size)
 
     dtype = queries.dtype
     queries, gallery = _normalised(queries, gallery), _normalised(gallery, queries)
@@ -529,13 +522,7 @@ def structural_similarity_to(
     Returns:
         (Q, K) similarities in ``queries``' dtype; differentiable.
     """
-    _check_rank("queries", queries, "(Q, N, D)")
-    _check_rank("gallery", gallery, "(G, M, D)")
-    if queries.shape[2] != gallery.shape[2]:
-        raise ValueError(
-            "queries and gallery must have the same feature dimension D: "
-            f"expected gallery of shape (G, M, {queries.shape[2]}), got {tuple(gallery.shape)}"
-        )
+    _check_query_gallery(queries, gallery)
     if index.dim() != 2 or index.shape[0] != queries.shape[0] or index.is_floating_point():
         raise ValueError(
             f"index must be an integer tensor of shape (Q, K) with Q = {queries.shape[0]} queries, "
@@ -545,8 +532,7 @@ def structural_similarity_to(
         raise ValueError(f"index must lie in [0, {len(gallery)}) (the gallery's size), got [{int(index.min())}, {int(index.max())}]")
     _check_marginals(marginals)
     _check_epsilon(epsilon)
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    _check_chunk_size(chunk_size)
 
     dtype = queries.dtype
     queries, gallery = _normalised(queries, gallery), _normalised(gallery, queries)
@@ -600,14 +586,7 @@ def structural_plan_matrix(
     Returns:
         (Q, G, N, M) plans in ``queries``' dtype; differentiable.
     """
-    _check_rank("queries", queries, "(Q, N, D)")
-    if gallery is not None:
-        _check_rank("gallery", gallery, "(G, M, D)")
-        if queries.shape[2] != gallery.shape[2]:
-            raise ValueError(
-                "queries and gallery must have the same feature dimension D: "
-                f"expected gallery of shape (G, M, {queries.shape[2]}), got {tuple(gallery.shape)}"
-            )
+    _check_query_gallery(queries, gallery)
     _check_marginals(marginals)
     _check_epsilon(epsilon)
     dtype = queries.dtype
@@ -685,6 +664,24 @@ def _check_pair_maps(x: Tensor, y: Tensor) -> None:
             "x and y must hold the same number of pairs P and feature dimension D: "
             f"expected y of shape ({x.shape[0]}, M, {x.shape[2]}), got shape {tuple(y.shape)}"
         )
+
+
+def _check_query_gallery(queries: Tensor, gallery: Tensor | None) -> None:
+    """Queries (Q, N, D) and, unless None, a gallery (G, M, D) of the same D."""
+    _check_rank("queries", queries, "(Q, N, D)")
+    if gallery is None:
+        return
+    _check_rank("gallery", gallery, "(G, M, D)")
+    if queries.shape[2] != gallery.shape[2]:
+        raise ValueError(
+            "queries and gallery must have the same feature dimension D: "
+            f"expected gallery of shape (G, M, {queries.shape[2]}), got {tuple(gallery.shape)}"
+        )
+
+
+def _check_chunk_size(chunk_size: int) -> None:
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
 
 
 def _check_marginals(kind: str) -> None:
