@@ -200,8 +200,7 @@ def retrieve(local: torch.Tensor, cfg: params.DimlParams, rerank: bool, queries:
     if queries is None:
         queries = torch.arange(len(local))
     similarity = glob[queries] @ glob.T
-    similarity[torch.arange(len(queries)), queries] = -torch.inf  # a query is not in its own gallery
-    ranking = retrieval.rank(similarity, depth=len(local) - 1, exclude_self=False)
+    ranking = retrieval.rank(similarity, depth=len(local) - 1, query_index=queries)
     if not rerank:
         return ranking
 

@@ -15,20 +15,27 @@ from collections.abc import Callable
 import torch
 
 
-def rank(similarity: torch.Tensor, depth: int, exclude_self: bool = True) -> torch.Tensor:
+def rank(
+    similarity: torch.Tensor, depth: int, exclude_self: bool = True, query_index: torch.Tensor | None = None
+) -> torch.Tensor:
     """Indices of the ``depth`` most similar gallery items per query, best first.
 
-    ``similarity`` is (Q, G); with ``exclude_self`` the gallery is the query set
-    itself (Q == G) and each query is removed from its own ranking.
+    ``similarity`` is (Q, G); with ``exclude_self`` the queries are items of the
+    gallery and each is removed from its own ranking: query q is gallery item
+    ``query_index[q]``, by default q itself (the gallery is the query set, Q == G).
     """
     if similarity.ndim != 2:
         raise ValueError(f"similarity must be (Q, G), got shape {tuple(similarity.shape)}")
     q, g = similarity.shape
     if exclude_self:
-        if q != g:
-            raise ValueError(f"exclude_self needs the gallery to be the query set, got {q} queries and {g} items")
+        if query_index is None:
+            if q != g:
+                raise ValueError(f"exclude_self needs the gallery to be the query set, got {q} queries and {g} items")
+            query_index = torch.arange(q, device=similarity.device)
+        elif query_index.shape != (q,):
+            raise ValueError(f"query_index must have shape ({q},), one gallery index per query, got {tuple(query_index.shape)}")
         similarity = similarity.clone()
-        similarity.fill_diagonal_(-torch.inf)
+        similarity[torch.arange(q, device=similarity.device), query_index] = -torch.inf
     depth = min(depth, g - 1 if exclude_self else g)
     return similarity.topk(depth, dim=1).indices
 

@@ -49,6 +49,17 @@ def test_rank_of_a_separate_gallery():
         rank(similarity[0], depth=2)
 
 
+def test_rank_of_some_queries_equals_their_rows_of_the_full_ranking():
+    similarity = random_similarity(7)
+    queries = torch.tensor([5, 0, 9])
+    full = rank(similarity, depth=len(similarity) - 1)
+    some = rank(similarity[queries], depth=len(similarity) - 1, query_index=queries)
+    assert torch.equal(some, full[queries])
+    assert not (some == queries[:, None]).any()
+    with pytest.raises(ValueError, match=r"query_index must have shape \(3,\)"):
+        rank(similarity[queries], depth=4, query_index=queries[:2])
+
+
 def test_rerank_reverses_the_head_and_keeps_the_tail():
     similarity = random_similarity(3)
     ranking = rank(similarity, depth=len(similarity) - 1)
