@@ -391,13 +391,22 @@ def attribute(target: nn.Module, method: str, x: Tensor, baseline: Tensor, cfg: 
     if method == "gradient_shap":
         return GradientShap(target).attribute(x, baselines=baseline, n_samples=a.gradshap_samples, stdevs=a.gradshap_stdev)
     if method == "rise":
-        generator = torch.Generator().manual_seed(seed)
-        saliency = RISE(target).attribute(
-            x, baselines=baseline, n_masks=a.rise_masks, grid=a.rise_grid, p=a.rise_p, batch_size=a.batch_size,
-            generator=generator,
-        )
-        return saliency - saliency.mean(dim=(1, 2, 3), keepdim=True)
+        return _centred_rise(target, x, baseline, cfg, seed)
     raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
+
+
+def _centred_rise(forward: Callable[[Tensor], Tensor], x: Tensor, baseline: Tensor, cfg: AttributionParams,
+                  seed: int) -> Tensor:
+    """RISE maps with masks drawn from ``seed``, each centred on its mean (see :func:`attribute`).
+
+    (B, C, H, W) for a scalar ``forward``, (T, B, C, H, W) for one returning T scores per image.
+    """
+    a = cfg
+    saliency = RISE(forward).attribute(
+        x, baselines=baseline, n_masks=a.rise_masks, grid=a.rise_grid, p=a.rise_p, batch_size=a.batch_size,
+        generator=torch.Generator().manual_seed(seed),
+    )
+    return saliency - saliency.mean(dim=(-3, -2, -1), keepdim=True)
 
 
 def attribute_targets(
@@ -411,8 +420,8 @@ def attribute_targets(
     the maps equal those of one :func:`attribute` call per target. Gradient
     methods explain one target at a time.
     """
-    encoders = {id(_explicand_encoder(t)) for t in targets.values()}
-    if method != "rise" or len(encoders) != 1:
+    shareable = all(hasattr(t, "explicand_network") for t in targets.values())
+    if method != "rise" or not shareable or len({id(t.explicand_network()) for t in targets.values()}) != 1:
         return {name: attribute(t, method, x, baseline, cfg, seed) for name, t in targets.items()}
     first = next(iter(targets.values()))
 
@@ -420,19 +429,7 @@ def attribute_targets(
         h = first.explicand_representation(images)
         return torch.stack([t.score(h) for t in targets.values()], dim=1)
 
-    a = cfg
-    saliency = RISE(scores).attribute(
-        x, baselines=baseline, n_masks=a.rise_masks, grid=a.rise_grid, p=a.rise_p, batch_size=a.batch_size,
-        generator=torch.Generator().manual_seed(seed),
-    )
-    return {name: s - s.mean(dim=(1, 2, 3), keepdim=True) for name, s in zip(targets, saliency, strict=True)}
-
-
-def _explicand_encoder(target: nn.Module) -> nn.Module | None:
-    """The module that encodes a target's explicands (None for a target without one)."""
-    if isinstance(target, ContrastiveCorpusSimilarity):
-        return target.encoder if target.explicand_encoder is None else target.explicand_encoder
-    return getattr(target, "encoder", None) if isinstance(target, LabelFreeImportance) else None
+    return dict(zip(targets, _centred_rise(scores, x, baseline, cfg, seed), strict=True))
 
 
 def explicand_targets(

@@ -212,6 +212,18 @@ def test_attributions_of_all_targets_at_once_equal_one_target_at_a_time(method):
                                    rtol=1e-4, atol=1e-6)
 
 
+def test_rise_of_targets_without_a_shared_encoder_runs_one_target_at_a_time():
+    cfg = study.CocoaParams.model_validate(SMALL).attribution
+    torch.manual_seed(2)
+    encoder = conv_encoder(1, width=4, n_blocks=3).eval()
+    probe = torch.nn.Linear(encoder.out_dim, 10).eval()
+    targets = {f"class {c}": study.ClassProbability(encoder, probe, c) for c in (0, 1)}
+    x = torch.from_numpy(blocks(1, seed=5)[0])[:, None]
+    together = study.attribute_targets(targets, "rise", x, torch.zeros_like(x), cfg, seed=6)
+    for name, target in targets.items():
+        torch.testing.assert_close(together[name], study.attribute(target, "rise", x, torch.zeros_like(x), cfg, seed=6))
+
+
 # ------------------------------------------------------------------ text encoder
 def test_packaged_text_encoder_loads_offline_and_embeds_in_384_dimensions():
     from lib.models import text

@@ -146,10 +146,13 @@ class ContrastiveCorpusSimilarity(nn.Module):
             direction = direction - _prepare(foil, similarity).mean(dim=0)
         self.register_buffer("direction", direction)
 
+    def explicand_network(self) -> nn.Module:
+        """The module that encodes the explicands: ``explicand_encoder`` if given, else ``encoder``."""
+        return self.encoder if self.explicand_encoder is None else self.explicand_encoder
+
     def explicand_representation(self, x: Tensor) -> Tensor:
         """h(x): (B, ...) -> (B, D), with gradients."""
-        encoder = self.encoder if self.explicand_encoder is None else self.explicand_encoder
-        return encoder(x)
+        return self.explicand_network()(x)
 
     def forward(self, x: Tensor) -> Tensor:
         """f(x): (B, ...) -> (B,)."""
@@ -226,13 +229,17 @@ class LabelFreeImportance(nn.Module):
             "reference_repr", None if reference_repr is None else reference_repr.detach().clone()
         )
 
+    def explicand_network(self) -> nn.Module:
+        """The module that encodes the explicands (``encoder``)."""
+        return self.encoder
+
     def explicand_representation(self, x: Tensor) -> Tensor:
         """h(x): (B, ...) -> (B, D), with gradients."""
         return self.encoder(x)
 
     def forward(self, x: Tensor, reference_repr: Tensor | None = None) -> Tensor:
         """f(x): (B, ...) -> (B,); ``reference_repr`` is (B, D), (1, D) or (D,)."""
-        return self.score(self.encoder(x), reference_repr)
+        return self.score(self.explicand_representation(x), reference_repr)
 
     def score(self, representation: Tensor, reference_repr: Tensor | None = None) -> Tensor:
         """f as a function of the explicands' representations h(x): (B, D) -> (B,)."""
