@@ -469,19 +469,17 @@ def structural_similarity_matrix(
     n_gallery, m, _ = gallery.shape
     if n_queries == 0 or n_gallery == 0:
         return queries.new_zeros(n_queries, n_gallery).to(dtype)
-    query_means, gallery_means = queries.mean(dim=1), gallery.mean(dim=1)
     query_block = max(1, chunk_size // n_gallery)
     gallery_block = min(n_gallery, chunk_size)
 
     rows = []
     for q0 in range(0, n_queries, query_block):
         q_block = slice(q0, q0 + query_block)
-        q_maps, q_means = queries[q_block], query_means[q_block]
+        q_maps = queries[q_block]
         row = []
         for g0 in range(0, n_gallery, gallery_block):
             g_block = slice(g0, g0 + gallery_block)
-            g_maps, g_means = gallery[g_block], gallery_means[g_block]
-            cosine, a, b = _all_pair_problems(q_maps, q_means, g_maps, g_means, marginals)
+            cosine, a, b = _all_pair_problems(q_maps, gallery[g_block], marginals)
             blocks = cosine.shape[:2]
             cosine = cosine.reshape(-1, n, m)
             a, b = a.reshape(-1, n), b.reshape(-1, m)
@@ -545,10 +543,7 @@ def structural_similarity_to(
     for q0 in range(0, n_queries, block):
         q_maps, items = queries[q0 : q0 + block], gallery[index[q0 : q0 + block]]
         cosine = torch.einsum("qnd,qkmd->qknm", q_maps, items).reshape(-1, n, m)
-        if marginals == "uniform":
-            a, b = _uniform_like(cosine[..., 0]), _uniform_like(cosine[:, 0, :])
-        else:
-            a, b = _normalise_or_uniform(cosine.mean(dim=2)), _normalise_or_uniform(cosine.mean(dim=1))
+        a, b = _marginals_of(cosine, marginals)
         plan = sinkhorn(1.0 - cosine, a, b, epsilon, n_iters, tol)
         out.append((plan * cosine).sum(dim=(1, 2)).reshape(len(q_maps), n_items))
     return torch.cat(out).to(dtype)
@@ -592,7 +587,7 @@ def structural_plan_matrix(
     dtype = queries.dtype
     if gallery is None:
         maps = _normalised(queries, queries)
-        cosine, a, b = _all_pair_problems(maps, maps.mean(dim=1), maps, maps.mean(dim=1), marginals)
+        cosine, a, b = _all_pair_problems(maps, maps, marginals)
         n_maps, n = len(maps), maps.shape[1]
         first, second = torch.triu_indices(n_maps, n_maps, device=maps.device)
         plan = sinkhorn(1.0 - cosine[first, second], a[first, second], b[first, second], epsilon, n_iters, tol)
@@ -601,26 +596,32 @@ def structural_plan_matrix(
         plans[first, second] = plan  # on the diagonal, the plan as solved
         return plans.to(dtype)
     queries, gallery = _normalised(queries, gallery), _normalised(gallery, queries)
-    cosine, a, b = _all_pair_problems(queries, queries.mean(dim=1), gallery, gallery.mean(dim=1), marginals)
+    cosine, a, b = _all_pair_problems(queries, gallery, marginals)
     blocks = cosine.shape
     plan = sinkhorn(1.0 - cosine.flatten(0, 1), a.flatten(0, 1), b.flatten(0, 1), epsilon, n_iters, tol)
     return plan.reshape(blocks).to(dtype)
 
 
-def _all_pair_problems(
-    q_maps: Tensor, q_means: Tensor, g_maps: Tensor, g_means: Tensor, marginals: Marginals
-) -> tuple[Tensor, Tensor, Tensor]:
+def _all_pair_problems(q_maps: Tensor, g_maps: Tensor, marginals: Marginals) -> tuple[Tensor, Tensor, Tensor]:
     """Cosines (Q, G, N, M) and marginals (Q, G, N), (Q, G, M) of every (query, gallery) pair.
 
     All cosines come from one GEMM, (Q N, D) @ (D, G M), laid out as one
-    (N, M) problem per pair; the marginals as in :func:`structural_marginals`.
+    (N, M) problem per pair; the marginals from the cosines (:func:`_marginals_of`).
     """
     cosine = torch.einsum("qnd,gmd->qgnm", q_maps, g_maps)
+    return cosine, *_marginals_of(cosine, marginals)
+
+
+def _marginals_of(cosine: Tensor, marginals: Marginals) -> tuple[Tensor, Tensor]:
+    """The marginals of :func:`structural_marginals` from the cosines (..., N, M) of unit locations.
+
+    For unit locations ``<x_i, mean_j y_j> = mean_j <x_i, y_j>``: the
+    cross-correlation marginals are the row and column means of the cosines,
+    through ReLU and normalised.
+    """
     if marginals == "uniform":
-        return cosine, _uniform_like(cosine[..., 0]), _uniform_like(cosine[..., 0, :])
-    a = _normalise_or_uniform(torch.einsum("qnd,gd->qgn", q_maps, g_means))
-    b = _normalise_or_uniform(torch.einsum("gmd,qd->qgm", g_maps, q_means))
-    return cosine, a, b
+        return _uniform_like(cosine[..., 0]), _uniform_like(cosine[..., 0, :])
+    return _normalise_or_uniform(cosine.mean(dim=-1)), _normalise_or_uniform(cosine.mean(dim=-2))
 
 
 # ---------------------------------------------------------------------------
