@@ -11,7 +11,7 @@ import contextlib
 import json
 import os
 import tempfile
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -64,13 +64,6 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
-def read_json(path: str | os.PathLike) -> Any:
-    path = Path(path)
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist; run the stage that makes it (dvc repro)")
-    return json.loads(path.read_text(encoding="utf-8"))
-
-
 def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> None:
     """Save a matplotlib figure atomically (PNG or PDF by extension)."""
     with atomic_path(path) as tmp:
@@ -100,6 +93,29 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     with safe_open(str(path), framework="pt") as f:
         meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
     return load_file(str(path)), meta
+
+
+def save_module(path: str | os.PathLike, module: torch.nn.Module, metadata: Mapping[str, Any] | None = None) -> Path:
+    """A module's state dict and JSON ``metadata`` (what rebuilds it, its history) as safetensors, atomically."""
+    return save_weights(path, module.state_dict(), metadata)
+
+
+def load_module(
+    path: str | os.PathLike, build: Callable[[dict[str, torch.Tensor], dict[str, Any]], torch.nn.Module]
+) -> tuple[torch.nn.Module, dict[str, Any]]:
+    """A module saved by :func:`save_module`, in eval mode, and its metadata.
+
+    ``build(tensors, metadata)`` makes the empty module (its shapes may be read
+    from either); the saved weights are then loaded into it strictly, so a
+    file of another architecture fails with torch's list of mismatched keys.
+    """
+    state, meta = load_weights(path)
+    module = build(state, meta)
+    try:
+        module.load_state_dict(state)
+    except RuntimeError as err:
+        raise RuntimeError(f"{path}: the weights do not fit the model rebuilt from its metadata: {err}") from None
+    return module.eval(), meta
 
 
 def _jsonable(obj: Any) -> Any:

@@ -1,7 +1,9 @@
 """Stage parameters as data: pydantic models, validated before any work.
 
 ``params.yaml`` holds the pipeline's defaults, one section per study; each
-stage validates its section against the model here. Unknown keys and ill-typed
+study declares its sections' models in ``lib/studies/<study>/params.py``,
+built on the bases here (:class:`Seeded`, :class:`RunParams`,
+:class:`Optimiser`), and each stage reads only the keys its own model names. Unknown keys and ill-typed
 values fail at once with a :class:`ParameterError` that names the key, e.g.
 ``diml.train.epochs: expected an integer, got 'ten'``.
 """
@@ -10,12 +12,13 @@ from __future__ import annotations
 
 import difflib
 import importlib
+import pkgutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import yaml
 from lib.io import project_root
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 
 class ParameterError(ValueError):
@@ -28,99 +31,57 @@ class Params(BaseModel):
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True)
 
 
-# --------------------------------------------------------------------- DIML
-class DimlData(Params):
-    train_classes: list[int] = Field(min_length=2)
-    test_classes: list[int] = Field(min_length=2)
-    val_fraction: float = Field(gt=0, lt=1)
+class Seeded(Params):
+    """Base of a stage's parameters: the seed of every random choice it makes."""
 
-    @model_validator(mode="after")
-    def _disjoint(self) -> DimlData:
-        overlap = set(self.train_classes) & set(self.test_classes)
-        if overlap:
-            raise ValueError(f"train_classes and test_classes overlap in {sorted(overlap)}")
-        if not set(self.train_classes + self.test_classes) <= set(range(10)):
-            raise ValueError("digit classes must lie in 0..9")
-        return self
+    seed: int
 
 
-class DimlModel(Params):
-    width: int = Field(ge=4, description="channels of the first ResNet stage")
-    embedding_dim: int = Field(ge=2)
-    grid: int = Field(ge=1, le=7, description="feature map kept at grid x grid locations")
+class RunParams(Seeded):
+    """Base of a training or evaluation stage's parameters: seed and device."""
+
+    device: str = Field(description="auto = CUDA > MPS > CPU, or a torch device name")
 
 
-class StructuralParams(Params):
-    epsilon: float = Field(gt=0, description="entropic regularisation of Sinkhorn")
-    marginals: Literal["cross_correlation", "uniform"]
-    n_iters: int = Field(ge=1, description="Sinkhorn iterations at most")
-    tol: float = Field(gt=0, description="stop a pair's iterations when its marginals are this close")
+class Optimiser(Params):
+    """AdamW and the length of a training run; studies add their batch sizes and loss settings."""
 
-
-class DimlTrain(Params):
     epochs: int = Field(ge=1)
-    batch_size: int = Field(ge=4)
-    samples_per_class: int = Field(ge=2)
     lr: float = Field(gt=0)
     weight_decay: float = Field(ge=0)
-    max_steps_per_epoch: int | None = Field(default=None, ge=1)
-    world_size: int = Field(ge=1, description="processes for torchrun (DDP); 1 = in the kernel")
+    max_steps_per_epoch: int | None = Field(default=None, ge=1, description="cap on steps per epoch (smoke runs)")
 
 
-class DimlEval(Params):
-    rerank_k: int = Field(ge=1)
-    rerank_weight: float = Field(ge=0, description="weight of the global similarity added to the structural one")
-    n_examples: int = Field(ge=1)
-    batch_size: int = Field(ge=1)
+def study_packages() -> list[str]:
+    """The study packages, ``lib.studies.<name>``, found on disk (each a folder with ``__init__.py``)."""
+    import lib.studies
+
+    return sorted(f"lib.studies.{m.name}" for m in pkgutil.iter_modules(lib.studies.__path__) if m.ispkg)
 
 
-class DimlParams(Params):
-    seed: int
-    device: str
-    losses: list[Literal["margin", "multi_similarity"]] = Field(min_length=1)
-    objectives: list[Literal["global", "structural"]] = Field(min_length=1)
-    data: DimlData
-    model: DimlModel
-    structural: StructuralParams
-    train: DimlTrain
-    eval: DimlEval
-
-    @model_validator(mode="after")
-    def _class_balanced_batches(self) -> DimlParams:
-        m, batch = self.train.samples_per_class, self.train.batch_size
-        if batch % m or batch > m * len(self.data.train_classes):
-            raise ValueError(
-                f"train.batch_size ({batch}) must be a multiple of train.samples_per_class ({m}) "
-                f"and at most samples_per_class x {len(self.data.train_classes)} train classes"
-            )
-        return self
-
-
-#: params.yaml section -> model, or "module:Name" for models that live with
-#: their study (imported only when that section is validated).
-SECTIONS: dict[str, type[Params] | str] = {
-    "diml": DimlParams,
-    "cities": "lib.data.city:CitiesParams",
-    "maps": "lib.data.osm_maps:MapsParams",
-    "concepts": "lib.concepts_study:ConceptsParams",
-    "cocoa": "lib.cocoa_study:CocoaParams",
-}
+def sections() -> dict[str, type[BaseModel]]:
+    """params.yaml section -> its model, from every study package's ``SECTIONS``."""
+    found: dict[str, type[BaseModel]] = {}
+    for package in study_packages():
+        for name, model in getattr(importlib.import_module(package), "SECTIONS", {}).items():
+            if name in found:
+                raise RuntimeError(f"parameter section {name!r} is declared by two studies")
+            found[name] = model
+    return found
 
 
 def section_model(section: str) -> type[Params]:
     """The parameter model of a params.yaml section."""
-    if section not in SECTIONS:
-        raise ParameterError(f"unknown parameter section {section!r}; known: {sorted(SECTIONS)}")
-    model = SECTIONS[section]
-    if isinstance(model, str):
-        module, _, name = model.partition(":")
-        model = getattr(importlib.import_module(module), name)
-    return model
+    known = sections()
+    if section not in known:
+        raise ParameterError(f"unknown parameter section {section!r}; known: {sorted(known)}")
+    return known[section]
 
 
-def validate(section: str, values: Any) -> Params:
-    """Validate one section's values against its model; raise ParameterError naming keys."""
-    model = section_model(section)
+def validate(section: str, values: Any, model: type[BaseModel] | None = None) -> Params:
+    """Validate one section's values against its model (or ``model``, e.g. one stage's
+    part of the section); raise ParameterError naming the keys."""
+    model = model or section_model(section)
     try:
         return model.model_validate(values)
     except ValidationError as err:

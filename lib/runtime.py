@@ -14,6 +14,7 @@ time on this compendium's 2-core reference machine.
 from __future__ import annotations
 
 import contextlib
+import json
 import os
 import random
 from dataclasses import dataclass
@@ -96,13 +97,32 @@ def seed_everything(seed: int, deterministic: bool = True) -> torch.Generator:
         torch.backends.cudnn.deterministic = True
     generator = torch.Generator()
     generator.manual_seed(seed)
+    _record_run_state(seed)
     return generator
 
 
-def determinism_flags() -> dict[str, bool]:
-    """The flags that decide whether a run is repeatable, for run.json."""
+def determinism_flags() -> dict[str, bool | str | None]:
+    """The settings that decide whether a run is repeatable, as torch reports them now."""
     return {
         "deterministic_algorithms": torch.are_deterministic_algorithms_enabled(),
+        "deterministic_warn_only": torch.is_deterministic_algorithms_warn_only_enabled(),
         "cudnn_deterministic": bool(torch.backends.cudnn.deterministic),
         "cudnn_benchmark": bool(torch.backends.cudnn.benchmark),
+        "cublas_workspace_config": os.environ.get("CUBLAS_WORKSPACE_CONFIG"),
+        "num_threads": torch.get_num_threads(),
     }
+
+
+def _record_run_state(seed: int) -> None:
+    """Append the seed and :func:`determinism_flags` to the stage runner's run-state file, if any.
+
+    :mod:`lib.stage` names the file in ``LIB_RUN_STATE`` for the notebook's
+    kernel (and the processes it starts), so the run manifest records what the
+    run actually set rather than what it was meant to set.
+    """
+    path = os.environ.get("LIB_RUN_STATE")
+    if not path:
+        return
+    line = json.dumps({"seed": int(seed), "pid": os.getpid(), "flags": determinism_flags()})
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(line + "\n")

@@ -99,7 +99,7 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import torch
 import xarray as xr
 from affine import Affine
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, RootModel, field_validator, model_validator
+from pydantic import Field, PositiveInt, field_validator
 from pyproj import CRS, Transformer
 from rasterio.windows import Window
 from scipy import ndimage
@@ -107,6 +107,7 @@ from torch.utils.data import Dataset
 
 from lib.data import aerial
 from lib.data.aerial import AERIAL_BANDS, STREET_BANDS, URBAN_ATLAS_CODES, LandCover
+from lib.params import Params
 
 __all__ = [
     "AERIAL_BANDS",
@@ -143,10 +144,8 @@ _SALT_LAYOUT, _SALT_OUTCOME, _SALT_POI, _SALT_VIEW, _SALT_FLOW = 11, 12, 13, 14,
 # ---------------------------------------------------------------------------
 
 
-class GravityConfig(BaseModel):
+class GravityConfig(Params):
     """Parameters of the gravity model of flows between regions."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
 
     alpha: float = Field(1.0, ge=0, description="exponent of the origin's population")
     beta: float = Field(1.0, ge=0, description="exponent of the destination's jobs")
@@ -155,25 +154,23 @@ class GravityConfig(BaseModel):
     min_distance_km: float = Field(0.25, gt=0, description="distances are clipped below this")
 
 
-class CityConfig(BaseModel):
-    """Everything that determines a synthetic city; unknown keys are errors.
+class CityConfig(Params):
+    """Everything that determines a synthetic city; unknown keys and ill-typed values are errors.
 
     Sizes: the city is ``grid[0] x grid[1]`` tiles of ``tile_px`` pixels at
     ``resolution_m`` metres per pixel; ``origin`` is the (easting, northing)
     of its north-west corner in ``crs``, which must be projected (metres).
     """
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     seed: int = Field(0, ge=0)
     layout: Literal["river", "coast"]
     task: Literal["liveability", "income"]
     crs: str
-    origin: tuple[float, float]
+    origin: tuple[float, float] = Field(strict=False, description="(easting, northing) of the north-west corner")
     resolution_m: float = Field(2.0, gt=0)
     tile_px: int = Field(64, ge=16, le=1024, multiple_of=16, description="a multiple of 16, the GeoTIFF block")
-    grid: tuple[PositiveInt, PositiveInt] = (32, 32)
+    grid: tuple[PositiveInt, PositiveInt] = Field((32, 32), strict=False, description="tiles (rows, columns)")
     region_tiles: PositiveInt = 4
     pois_per_region: int = Field(8, ge=0)
     views_per_region: int = Field(4, ge=0)
@@ -196,19 +193,6 @@ class CityConfig(BaseModel):
     @property
     def n_tiles(self) -> int:
         return self.grid[0] * self.grid[1]
-
-
-class CitiesParams(RootModel[dict[str, CityConfig]]):
-    """The ``cities`` section of params.yaml: city name -> its :class:`CityConfig`."""
-
-    model_config = ConfigDict(frozen=True)
-
-    @model_validator(mode="after")
-    def _names_match(self) -> CitiesParams:
-        for key, config in self.root.items():
-            if config.name != key:
-                raise ValueError(f"city {key!r} has name {config.name!r}; use the same name for both")
-        return self
 
 
 def river_city(**overrides) -> CityConfig:

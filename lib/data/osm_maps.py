@@ -46,7 +46,6 @@ from affine import Affine
 from pydantic import Field
 
 from lib.data.geotiff import write_dataset_atomic
-from lib.params import Params
 
 __all__ = [
     "LANDCOVER_STYLES",
@@ -605,17 +604,6 @@ def render_maps(
         raise _outside_bounds_error(given, outside, layers.bounds, layers.crs.to_string(), "the OSM extract")
     tiles = [_render_projected(layers, c, int(size_px), metres_per_px) for c in xy]
     return _stack(tiles, xy, layers.crs, metres_per_px, "openstreetmap")
-
-
-class MapsParams(Params):
-    """The ``maps`` section of params.yaml: map tiles of Helsinki and of the generated cities."""
-
-    seed: int
-    pbf: str = Field(description="the OpenStreetMap extract under data/")
-    n_tiles: int = Field(ge=1, description="maps per place")
-    size_px: int = Field(ge=8, le=1024)
-    metres_per_px: float = Field(gt=0)
-    cities: list[str] = Field(description="generated cities (datasets/<city>/landcover.tif) to render alike")
 
 
 def sample_raster_coordinates(raster: xr.DataArray, n: int, seed: int, margin_m: float = 0.0) -> np.ndarray:

@@ -18,9 +18,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import numpy as np
 import torch
-from scipy import stats
 from torch import Tensor
 from torchvision.transforms.functional import gaussian_blur
 
@@ -28,7 +26,6 @@ __all__ = [
     "RemovalCurves",
     "blur_baseline",
     "insertion_deletion_curves",
-    "mean_ci",
     "random_attribution",
 ]
 
@@ -142,22 +139,3 @@ def insertion_deletion_curves(
         insertion_auc=torch.trapezoid(insertion, x=fractions, dim=1),
         deletion_auc=torch.trapezoid(deletion, x=fractions, dim=1),
     )
-
-
-def mean_ci(values: np.ndarray | Tensor, level: float = 0.95) -> tuple[np.ndarray, np.ndarray]:
-    """Mean over seeds and the half-width of its Student-t confidence interval.
-
-    For S >= 2 values along axis 0 with sample standard deviation ``s`` (ddof 1)::
-
-        mean +- t_{(1 + level) / 2, S - 1} * s / sqrt(S)
-
-    Shapes: ``values`` (S, ...) -> (mean (...), half_width (...)) as numpy arrays
-    (0-d for a 1-D input; ``float()`` turns them into numbers).
-    """
-    values = np.asarray(values.detach().cpu() if isinstance(values, Tensor) else values, float)
-    n_seeds = values.shape[0]
-    if n_seeds < 2:
-        raise ValueError("a confidence interval needs at least two values")
-    quantile = stats.t.ppf((1.0 + level) / 2.0, df=n_seeds - 1)
-    half_width = quantile * values.std(axis=0, ddof=1) / math.sqrt(n_seeds)
-    return values.mean(axis=0), half_width

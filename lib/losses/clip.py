@@ -1,4 +1,8 @@
-"""CLIP's symmetric contrastive loss (Radford et al., ICML 2021, Sec. 2.3, Fig. 3)."""
+"""CLIP's symmetric contrastive loss (Radford et al., ICML 2021, Sec. 2.3, Fig. 3).
+
+:class:`GroupedClipLoss` applies it to groups of images against a fixed set of
+class captions (a locked text tower, as in LiT).
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-__all__ = ["LogitScale", "clip_loss"]
+__all__ = ["GroupedClipLoss", "LogitScale", "clip_loss"]
 
 
 def clip_loss(image_emb: Tensor, text_emb: Tensor, logit_scale: Tensor | float) -> Tensor:
@@ -49,3 +53,29 @@ class LogitScale(nn.Module):
     def forward(self) -> Tensor:
         """The 0-d logit scale."""
         return self.log_scale.exp().clamp(max=self.max_scale)
+
+
+class GroupedClipLoss(nn.Module):
+    """CLIP's symmetric loss on groups of images, one of each class, against frozen caption embeddings.
+
+    With K captions T (K, D), a batch of B = K G images is G groups of K in
+    which every class appears once; with labels y, the loss is
+    mean_g clip_loss(I_g, T[y_g], exp(t)), and the logit scale exp(t) is learned
+    (:class:`LogitScale`). One image per class in a group: two images of one
+    class would share a caption and make its row of the similarity matrix ask
+    for two answers.
+    """
+
+    def __init__(self, caption_embeddings: Tensor, init_temperature: float):
+        super().__init__()
+        self.register_buffer("captions", caption_embeddings.detach().clone())
+        self.logit_scale = LogitScale(init_temperature)
+
+    def forward(self, image_emb: Tensor, labels: Tensor) -> Tensor:
+        k = self.captions.shape[0]
+        if image_emb.shape[0] % k:
+            raise ValueError(f"a batch must hold whole groups of {k} images, got {image_emb.shape[0]}")
+        texts = self.captions[labels]
+        scale = self.logit_scale()
+        groups = zip(image_emb.float().split(k), texts.split(k), strict=True)
+        return torch.stack([clip_loss(images, captions, scale) for images, captions in groups]).mean()

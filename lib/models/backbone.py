@@ -4,6 +4,8 @@ DIML explains a similarity by the locations of two feature maps, so the
 encoder must not pool them away: :class:`SpatialEmbedding` returns one
 L2-normalised embedding per location of a ``grid x grid`` map, and the global
 embedding is the (re-normalised) mean of the locations.
+
+:func:`tile_encoder` is a pooled ResNet-10 for aerial and map tiles.
 """
 
 from __future__ import annotations
@@ -68,3 +70,16 @@ class SpatialEmbedding(nn.Module):
 def diml_encoder(in_chans: int = 1, width: int = 32, embedding_dim: int = 128, grid: int = 4) -> SpatialEmbedding:
     backbone = small_resnet(in_chans=in_chans, width=width)
     return SpatialEmbedding(backbone, backbone.num_features, embedding_dim, grid)
+
+
+def tile_encoder(in_chans: int, width: int) -> ResNet:
+    """A ResNet-10 (one BasicBlock per stage) from timm with ``width`` channels in its first stage.
+
+    timm's deep stem (three 3x3 convolutions, stride 2) and max-pool take a
+    64 px tile to 16 px before the first stage, so the stages see 16, 8, 4 and
+    2 px; ``forward`` returns the globally average-pooled (B, 8 width) features.
+    """
+    return ResNet(
+        block=BasicBlock, layers=(1, 1, 1, 1), channels=tuple(width * 2**i for i in range(4)),
+        in_chans=in_chans, stem_type="deep", stem_width=width // 2, num_classes=0, global_pool="avg",
+    )

@@ -1,0 +1,101 @@
+"""Tile datasets in memory: aerial (or any raster) tiles with an outcome per tile.
+
+The compendium's tile format is a NetCDF file with ``image`` (tile, band, y, x)
+and outcome variables along ``tile``: a generated city's ``tiles.nc``
+(:func:`lib.data.city.build_city`) or real GeoTIFF tiles imported with
+:func:`lib.data.geotiff.import_geotiff_tiles`. Land-cover ``fractions`` come
+with generated cities; real data may bring a concept table instead.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import torch
+import xarray as xr
+
+from lib.data.city import stored_outcome_models
+
+
+@dataclass(frozen=True)
+class TileData:
+    """One tile dataset in memory.
+
+    ``images`` (n, C, H, W) float32 (uint8 pixels / 255, other types / their
+    maximum); ``outcome`` (n,) in its own units; ``concepts`` (n, K) concept
+    fractions (land cover) or None; ``true_effects`` the generator's weight of
+    each concept on the outcome, or None for data without a known generator.
+    """
+
+    images: torch.Tensor
+    outcome: np.ndarray
+    outcome_name: str
+    units: str
+    tile_ids: np.ndarray
+    easting: np.ndarray
+    northing: np.ndarray
+    band_names: list[str]
+    concepts: pd.DataFrame | None
+    true_effects: pd.Series | None
+
+    def __len__(self) -> int:
+        return len(self.outcome)
+
+
+def load_tiles(path: str | os.PathLike, outcome: str | None = None, concept_table: str | os.PathLike | None = None) -> TileData:
+    """Read a tile dataset (NetCDF: a city's ``tiles.nc`` or an imported GeoTIFF set).
+
+    ``outcome`` defaults to the dataset's ``task`` attribute (generated
+    cities). Concepts come from the ``fractions`` variable when present, else
+    from ``concept_table`` (a CSV or Parquet file with a ``tile`` column of
+    tile ids and one column of fractions or 0/1 memberships per concept).
+    """
+    path = Path(path)
+    with xr.open_dataset(path, engine="h5netcdf", decode_coords="all") as ds:
+        name = outcome or ds.attrs.get("task")
+        if name is None:
+            raise ValueError(f"{path} has no 'task' attribute: set the parameter concepts.outcome")
+        if name not in ds or ds[name].dims != ("tile",):
+            candidates = [v for v in ds.data_vars if ds[v].dims == ("tile",)]
+            raise KeyError(f"{path} has no outcome {name!r} along 'tile'; it has {candidates}")
+        pixels = ds["image"].values
+        scale = 255.0 if pixels.dtype == np.uint8 else float(np.abs(pixels).max()) or 1.0
+        tile_ids = ds["tile"].values.astype(str)
+        if "fractions" in ds:
+            concepts = pd.DataFrame(ds["fractions"].values, columns=[str(c) for c in ds["landcover_class"].values])
+        elif concept_table is not None:
+            concepts = _read_concept_table(concept_table, tile_ids)
+        else:
+            concepts = None
+        units = json.loads(ds.attrs["outcome_units"]).get(name, "") if "outcome_units" in ds.attrs else ""
+        true_effects = None
+        if "outcome_weights" in ds.attrs and concepts is not None and name in json.loads(ds.attrs["outcome_weights"]):
+            weights = stored_outcome_models(ds)[name].landcover
+            true_effects = pd.Series({c: weights[c] for c in concepts.columns if c in weights}, name="true_effect")
+        return TileData(
+            images=torch.from_numpy(pixels.astype(np.float32) / scale),
+            outcome=ds[name].values.astype(np.float64),
+            outcome_name=name,
+            units=units,
+            tile_ids=tile_ids,
+            easting=ds["easting"].values,
+            northing=ds["northing"].values,
+            band_names=[str(b) for b in ds["band"].values],
+            concepts=concepts,
+            true_effects=true_effects,
+        )
+
+
+def _read_concept_table(path: str | os.PathLike, tile_ids: np.ndarray) -> pd.DataFrame:
+    """A user's concept table aligned to the dataset's tiles (missing tiles: not in any concept)."""
+    path = Path(path)
+    table = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path, dtype={"tile": str})
+    if "tile" not in table.columns:
+        raise ValueError(f"concept table {path} needs a 'tile' column of tile ids; columns: {list(table.columns)}")
+    table = table.assign(tile=table["tile"].astype(str)).set_index("tile")
+    return table.reindex(tile_ids).fillna(0.0).astype(np.float64).reset_index(drop=True)

@@ -1,0 +1,29 @@
+"""The COCOA study: contrastive corpus attributions of SimCLR and image-text encoders, end to end.
+
+Lin, Chen, Kim, Lee, "Contrastive Corpus Attribution for Explaining
+Representations", ICLR 2023. An encoder h maps images to vectors; COCOA explains
+the scalar *contrastive corpus similarity* (Sec. 3)
+
+    f(x) = 1/|C| sum_{c in C} cos(h(x), h(c)) - 1/|F| sum_{g in F} cos(h(x), h(g))
+
+with a feature-attribution method, so the attribution answers "which pixels make
+x look like the corpus C rather than the foil F" (:mod:`lib.explain.cocoa`).
+
+Three experiments on MNIST-5k: the benchmark of targets and methods
+(:mod:`.benchmark`, paper Sec. 4), the augmentation study (:mod:`.augmentations`,
+Sec. 5.1) and zero-shot localisation with an image-text model
+(:mod:`.image_text`, :mod:`.localisation`, Sec. 5.2). The encoders are small
+strided CNNs (:mod:`lib.models.convnet`) so that the default parameters,
+several hundred thousand encoder calls, run in minutes on two CPU cores.
+
+Stages: ``cocoa_train`` (SimCLR, probe, image-text model) and ``cocoa_eval``.
+"""
+
+from lib.stage import Stage
+from lib.studies.cocoa.params import CocoaEvalParams, CocoaParams, CocoaTrainParams
+
+SECTIONS = {"cocoa": CocoaParams}
+STAGES = (
+    Stage("cocoa_train", "cocoa", "cocoa", CocoaTrainParams),
+    Stage("cocoa_eval", "cocoa", "cocoa", CocoaEvalParams),
+)

@@ -1,0 +1,145 @@
+"""Parameters of the COCOA study: the ``cocoa`` section of params.yaml.
+
+``cocoa_train`` reads :class:`CocoaTrainParams`, ``cocoa_eval`` reads
+:class:`CocoaEvalParams`.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from lib.params import Optimiser, Params, RunParams
+
+N_CLASSES = 10
+PER_CLASS = 500  # MNIST-5k holds 500 images of each digit
+
+Method = Literal["integrated_gradients", "gradient_shap", "rise"]
+
+
+class CocoaData(Params):
+    test_fraction: float = Field(gt=0, lt=1, description="stratified share of MNIST-5k held out: explicands, probe test")
+
+
+class SimclrParams(Optimiser):
+    width: int = Field(ge=2, description="channels of the first of three conv blocks (doubled per block)")
+    projection_dim: int = Field(ge=2)
+    temperature: float = Field(gt=0, description="NT-Xent temperature tau")
+    batch_size: int = Field(ge=2, description="images per step; NT-Xent sees two views of each")
+
+
+def _check_range(values: list[float], name: str) -> None:
+    if not 0 < values[0] <= values[1] <= 1:
+        raise ValueError(f"{name} must be [low, high] with 0 < low <= high <= 1, got {values}")
+
+
+class AugmentParams(Params):
+    crop_scale: list[float] = Field(min_length=2, max_length=2, description="area fraction of the resized crop")
+    rotation_degrees: float = Field(ge=0, le=180)
+    erase_prob: float = Field(ge=0, le=1)
+    erase_scale: list[float] = Field(min_length=2, max_length=2, description="area fraction of the erased rectangle")
+    contrast: float = Field(ge=0, le=1)
+    brightness: float = Field(ge=0, le=1)
+    noise_std: float = Field(ge=0)
+
+    @model_validator(mode="after")
+    def _ranges(self) -> AugmentParams:
+        _check_range(self.crop_scale, "crop_scale")
+        _check_range(self.erase_scale, "erase_scale")
+        return self
+
+
+class ProbeParams(Params):
+    regularisation: float = Field(gt=0, description="inverse L2 strength, scikit-learn's C")
+    max_iter: int = Field(ge=10)
+
+
+class AttributionParams(Params):
+    ig_steps: int = Field(ge=2, description="Integrated Gradients: integration steps")
+    gradshap_samples: int = Field(ge=1, description="GradientShap: samples per explicand")
+    gradshap_stdev: float = Field(ge=0, description="GradientShap: input noise, pixels in [0, 1]")
+    rise_masks: int = Field(ge=1)
+    rise_grid: int = Field(ge=2, description="RISE: coarse mask grid s x s")
+    rise_p: float = Field(gt=0, le=1, description="RISE: probability a grid cell is kept")
+    batch_size: int = Field(ge=1, description="images per encoder call in RISE and the removal curves")
+
+
+class BenchmarkParams(Params):
+    n_seeds: int = Field(ge=2, description="repetitions with a new corpus class, corpus, foil and explicands")
+    n_explicands: int = Field(ge=1, description="per seed and setting")
+    corpus_size: int = Field(ge=1)
+    foil_size: int = Field(ge=1, description="explanation foil; the evaluation foil is a second, disjoint draw")
+    methods: list[Method] = Field(min_length=1)
+    blur_sigma: float = Field(gt=0, description="removal baseline: Gaussian blur of the explicand, pixels")
+    curve_steps: int = Field(ge=2, description="steps of the insertion and deletion curves")
+
+
+class AugmentationStudyParams(Params):
+    n_images: int = Field(ge=1)
+    foil_size: int = Field(ge=1)
+    method: Method
+
+
+class SceneParams(Params):
+    size: int = Field(ge=28, description="canvas side in pixels")
+    n_train: int = Field(ge=N_CLASSES)
+    n_test: int = Field(ge=1)
+    n_strokes: int = Field(ge=0, description="distractor strokes per scene")
+    stroke_width: float = Field(gt=0)
+    crowded_other_digits: int = Field(ge=1, description="digits of other classes added to the crowded test scenes")
+
+
+class ClipParams(Optimiser):
+    width: int = Field(ge=2, description="channels of the first of four conv blocks")
+    groups_per_batch: int = Field(ge=1, description="a batch holds this many groups of the ten digits")
+    init_temperature: float = Field(gt=0, description="initial CLIP temperature (learned)")
+
+
+class LocalisationParams(Params):
+    n_scenes: int = Field(ge=1, description="test scenes explained")
+    methods: list[Method] = Field(min_length=1)
+    blur_sigma: float = Field(gt=0)
+
+
+class CocoaCommon(RunParams):
+    data: CocoaData
+    augment: AugmentParams
+    scenes: SceneParams
+
+
+class CocoaTrainParams(CocoaCommon):
+    """Stage ``cocoa_train``: the SimCLR encoder, its linear probe, the image-text model."""
+
+    simclr: SimclrParams
+    probe: ProbeParams
+    clip: ClipParams
+
+
+class CocoaEvalParams(CocoaCommon):
+    """Stage ``cocoa_eval``: the attribution benchmark, the augmentation study, zero-shot localisation."""
+
+    attribution: AttributionParams
+    benchmark: BenchmarkParams
+    augmentation: AugmentationStudyParams
+    localisation: LocalisationParams
+
+    @model_validator(mode="after")
+    def _sizes_fit_mnist5k(self) -> CocoaEvalParams:
+        test_per_class = round(self.data.test_fraction * PER_CLASS)
+        train_per_class = PER_CLASS - test_per_class
+        b = self.benchmark
+        if b.n_explicands > test_per_class or b.corpus_size > train_per_class:
+            raise ValueError(
+                f"benchmark.n_explicands ({b.n_explicands}) must be at most {test_per_class} and corpus_size "
+                f"({b.corpus_size}) at most {train_per_class} with data.test_fraction {self.data.test_fraction}"
+            )
+        if 2 * b.foil_size > (N_CLASSES - 1) * train_per_class:
+            raise ValueError(f"benchmark.foil_size ({b.foil_size}) x 2 exceeds the other classes' training images")
+        if self.localisation.n_scenes > self.scenes.n_test:
+            raise ValueError(f"localisation.n_scenes ({self.localisation.n_scenes}) exceeds scenes.n_test")
+        return self
+
+
+class CocoaParams(CocoaTrainParams, CocoaEvalParams):
+    """The ``cocoa`` section of params.yaml: every key one of its stages reads."""

@@ -1,0 +1,27 @@
+"""The concepts study: contrastive pretraining and visual concept explanations of an outcome.
+
+Obadic et al., "Contrastive Pretraining for Visual Concept Explanations of
+Socioeconomic Outcomes" (2024). A task-specific contrastive loss, Rank-N-Contrast
+(:mod:`lib.losses.rnc`), orders an encoder's latent space by the outcome; TCAV
+(:mod:`lib.explain.tcav`) then says which visual concepts the outcome is
+sensitive to within each outcome interval.
+
+Two variants of one encoder (a small timm ResNet from scratch) per dataset:
+
+* ``rnc``      - RNC pretraining on two augmented views per tile, then a linear
+                 probe (ridge regression) on the frozen encoder's embeddings;
+* ``baseline`` - the same network trained end to end with an L1 regression loss.
+
+Both are selected on the validation split only and evaluated on the test
+split (:mod:`.evaluate`). Stages: ``concepts_train@<city>`` trains both
+(:mod:`.train`), ``concepts_eval@<city>`` scores and explains them.
+"""
+
+from lib.stage import Stage
+from lib.studies.concepts.params import ConceptsEvalParams, ConceptsParams, ConceptsTrainParams
+
+SECTIONS = {"concepts": ConceptsParams}
+STAGES = (
+    Stage("concepts_train", "concepts", "concepts", ConceptsTrainParams, {"city": "cities"}),
+    Stage("concepts_eval", "concepts", "concepts", ConceptsEvalParams, {"city": "cities"}),
+)

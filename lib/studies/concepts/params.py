@@ -1,0 +1,103 @@
+"""Parameters of the concepts study: the ``concepts`` section of params.yaml.
+
+Two stages read it, each only its own keys (:class:`ConceptsTrainParams`,
+:class:`ConceptsEvalParams`), so an evaluation setting reruns the evaluation
+and not the training.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from lib.params import Optimiser, Params, RunParams
+
+
+class ConceptsSplit(Params):
+    val_fraction: float = Field(gt=0, lt=0.5)
+    test_fraction: float = Field(gt=0, lt=0.5)
+    n_strata: int = Field(ge=1, description="outcome quantile bins the split is stratified on")
+
+
+class ConceptsModel(Params):
+    width: int = Field(ge=4, multiple_of=2, description="channels of the first ResNet stage")
+    embedding_dim: int = Field(ge=2)
+
+
+class ConceptsAugment(Params):
+    crop_min: float = Field(gt=0, le=1, description="smallest crop side, as a share of the tile side")
+    jitter: float = Field(ge=0, lt=1, description="brightness and contrast factors drawn from U(1 - j, 1 + j)")
+
+
+class ConceptsTrain(Optimiser):
+    batch_size: int = Field(ge=2)
+
+
+class RncTrain(ConceptsTrain):
+    temperature: float = Field(gt=0, description="tau of the RNC similarity -||v_i - v_j|| / tau")
+
+
+class ConceptsProbe(Params):
+    ridge_alphas: list[float] = Field(min_length=1, description="ridge penalties tried; validation R^2 picks one")
+
+    @model_validator(mode="after")
+    def _positive(self) -> ConceptsProbe:
+        if min(self.ridge_alphas) <= 0:
+            raise ValueError(f"ridge_alphas must be > 0, got {self.ridge_alphas}")
+        return self
+
+
+class ConceptsEval(Params):
+    knn_k: int = Field(ge=1, description="neighbours of the kNN regression on embeddings")
+    tsne_perplexity: float = Field(gt=0)
+
+
+class ConceptsTcav(Params):
+    layer: str = Field(description="module of OutcomeRegressor whose activations get CAVs")
+    threshold: float = Field(gt=0, le=1, description="a tile joins a concept when its fraction is >= this")
+    set_size: int = Field(ge=2, description="examples per concept and per random set, at most")
+    min_concept_size: int = Field(ge=2, description="concepts with fewer qualifying tiles are skipped")
+    n_random: int = Field(ge=10, description="random negatives, i.e. CAVs per concept (>= 10, Kim et al.)")
+    n_intervals: int = Field(ge=1, description="outcome quantile intervals of the test tiles")
+    alpha: float = Field(gt=0, lt=1)
+    bonferroni: bool
+    statistic: Literal["score", "magnitude"] = Field(description="TCAV statistic of the heat maps and the agreement")
+    concept_table: str | None = Field(
+        default=None, description="CSV/Parquet of concept fractions per tile id, for data without 'fractions'"
+    )
+
+    @model_validator(mode="after")
+    def _sizes(self) -> ConceptsTcav:
+        if self.min_concept_size > self.set_size:
+            raise ValueError(f"min_concept_size ({self.min_concept_size}) exceeds set_size ({self.set_size})")
+        return self
+
+
+class ConceptsData(RunParams):
+    """What both stages read: the tiles, the outcome and the split."""
+
+    inference_batch_size: int = Field(ge=1, description="tiles per forward pass when embedding or predicting")
+    outcome: str | None = Field(description="outcome variable; null = the dataset's task attribute")
+    split: ConceptsSplit
+
+
+class ConceptsTrainParams(ConceptsData):
+    """Stage ``concepts_train``: the two encoders and the probe."""
+
+    model: ConceptsModel
+    augment: ConceptsAugment
+    rnc: RncTrain
+    probe: ConceptsProbe
+    baseline: ConceptsTrain
+
+
+class ConceptsEvalParams(ConceptsData):
+    """Stage ``concepts_eval``: test metrics, latent ordering, TCAV per outcome interval."""
+
+    eval: ConceptsEval
+    tcav: ConceptsTcav
+
+
+class ConceptsParams(ConceptsTrainParams, ConceptsEvalParams):
+    """The ``concepts`` section of params.yaml: every key one of its stages reads."""

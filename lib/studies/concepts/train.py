@@ -1,0 +1,113 @@
+"""Training the concepts study's two variants (RNC + linear probe, L1 end to end)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.linear_model import Ridge
+from sklearn.metrics import r2_score
+from torch import nn
+
+from lib.data.augment import aerial_augment
+from lib.data.splits import Split
+from lib.data.tiles import TileData
+from lib.eval.probes import ridge_probe
+from lib.io import save_module
+from lib.losses.rnc import RnCLoss
+from lib.runtime import runtime, seed_everything
+from lib.studies.concepts.model import VARIANTS, Embedder, TrainedModel, apply, build_model
+from lib.studies.concepts.params import ConceptsTrainParams
+from lib.training import fit
+
+
+def _epoch_batches(images: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int) -> Callable[[int], Iterator]:
+    """``batches(epoch)``: shuffled (images, targets) batches, the order seeded by (seed, epoch).
+
+    A last batch smaller than ``batch_size`` is dropped (RNC needs many pairs
+    per batch) unless it would be the only one.
+    """
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        epoch_seed = int(np.random.SeedSequence([seed, epoch]).generate_state(1)[0])
+        order = torch.randperm(len(targets), generator=torch.Generator().manual_seed(epoch_seed))
+        chunks = order.split(batch_size)
+        for chunk in chunks if len(chunks) == 1 else [c for c in chunks if len(c) == batch_size]:
+            yield images[chunk], targets[chunk]
+
+    return batches
+
+
+def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, variant: str,
+                  out_path: str | os.PathLike | None = None, progress: bool = True) -> TrainedModel:
+    """Train one variant (``rnc`` or ``baseline``), select its epoch on validation R^2, save safetensors.
+
+    The outcome is standardised with the fit tiles' mean and sd. ``rnc``:
+    the encoder learns with the RNC loss on two augmented views of each tile
+    (views (2n, D) as ``cat([view_1, view_2])``); after each epoch a ridge probe
+    on the frozen fit embeddings is scored on the validation tiles, and the
+    best epoch's encoder gets the probe as its head. ``baseline``: the whole
+    model learns with L1 loss |f(x) - y| on one augmented view.
+    """
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
+    rt = runtime(cfg.device)
+    seed_everything(cfg.seed)
+    y_mean, y_std = float(data.outcome[split.fit].mean()), float(data.outcome[split.fit].std()) or 1.0
+    y = torch.from_numpy((data.outcome - y_mean) / y_std).float()
+    model = rt.prepare(build_model(cfg.model, data, split.fit))
+    fit_images, val_images = data.images[torch.from_numpy(split.fit)], data.images[torch.from_numpy(split.val)]
+    fit_y, val_y = y[split.fit].numpy(), y[split.val].numpy()
+    train_cfg = cfg.rnc if variant == "rnc" else cfg.baseline
+    batches = _epoch_batches(fit_images, y[split.fit], train_cfg.batch_size, cfg.seed)
+
+    def view(x: torch.Tensor) -> torch.Tensor:
+        return aerial_augment(x, cfg.augment.crop_min, cfg.augment.jitter)
+
+    def probe() -> tuple[Ridge, float, float]:
+        fit_emb = apply(model, fit_images, rt, cfg.inference_batch_size, embed=True)
+        val_emb = apply(model, val_images, rt, cfg.inference_batch_size, embed=True)
+        return ridge_probe(fit_emb, fit_y, val_emb, val_y, cfg.probe.ridge_alphas)
+
+    if variant == "rnc":
+        network, params = Embedder(model), [*model.encoder.parameters(), *model.project.parameters()]
+        rnc = RnCLoss(cfg.rnc.temperature)
+
+        def augment(x: torch.Tensor) -> torch.Tensor:
+            return torch.cat([view(x), view(x)])
+
+        def loss_fn(views: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return rnc(views.float(), target)
+
+        def validate(net: nn.Module) -> float:
+            return probe()[2]
+    else:
+        network, params, augment = model, list(model.parameters()), view
+
+        def loss_fn(pred: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            return F.l1_loss(pred[:, 0].float(), target)
+
+        def validate(net: nn.Module) -> float:
+            return float(r2_score(val_y, apply(model, val_images, rt, cfg.inference_batch_size, embed=False)[:, 0]))
+
+    optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    result = fit(
+        network, loss_fn, batches, optimizer, epochs=train_cfg.epochs, runtime=rt, validate=validate,
+        max_steps_per_epoch=train_cfg.max_steps_per_epoch, progress=progress, augment=augment,
+    )
+    network.load_state_dict(result.best_state)
+    meta = {"variant": variant, "outcome": data.outcome_name, "outcome_mean": y_mean, "outcome_std": y_std,
+            "in_chans": int(data.images.shape[1]), "params": cfg.model_dump(), "history": result.history,
+            "best_epoch": result.best_epoch, "best_val_r2": result.best_score}
+    if variant == "rnc":
+        ridge, meta["probe_alpha"], _ = probe()
+        with torch.no_grad():
+            model.head.weight.copy_(torch.from_numpy(ridge.coef_).reshape(1, -1))
+            model.head.bias.fill_(float(ridge.intercept_))
+    model = model.eval()
+    if out_path is not None:
+        save_module(out_path, model, meta)
+    return TrainedModel(variant, model, meta)

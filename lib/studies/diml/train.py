@@ -1,0 +1,145 @@
+"""DIML's training: one encoder per (loss, objective), its epoch chosen on held-out train-class images.
+
+``python -m lib.studies.diml.train`` trains one model from a JSON config;
+``torchrun`` runs it data-parallel (:func:`launch` starts it from a notebook).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+from typing import get_args
+
+import torch
+from pytorch_metric_learning import samplers
+from torch import nn
+from torch.utils.data import DataLoader
+
+from lib.data.augment import random_affine
+from lib.data.mnist import MNIST_MEAN_STD, MnistDataset, load_mnist5k, unseen_class_split, validation_split
+from lib.data.splits import Split
+from lib.io import load_module, load_weights, save_weights
+from lib.models.backbone import SpatialEmbedding, diml_encoder
+from lib.params import validate
+from lib.runtime import runtime, seed_everything
+from lib.studies.diml.evaluate import embed, evaluate
+from lib.studies.diml.loss import DimlLoss
+from lib.studies.diml.params import DimlEvalParams, DimlModel, DimlTrainParams, Loss, Objective
+from lib.training import distributed, fit, unwrap, wrap_ddp
+
+
+def load_splits(cfg: DimlTrainParams | DimlEvalParams, data_dir: str | os.PathLike = "data") -> Split[MnistDataset]:
+    """MNIST-5k in the unseen-class protocol: fit / validation on the train classes, test on the rest."""
+    images, labels = load_mnist5k(data_dir)
+    train_idx, test_idx = unseen_class_split(labels, cfg.data.train_classes, cfg.data.test_classes)
+    fit_idx, val_idx = validation_split(labels, train_idx, cfg.data.val_fraction, seed=cfg.seed)
+    return Split(
+        fit=MnistDataset(images[fit_idx], labels[fit_idx], MNIST_MEAN_STD),
+        val=MnistDataset(images[val_idx], labels[val_idx], MNIST_MEAN_STD),
+        test=MnistDataset(images[test_idx], labels[test_idx], MNIST_MEAN_STD),
+    )
+
+
+def build_model(cfg: DimlModel) -> SpatialEmbedding:
+    return diml_encoder(in_chans=1, width=cfg.width, embedding_dim=cfg.embedding_dim, grid=cfg.grid)
+
+
+def train(
+    cfg: DimlTrainParams,
+    loss: str,
+    objective: str,
+    out_path: str | os.PathLike,
+    data_dir: str | os.PathLike = "data",
+    checkpoint: str | os.PathLike | None = None,
+    progress: bool = True,
+) -> dict:
+    """Train one (loss, objective) model; select the epoch by validation MAP@R; save safetensors.
+
+    Runs in one process or under torchrun (each process then draws its own
+    class-balanced batches; DDP averages gradients). Returns the training history.
+    """
+    rt = runtime(cfg.device)
+    with distributed(rt) as (rank, world):
+        seed_everything(cfg.seed + rank)
+        splits = load_splits(cfg, data_dir)
+        model = wrap_ddp(rt.prepare(build_model(cfg.model)), rt)
+        loss_fn = DimlLoss(loss, objective, cfg.model.grid**2, cfg.structural).to(rt.device)
+        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        sampler = samplers.MPerClassSampler(
+            splits.fit.labels, m=cfg.train.samples_per_class, batch_size=cfg.train.batch_size,
+            length_before_new_iter=len(splits.fit),
+        )
+        loader = DataLoader(splits.fit, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True)
+        val_labels = splits.val.labels
+
+        def validate(m: nn.Module) -> float:
+            # Model selection on held-out images of the *training* classes only.
+            # Structural models are ranked as they will be evaluated: their global top K re-ranked.
+            local = embed(unwrap(m), splits.val, rt, cfg.inference_batch_size)
+            reranking = cfg.selection if objective == "structural" else None
+            return evaluate(local, val_labels, cfg.structural, reranking)["map_at_r"]
+
+        result = fit(
+            model, loss_fn, lambda epoch: loader, optimizer,
+            epochs=cfg.train.epochs, runtime=rt, validate=validate, checkpoint=checkpoint,
+            max_steps_per_epoch=cfg.train.max_steps_per_epoch, progress=progress,
+            # Small rotations and shifts only: digits are not rotation- or flip-invariant (6 vs 9).
+            augment=lambda x: random_affine(x, degrees=8.0, translate=0.08),
+        )
+        if rank == 0:
+            save_weights(
+                out_path, result.best_state,
+                {"loss": loss, "objective": objective, "params": cfg.model_dump(), "history": result.history,
+                 "best_epoch": result.best_epoch, "world_size": world},
+            )
+    return {"history": result.history, "best_epoch": result.best_epoch, "best_val_map_at_r": result.best_score}
+
+
+def load_model(path: str | os.PathLike) -> tuple[SpatialEmbedding, dict]:
+    """A trained model (eval mode) and its metadata from :func:`train`'s safetensors file."""
+    return load_module(path, lambda state, meta: build_model(DimlTrainParams.model_validate(meta["params"]).model))
+
+
+def launch(cfg: DimlTrainParams, loss: str, objective: str, out_path: str | os.PathLike, data_dir="data") -> dict:
+    """Train in this process, or under ``torchrun`` when ``train.world_size > 1``.
+
+    DDP cannot start inside a Jupyter kernel, so the notebook launches torchrun
+    as a subprocess that runs ``python -m lib.studies.diml.train``; its history comes back
+    through the saved weights' metadata.
+    """
+    if cfg.train.world_size == 1:
+        return train(cfg, loss, objective, out_path, data_dir)
+    with tempfile.TemporaryDirectory() as tmp:
+        config = Path(tmp) / "config.json"
+        config.write_text(json.dumps(cfg.model_dump()))
+        subprocess.run(
+            [sys.executable, "-m", "torch.distributed.run", "--standalone",
+             f"--nproc-per-node={cfg.train.world_size}", "-m", "lib.studies.diml.train",
+             "--config", str(config), "--loss", loss, "--objective", objective,
+             "--out", str(out_path), "--data-dir", str(data_dir)],
+            check=True,
+        )
+    _, meta = load_weights(out_path)
+    return {"history": meta["history"], "best_epoch": meta["best_epoch"]}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m lib.studies.diml.train", description="Train one DIML model (torchrun-ready).")
+    parser.add_argument("--config", required=True, help="JSON file of diml_train's parameters")
+    parser.add_argument("--loss", required=True, choices=get_args(Loss))
+    parser.add_argument("--objective", required=True, choices=get_args(Objective))
+    parser.add_argument("--out", required=True, help="safetensors file to write")
+    parser.add_argument("--data-dir", default="data")
+    args = parser.parse_args(argv)
+    cfg = validate("diml", json.loads(Path(args.config).read_text()), DimlTrainParams)
+    train(cfg, args.loss, args.objective, args.out, args.data_dir, progress=False)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,19 @@
+"""The geo datasets that the place studies share: generated cities and map tiles.
+
+Not a study of its own but built like one: ``city@<city>`` generates each city
+of params.yaml's ``cities`` section into ``datasets/<city>/``
+(:func:`lib.data.city.build_city`), ``maps`` renders map tiles of Helsinki's
+OpenStreetMap extract and of the cities' land cover into ``datasets/maps/``
+(:mod:`lib.data.osm_maps`). The generators live in the shared ``lib.data``
+layer, so every study reads the same datasets.
+"""
+
+from lib.data.city import CityConfig
+from lib.stage import Stage
+from lib.studies.geodata.params import CitiesParams, MapsParams
+
+SECTIONS = {"cities": CitiesParams, "maps": MapsParams}
+STAGES = (
+    Stage("city", "geodata", "cities", CityConfig, {"city": "cities"}, entry="city"),
+    Stage("maps", "geodata", "maps", MapsParams),
+)
