@@ -43,7 +43,6 @@ import shapely
 import xarray as xr
 from affine import Affine
 
-from pydantic import Field
 
 from lib.data.geotiff import write_dataset_atomic
 

@@ -26,7 +26,7 @@ such as RISE score every target on the same masked images):
 * :class:`ContrastiveLabelFree`: the explicand's own representation as a
   one-element corpus, minus the foil term (COCOA's "contrastive label-free" baseline).
 
-Corpus and foil representations are computed once (see :func:`encode`) and stored as
+Corpus and foil representations are computed once (e.g. with :func:`lib.eval.encode.encode`) and stored as
 detached buffers, so gradients flow only through the explicand's representation.
 Encoders should be in ``eval()`` mode: batch statistics would otherwise couple the
 explicands of a batch.
@@ -36,7 +36,6 @@ from __future__ import annotations
 
 from typing import Literal
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
@@ -48,17 +47,7 @@ __all__ = [
     "ContrastiveLabelFree",
     "CorpusSimilarity",
     "LabelFreeImportance",
-    "encode",
 ]
-
-
-def encode(encoder: nn.Module, data: Tensor, batch_size: int = 256) -> Tensor:
-    """Representations of ``data`` without gradients, in chunks of ``batch_size``.
-
-    Shapes: ``data`` (N, ...) -> (N, D). The result lives where ``encoder`` puts it.
-    """
-    with torch.no_grad():
-        return torch.cat([encoder(chunk) for chunk in data.split(batch_size)])
 
 
 def _check_similarity(similarity: str) -> None:
@@ -104,7 +93,7 @@ class ContrastiveCorpusSimilarity(nn.Module):
 
     Args:
         encoder: the network that produced ``corpus_repr`` and ``foil_repr`` (for
-            instance via :func:`encode`); it also encodes the explicands unless
+            instance via :func:`lib.eval.encode.encode`); it also encodes the explicands unless
             ``explicand_encoder`` is given.
         corpus_repr: (C, D) corpus representations, stored as a detached buffer.
         foil_repr: (F, D) foil representations, stored as a detached buffer; ``None``

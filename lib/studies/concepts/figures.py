@@ -11,7 +11,6 @@ from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 import seaborn as sns
-import torch
 
 from lib.plots.curves import training_curves as training_curves_of
 from lib.plots.grids import image_grid, rgb_composite
