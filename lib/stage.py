@@ -158,14 +158,18 @@ def resolve(name: str, options: list[str] | Mapping[str, str], document: Mapping
     return stage, chosen, cfg
 
 
-def smoke(name: str, **options: str) -> dict:
+def smoke(name: str, options: Mapping[str, str] | None = None) -> dict:
     """The stage's parameters in the quick "smoke" profile (params.yaml + params.smoke.yaml),
-    for a notebook run by hand."""
+    for a notebook run by hand; ``options`` as ``{"city": "river_city"}``.
+
+    (A mapping rather than keywords: papermill reads the parameters cell line by
+    line and takes ``f(x, key=value)`` for no assignment at all.)
+    """
     root = project_root()
     document = P._read(root / "params.yaml")
     overlay = P._read(root / "params.smoke.yaml")
     merged = {s: P._merge(v, overlay.get(s, {})) if isinstance(v, dict) else v for s, v in document.items()}
-    _, _, cfg = resolve(name, options, merged, "params.yaml + params.smoke.yaml")
+    _, _, cfg = resolve(name, options or {}, merged, "params.yaml + params.smoke.yaml")
     return cfg.model_dump(mode="json")
 
 

@@ -11,6 +11,7 @@ import yaml
 
 from lib import params as P
 from lib import stage as S
+from lib.studies.diml.params import DimlEvalParams, DimlParams, DimlTrainParams
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -29,7 +30,7 @@ def error_of(values: dict) -> str:
 
 def test_repository_params_are_valid():
     cfg = P.load("diml", ROOT / "params.yaml")
-    assert isinstance(cfg, P.DimlParams)
+    assert isinstance(cfg, DimlParams)
     assert cfg.train.batch_size % cfg.train.samples_per_class == 0
     assert not set(cfg.data.train_classes) & set(cfg.data.test_classes)
 
@@ -138,11 +139,11 @@ def test_missing_section_is_named(tmp_path):
 
 # ------------------------------------------------------------------ stage options and runner
 def test_parse_options_accepts_every_allowed_combination():
-    stage = S.STAGES["diml_train"]
+    stage = S.get_stage("diml_train")
     chosen = S.parse_options(stage, ["objective=structural", "loss=multi_similarity"])
     assert chosen == {"objective": "structural", "loss": "multi_similarity"}
     assert stage.output_name(chosen) == "diml_train_multi_similarity_structural"
-    assert S.parse_options(S.STAGES["diml_eval"], []) == {}
+    assert S.parse_options(S.get_stage("diml_eval"), []) == {}
 
 
 @pytest.mark.parametrize(
@@ -156,7 +157,7 @@ def test_parse_options_accepts_every_allowed_combination():
 )
 def test_parse_options_rejects_bad_options(args, match):
     with pytest.raises(P.ParameterError, match=match):
-        S.parse_options(S.STAGES["diml_train"], args)
+        S.parse_options(S.get_stage("diml_train"), args)
 
 
 @pytest.fixture
@@ -195,3 +196,29 @@ def test_stage_command_line_names_the_bad_key(bad_root):
     assert "diml.train.epoch: unknown parameter" in done.stderr
     assert "did you mean 'epochs'" in done.stderr
     assert not (bad_root / "results").exists()
+
+
+# ------------------------------------------------------------------ bases and stage parts
+def test_every_section_is_the_union_of_its_stages_parts():
+    """A section's keys are exactly those its stages read: no key that nothing reads, none read but unchecked."""
+    for section, model in P.sections().items():
+        stages = [s for s in S.stages().values() if s.section == section]
+        assert stages, f"section {section} has no stage"
+        if any(s.entry for s in stages):
+            continue  # a mapping of entries (cities): each stage reads one entry whole
+        read = set().union(*(s.params.model_fields for s in stages))
+        assert read == set(model.model_fields), (section, read ^ set(model.model_fields))
+
+
+def test_common_bases_declare_seed_device_and_the_optimiser_once():
+    assert set(P.RunParams.model_fields) == {"seed", "device"}
+    assert {"epochs", "lr", "weight_decay", "max_steps_per_epoch"} == set(P.Optimiser.model_fields)
+    for model in (DimlTrainParams, DimlEvalParams):
+        assert issubclass(model, P.RunParams)
+
+
+def test_a_stage_part_rejects_keys_of_other_stages(diml_values):
+    train_part = {k: diml_values[k] for k in DimlTrainParams.model_fields}
+    P.validate("diml", train_part, DimlTrainParams)
+    with pytest.raises(P.ParameterError, match="diml.eval: unknown parameter"):
+        P.validate("diml", {**train_part, "eval": diml_values["eval"]}, DimlTrainParams)

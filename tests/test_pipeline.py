@@ -2,8 +2,9 @@
 
 Runs ``dvc repro`` on the smoke profile (params.smoke.yaml merged into
 params.yaml), checks the outputs a reader relies on, that ``dvc status`` is
-clean and a second ``dvc repro`` does nothing, then checks the rendered
-notebooks with nbval (lax: they must run, outputs are not compared).
+clean and a second ``dvc repro`` does nothing, checks the rendered notebooks
+with nbval (lax: they must run, outputs are not compared), and last that
+``dvc exp run -S diml.eval.rerank_k=...`` reruns only the stages that read it.
 """
 
 from __future__ import annotations
@@ -80,6 +81,12 @@ def test_outputs(repo: Path):
         manifest = json.loads((repo / f"results/diml/{stage}.run.json").read_text())
         assert manifest["git"]["revision"] and manifest["parameters"]["seed"] == 0
         assert manifest["wall_time_s"] > 0 and manifest["peak_memory_mib"] > 0
+        # what the run itself set: setup() seeded, and training seeded again
+        assert manifest["determinism"]["seeds"][0] == 0
+        assert manifest["determinism"]["settings"]["deterministic_algorithms"] is True
+    # each stage's manifest holds the keys it reads, not its whole section
+    assert "eval" not in json.loads((repo / "results/diml/diml_train_margin_global.run.json").read_text())["parameters"]
+    assert "train" not in json.loads((repo / "results/diml/diml_eval.run.json").read_text())["parameters"]
     assert (repo / "paper/paper.pdf").read_bytes()[:4] == b"%PDF"
     # the geo datasets: both cities with their CRS, map tiles of Helsinki and of the cities
     import rioxarray  # noqa: F401
@@ -93,6 +100,8 @@ def test_outputs(repo: Path):
         summary = json.loads((repo / f"results/concepts/{city}/metrics.json").read_text())
         assert set(summary["variants"]) == {"rnc", "baseline"}
         assert (repo / f"models/concepts/{city}_rnc.safetensors").exists()
+        assert (repo / f"results/concepts/{city}/training/training_curves.png").exists()
+        assert (repo / f"results/concepts/concepts_eval_{city}.html").exists()
     cocoa = json.loads((repo / "results/cocoa/metrics.json").read_text())
     assert {"benchmark", "localisation", "zero_shot_accuracy"} <= set(cocoa)
     for place in ("helsinki", "river_city", "coastal_city"):
@@ -112,7 +121,20 @@ def test_status_clean_and_second_repro_is_a_no_op(repo: Path):
 
 def test_rendered_notebooks_run_under_nbval(repo: Path):
     notebooks = sorted(str(p) for p in (repo / "results").glob("*/*.ipynb") if "failed" not in p.name)
-    assert len(notebooks) == 12, notebooks
+    assert len(notebooks) == 14, notebooks
     proc = run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "--nbval-lax",
                 "--rootdir", str(repo), *notebooks], repo, check=False)
     assert proc.returncode == 0, proc.stdout[-4000:]
+
+
+def test_an_evaluation_parameter_reruns_only_the_evaluation(repo: Path):
+    """The README's promise: `dvc exp run -S key=value` reruns only the stages that read the key.
+
+    Runs last: the experiment leaves its results in the workspace.
+    """
+    smoke_k = yaml.safe_load((repo / "params.yaml").read_text())["diml"]["eval"]["rerank_k"]
+    done = run(["dvc", "exp", "run", "-S", f"diml.eval.rerank_k={smoke_k - 5}"], repo)
+    ran = {line.split("'")[1] for line in done.stdout.splitlines() if line.startswith("Running stage")}
+    assert ran == {"diml_eval", "paper"}, done.stdout[-3000:]
+    metrics = json.loads((repo / "results/diml/metrics.json").read_text())
+    assert metrics["rerank_k"] == smoke_k - 5

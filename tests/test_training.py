@@ -1,15 +1,9 @@
-"""Tests of lib.training.fit (model selection, resuming, step caps), lib.io's atomic writers and lib.runtime."""
+"""Tests of lib.training.fit: model selection, resuming, step caps."""
 
-import random
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
 from torch import nn
 
-import lib.io
-from lib.io import load_weights, save_weights, write_json
 from lib.runtime import runtime, seed_everything
 from lib.training import fit
 
@@ -65,7 +59,6 @@ def run(epochs: int, checkpoint=None, seed: int = 0):
     return model, result, calls
 
 
-# ------------------------------------------------------------------ fit
 def test_fit_keeps_the_weights_of_the_best_validation_epoch():
     seed_everything(0)
     model = nn.Linear(5, 1)
@@ -164,127 +157,3 @@ def test_max_steps_per_epoch_caps_the_steps():
     steps.clear()
     fit(model, loss_fn, batches, optimizer, epochs=1, runtime=CPU, progress=False)
     assert len(steps) == 10
-
-
-# ------------------------------------------------------------------ lib.io
-def folder_listing(path: Path) -> list[str]:
-    return sorted(p.name for p in path.iterdir())
-
-
-def test_write_json_is_atomic(tmp_path, monkeypatch):
-    target = tmp_path / "metrics.json"
-    write_json(target, {"old": 1})
-    old = target.read_text()
-
-    def write_half_then_fail(self, text, *args, **kwargs):
-        with open(self, "w") as f:
-            f.write(text[: len(text) // 2])
-        raise OSError("disk full")
-
-    monkeypatch.setattr(lib.io.Path, "write_text", write_half_then_fail)
-    with pytest.raises(OSError, match="disk full"):
-        write_json(target, {"new": list(range(100))})
-    monkeypatch.undo()
-
-    assert target.read_text() == old
-    assert folder_listing(tmp_path) == ["metrics.json"]
-
-
-def test_write_json_format_and_numpy_values(tmp_path):
-    target = write_json(tmp_path / "sub" / "out.json", {"b": np.float32(0.5), "a": np.arange(3), "p": Path("x/y")})
-    assert target.read_text() == '{\n  "a": [\n    0,\n    1,\n    2\n  ],\n  "b": 0.5,\n  "p": "x/y"\n}\n'
-    with pytest.raises(TypeError, match="cannot write object"):
-        write_json(tmp_path / "bad.json", {"x": object()})
-    assert not (tmp_path / "bad.json").exists()
-
-
-def test_save_weights_is_atomic(tmp_path, monkeypatch):
-    target = tmp_path / "model.safetensors"
-    save_weights(target, {"w": torch.ones(3)}, {"epoch": 1})
-    old = target.read_bytes()
-
-    def write_half_then_fail(tensors, filename, metadata=None):
-        Path(filename).write_bytes(old[: len(old) // 2])
-        raise OSError("interrupted")
-
-    monkeypatch.setattr(lib.io, "save_file", write_half_then_fail)
-    with pytest.raises(OSError, match="interrupted"):
-        save_weights(target, {"w": torch.zeros(3)}, {"epoch": 2})
-    monkeypatch.undo()
-
-    assert target.read_bytes() == old
-    assert folder_listing(tmp_path) == ["model.safetensors"]
-    state, meta = load_weights(target)
-    assert torch.equal(state["w"], torch.ones(3)) and meta == {"epoch": 1}
-
-
-def test_weights_round_trip_with_metadata(tmp_path):
-    model = nn.Sequential(nn.Linear(4, 3), nn.BatchNorm1d(3))
-    meta = {"loss": "margin", "best_epoch": 3, "history": [{"epoch": 0, "loss": 0.5}],
-            "score": np.float64(0.25), "params": {"grid": 4, "classes": [0, 1]}}
-    path = save_weights(tmp_path / "m.safetensors", model.state_dict(), meta)
-    state, loaded = load_weights(path)
-    assert state.keys() == model.state_dict().keys()
-    for key, value in model.state_dict().items():
-        assert torch.equal(state[key], value)
-    assert loaded == {**meta, "score": 0.25}
-    with pytest.raises(FileNotFoundError, match="missing.safetensors"):
-        load_weights(tmp_path / "missing.safetensors")
-
-
-def test_project_root_is_found_upwards(tmp_path):
-    (tmp_path / "dvc.yaml").write_text("stages: {}\n")
-    deep = tmp_path / "a" / "b"
-    deep.mkdir(parents=True)
-    assert lib.io.project_root(deep) == tmp_path.resolve()
-
-
-# ------------------------------------------------------------------ lib.runtime
-def test_cpu_runtime_has_no_autocast_and_is_channels_last():
-    rt = runtime("cpu")
-    assert rt.device == torch.device("cpu")
-    assert rt.autocast_dtype is None and rt.channels_last
-    a = torch.randn(4, 4)
-    with rt.autocast():
-        assert (a @ a).dtype == torch.float32
-    x = rt.batch(torch.randn(2, 3, 5, 5))
-    assert x.is_contiguous(memory_format=torch.channels_last)
-    assert rt.batch(torch.randn(2, 3)).is_contiguous()  # only images change layout
-    conv = rt.prepare(torch.nn.Conv2d(3, 4, 3))
-    assert conv.weight.is_contiguous(memory_format=torch.channels_last)
-
-
-def test_cuda_runtime_without_cuda_is_a_clear_error(monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    with pytest.raises(RuntimeError, match="CUDA is not available"):
-        runtime("cuda")
-
-
-def test_seed_everything_makes_draws_repeatable():
-    def draws(seed):
-        generator = seed_everything(seed)
-        return torch.randn(5), torch.rand(3, generator=generator), np.random.rand(2), random.random()
-
-    first, again, other = draws(7), draws(7), draws(8)
-    for a, b in zip(first, again):
-        assert np.array_equal(np.asarray(a), np.asarray(b))
-    assert not torch.equal(first[0], other[0])
-    assert torch.are_deterministic_algorithms_enabled()
-
-
-def test_random_affine_keeps_shape_background_and_is_seeded():
-    from lib.augment import random_affine
-
-    x = torch.zeros(6, 1, 28, 28) - 0.5
-    x[:, :, 10:18, 10:18] = 2.0
-    gen = lambda: torch.Generator().manual_seed(3)  # noqa: E731
-    y = random_affine(x, degrees=8, translate=0.08, generator=gen())
-    assert y.shape == x.shape
-    assert torch.equal(y, random_affine(x, degrees=8, translate=0.08, generator=gen()))
-    # pixels moved in from outside take the background value; the square moves but keeps its mass
-    assert torch.allclose(y[:, :, 0, 0], torch.full((6, 1), -0.5), atol=1e-5)
-    assert not torch.allclose(y, x)
-    mass = lambda t: (t + 0.5).sum(dim=(1, 2, 3))  # noqa: E731
-    assert torch.allclose(mass(y), mass(x), rtol=0.1)
-    # no transform at all: the identity
-    assert torch.allclose(random_affine(x, degrees=0, translate=0), x, atol=1e-5)

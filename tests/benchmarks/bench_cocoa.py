@@ -27,7 +27,8 @@ import torch
 from captum.attr import IntegratedGradients
 from torch import nn
 
-from lib.explain.cocoa import ContrastiveCorpusSimilarity, encode
+from lib.eval.encode import encode
+from lib.explain.cocoa import ContrastiveCorpusSimilarity
 
 N_EXPLICANDS = 16
 CORPUS_SIZE = 100

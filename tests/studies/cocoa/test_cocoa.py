@@ -7,15 +7,18 @@ import numpy as np
 import pytest
 import torch
 from pydantic import ValidationError
-from sklearn.linear_model import LogisticRegression
-from sklearn.preprocessing import StandardScaler
 
-from lib import cocoa_study as study
-from lib import digit_augment as aug
+from lib.data import digit_augment as aug
 from lib.data.digit_scenes import make_scenes
 from lib.data.mnist import MnistDataset
+from lib.data.splits import Split
+from lib.explain import attribute as attribution
+from lib.explain import cocoa as cocoa_targets
 from lib.explain.localisation import box_masks, mass_in_box, pointing_game
 from lib.models.convnet import conv_encoder
+from lib.runtime import runtime
+from lib.studies.cocoa import benchmark, image_text, simclr
+from lib.studies.cocoa import params as P
 
 # A tiny but complete configuration; every section is checked by CocoaParams.
 SMALL = {
@@ -91,7 +94,7 @@ def test_crop_of_the_whole_image_is_the_identity():
 
 def test_views_are_seeded_in_range_and_differ_between_draws():
     x = torch.rand(4, 1, 28, 28)
-    settings = study.AugmentParams.model_validate(SMALL["augment"]).model_dump()
+    settings = P.AugmentParams.model_validate(SMALL["augment"]).model_dump()
     a = aug.simclr_view(x, **settings, generator=torch.Generator().manual_seed(1))
     b = aug.simclr_view(x, **settings, generator=torch.Generator().manual_seed(1))
     c = aug.simclr_view(x, **settings, generator=torch.Generator().manual_seed(2))
@@ -131,38 +134,25 @@ def test_uniform_maps_put_the_box_share_of_their_mass_in_the_box():
 
 # ------------------------------------------------------------------ parameters
 def test_params_accept_the_small_config_and_reject_unknown_keys():
-    study.CocoaParams.model_validate(SMALL)
+    P.CocoaParams.model_validate(SMALL)
     with pytest.raises(ValidationError, match="extra"):
-        study.CocoaParams.model_validate({**SMALL, "epochs": 3})
+        P.CocoaParams.model_validate({**SMALL, "epochs": 3})
     with pytest.raises(ValidationError, match="n_step"):
-        study.CocoaParams.model_validate({**SMALL, "attribution": {**SMALL["attribution"], "n_step": 3}})
+        P.CocoaParams.model_validate({**SMALL, "attribution": {**SMALL["attribution"], "n_step": 3}})
 
 
 def test_params_reject_sizes_mnist5k_cannot_supply():
     too_many = {**SMALL, "benchmark": {**SMALL["benchmark"], "n_explicands": 101}}  # 100 held-out images per digit
     with pytest.raises(ValidationError, match="n_explicands"):
-        study.CocoaParams.model_validate(too_many)
+        P.CocoaParams.model_validate(too_many)
     with pytest.raises(ValidationError, match="crop_scale"):
-        study.CocoaParams.model_validate({**SMALL, "augment": {**SMALL["augment"], "crop_scale": [0.9, 0.5]}})
+        P.CocoaParams.model_validate({**SMALL, "augment": {**SMALL["augment"], "crop_scale": [0.9, 0.5]}})
 
 
 # ------------------------------------------------------------------ probe and batching
-def test_probe_layer_reproduces_scikit_learns_probabilities():
-    rng = np.random.default_rng(0)
-    labels = np.arange(200) % 10
-    features = rng.normal(size=(200, 6)) * [1, 5, 0.2, 1, 3, 1] + labels[:, None] * 0.3 + 2.0
-    cfg = study.ProbeParams(regularisation=0.5, max_iter=500)
-    probe = study.fit_probe(torch.from_numpy(features).float(), torch.from_numpy(labels), cfg)
-    standardised = StandardScaler().fit_transform(features)
-    expected = LogisticRegression(C=0.5, max_iter=500).fit(standardised, labels).predict_proba(standardised)
-    with torch.no_grad():
-        probabilities = probe(torch.from_numpy(features).float()).softmax(dim=1).numpy()
-    np.testing.assert_allclose(probabilities, expected, atol=1e-4)
-
-
 def test_grouped_batches_hold_one_scene_of_every_digit_per_group():
     labels = torch.tensor(np.random.default_rng(0).integers(0, 10, 300))
-    batches = list(study.grouped_batches(labels, groups_per_batch=3, generator=torch.Generator().manual_seed(0)))
+    batches = list(image_text.grouped_batches(labels, groups_per_batch=3, generator=torch.Generator().manual_seed(0)))
     assert len(batches) == int(torch.bincount(labels).min()) // 3
     for batch in batches:
         assert torch.equal(labels[batch].reshape(3, 10), torch.arange(10).expand(3, 10))
@@ -171,57 +161,57 @@ def test_grouped_batches_hold_one_scene_of_every_digit_per_group():
 
 # ------------------------------------------------------------------ benchmark
 def test_benchmark_on_a_tiny_random_encoder_fills_the_expected_tables():
-    cfg = study.CocoaParams.model_validate(SMALL)
+    cfg = P.CocoaParams.model_validate(SMALL)
     torch.manual_seed(0)
     encoder = conv_encoder(1, width=4, n_blocks=3).eval()
     probe = torch.nn.Linear(encoder.out_dim, 10).eval()
     train, test = blocks(60, seed=1), blocks(40, seed=2)
-    digits = study.Digits(MnistDataset(train[0] * 255, train[1]), MnistDataset(test[0] * 255, test[1]))
-    result = study.run_benchmark(encoder, probe, digits, cfg, study.runtime("cpu"), progress=False)
+    digits = Split(fit=MnistDataset(train[0] * 255, train[1]), val=None, test=MnistDataset(test[0] * 255, test[1]))
+    result = benchmark.run_benchmark(encoder, probe, digits, cfg, runtime("cpu"), progress=False)
 
-    rankings = len(study.TARGETS) * 3 + 1  # every target x method, and the random ranking
-    assert len(result.aucs) == 2 * len(study.SETTINGS) * rankings * len(study.METRICS) * 2
+    rankings = len(benchmark.TARGETS) * 3 + 1  # every target x method, and the random ranking
+    assert len(result.aucs) == 2 * len(benchmark.SETTINGS) * rankings * len(benchmark.METRICS) * 2
     assert len(result.curves) == len(result.aucs) * (cfg.benchmark.curve_steps + 1)
     assert result.aucs.auc.notna().all()
-    summary = study.summarise(result.aucs)
+    summary = benchmark.summarise(result.aucs)
     assert (summary.n_seeds == 2).all()
-    table = study.auc_table(summary, "same_class", "corpus_majority_probability")
-    assert table.shape == (len(study.TARGETS) + 1, 3 * 2)
-    assert list(table.index) == [*study.TARGETS, "random"]
-    assert len(study.cocoa_advantage(result.aucs)) == len(study.SETTINGS) * len(study.METRICS) * 3 * 2 * len(study.TARGETS)
-    assert set(result.examples) == set(study.SETTINGS)
+    table = benchmark.auc_table(summary, "same_class", "corpus_majority_probability")
+    assert table.shape == (len(benchmark.TARGETS) + 1, 3 * 2)
+    assert list(table.index) == [*benchmark.TARGETS, "random"]
+    assert len(benchmark.cocoa_advantage(result.aucs)) == len(benchmark.SETTINGS) * len(benchmark.METRICS) * 3 * 2 * len(benchmark.TARGETS)
+    assert set(result.examples) == set(benchmark.SETTINGS)
 
 
 @pytest.mark.parametrize("method", ["rise", "integrated_gradients"])
 def test_attributions_of_all_targets_at_once_equal_one_target_at_a_time(method):
-    cfg = study.CocoaParams.model_validate(SMALL).attribution
+    cfg = P.CocoaParams.model_validate(SMALL).attribution
     torch.manual_seed(1)
     encoder = conv_encoder(1, width=4, n_blocks=3).eval()
     images = torch.from_numpy(blocks(12, seed=3)[0])[:, None]
     x, corpus, foil = images[:1], images[1:5], images[5:]
-    reps = {name: study.representations(encoder, part, study.runtime("cpu")) for name, part in
+    reps = {name: simclr.representations(encoder, part, runtime("cpu")) for name, part in
             {"x": x, "corpus": corpus, "foil": foil}.items()}
-    shared = {"corpus": study.CorpusSimilarity(encoder, reps["corpus"]),
-              "cocoa": study.ContrastiveCorpusSimilarity(encoder, reps["corpus"], reps["foil"])}
-    targets = study.explicand_targets(encoder, reps["x"], reps["foil"], shared)
+    shared = {"corpus": cocoa_targets.CorpusSimilarity(encoder, reps["corpus"]),
+              "cocoa": cocoa_targets.ContrastiveCorpusSimilarity(encoder, reps["corpus"], reps["foil"])}
+    targets = benchmark.explicand_targets(encoder, reps["x"], reps["foil"], shared)
     baseline = torch.zeros_like(x)
-    together = study.attribute_targets(targets, method, x, baseline, cfg, seed=4)
+    together = attribution.attribute_targets(targets, method, x, baseline, cfg, seed=4)
     assert list(together) == list(targets)
     for name, target in targets.items():
-        torch.testing.assert_close(together[name], study.attribute(target, method, x, baseline, cfg, seed=4),
+        torch.testing.assert_close(together[name], attribution.attribute(target, method, x, baseline, cfg, seed=4),
                                    rtol=1e-4, atol=1e-6)
 
 
 def test_rise_of_targets_without_a_shared_encoder_runs_one_target_at_a_time():
-    cfg = study.CocoaParams.model_validate(SMALL).attribution
+    cfg = P.CocoaParams.model_validate(SMALL).attribution
     torch.manual_seed(2)
     encoder = conv_encoder(1, width=4, n_blocks=3).eval()
     probe = torch.nn.Linear(encoder.out_dim, 10).eval()
-    targets = {f"class {c}": study.ClassProbability(encoder, probe, c) for c in (0, 1)}
+    targets = {f"class {c}": simclr.ClassProbability(encoder, probe, c) for c in (0, 1)}
     x = torch.from_numpy(blocks(1, seed=5)[0])[:, None]
-    together = study.attribute_targets(targets, "rise", x, torch.zeros_like(x), cfg, seed=6)
+    together = attribution.attribute_targets(targets, "rise", x, torch.zeros_like(x), cfg, seed=6)
     for name, target in targets.items():
-        torch.testing.assert_close(together[name], study.attribute(target, "rise", x, torch.zeros_like(x), cfg, seed=6))
+        torch.testing.assert_close(together[name], attribution.attribute(target, "rise", x, torch.zeros_like(x), cfg, seed=6))
 
 
 # ------------------------------------------------------------------ text encoder

@@ -1,9 +1,9 @@
-"""Tests of lib.retrieval: ranking a gallery and re-ranking the head of each ranking."""
+"""Tests of lib.eval.retrieval: ranking a gallery and re-ranking the head of each ranking."""
 
 import pytest
 import torch
 
-from lib.retrieval import rank, rerank
+from lib.eval.retrieval import rank, rerank
 
 
 def random_similarity(seed: int, n: int = 12) -> torch.Tensor:

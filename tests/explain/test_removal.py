@@ -1,6 +1,5 @@
-"""Insertion/deletion curves, blur baseline, random floor and confidence intervals."""
+"""Insertion/deletion curves, blur baseline and random floor."""
 
-import math
 
 import numpy as np
 import pytest
@@ -9,7 +8,6 @@ import torch
 from lib.explain.removal import (
     blur_baseline,
     insertion_deletion_curves,
-    mean_ci,
     random_attribution,
 )
 
@@ -99,15 +97,3 @@ def test_random_attribution_is_seeded_and_shared_over_channels():
     assert first.shape == inputs.shape and first.dtype == inputs.dtype
     torch.testing.assert_close(first[:, 0], first[:, 2])
     torch.testing.assert_close(random_attribution(inputs, torch.Generator().manual_seed(3)), first)
-
-
-def test_mean_ci_uses_the_t_distribution():
-    mean, half_width = mean_ci([1.0, 2.0, 3.0])
-    assert float(mean) == pytest.approx(2.0)
-    # t_{0.975, 2} = 4.302653, sample standard deviation 1.
-    assert float(half_width) == pytest.approx(4.302653 / math.sqrt(3), rel=1e-6)
-    means, widths = mean_ci(torch.tensor([[1.0, 5.0], [3.0, 5.0]]), level=0.9)
-    np.testing.assert_allclose(means, [2.0, 5.0])
-    assert widths[1] == 0.0 and widths[0] > 0.0
-    with pytest.raises(ValueError):
-        mean_ci([1.0])

@@ -1,12 +1,13 @@
-"""Tests of lib.metrics: retrieval metrics against pytorch-metric-learning, a naive loop and a hand example.
+"""Tests of lib.eval.metrics: retrieval metrics against pytorch-metric-learning, a naive loop and a hand example.
 
 The oracle for Precision@1, R-Precision and MAP@R is pytorch-metric-learning's
 ``AccuracyCalculator`` (Musgrave et al., "A Metric Learning Reality Check"),
 fed the same embeddings with the query set as the reference set; our side
-ranks the same cosine similarities with ``lib.retrieval.rank``.
+ranks the same cosine similarities with ``lib.eval.retrieval.rank``.
 """
 
 import numpy as np
+from scipy import stats
 import pytest
 import torch
 import torch.nn.functional as F
@@ -16,8 +17,8 @@ from pytorch_metric_learning.utils.inference import CustomKNN
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-from lib.metrics import nmi, retrieval_metrics
-from lib.retrieval import rank
+from lib.eval.metrics import nmi, regression_metrics, retrieval_metrics
+from lib.eval.retrieval import rank
 
 
 def clustered_embeddings(seed: int, class_sizes, dim: int = 16, spread: float = 0.8):
@@ -136,3 +137,12 @@ def test_nmi_equals_sklearn_on_kmeans_with_the_same_seed():
     expected = normalized_mutual_info_score(y, clusters)
     assert 0.05 < expected < 0.95  # overlapping clusters: a non-trivial value
     assert nmi(x, y, seed=7) == pytest.approx(expected, abs=1e-12)
+
+
+def test_regression_metrics_match_their_definitions():
+    y = np.array([1.0, 2.0, 4.0, 3.0])
+    p = np.array([1.5, 2.0, 3.0, 3.5])
+    out = regression_metrics(y, p)
+    assert out["mae"] == pytest.approx(np.mean(np.abs(y - p)))
+    assert out["r2"] == pytest.approx(1 - np.sum((y - p) ** 2) / np.sum((y - y.mean()) ** 2))
+    assert out["kendall_tau"] == pytest.approx(stats.kendalltau(y, p).statistic)

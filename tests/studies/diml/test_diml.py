@@ -1,4 +1,4 @@
-"""Tests of the DIML study's wiring in lib.diml: distance, losses, encoder, result tables and DDP training."""
+"""Tests of the DIML study (lib/studies/diml): distance, losses, encoder, result tables and DDP training."""
 
 import json
 import os
@@ -12,13 +12,17 @@ import pytest
 import torch
 import torch.nn.functional as F
 
+import lib.studies.diml.loss
 from lib import params
-from lib.diml import DimlLoss, StructuralDistance, load_model, rerank_summary, results_table
+from lib.studies.diml.evaluate import rerank_summary, results_table
+from lib.studies.diml.loss import DimlLoss, StructuralDistance
+from lib.studies.diml.params import DimlParams, DimlTrainParams, StructuralParams
+from lib.studies.diml.train import load_model
 from lib.explain.structural import structural_similarity_matrix
-from lib.metrics import retrieval_metrics
+from lib.eval.metrics import retrieval_metrics
 from lib.models.backbone import diml_encoder
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[3]
 GRID, N_LOC, DIM = 4, 16, 8
 
 
@@ -37,14 +41,14 @@ def clustered_maps(seed: int, n_classes: int, per_class: int, noise: float = 0.9
 
 
 @pytest.fixture(scope="module")
-def smoke() -> params.DimlParams:
+def smoke() -> DimlParams:
     return params.profile("diml", "smoke", root=ROOT)
 
 
 # ------------------------------------------------------------------ StructuralDistance
 @pytest.mark.parametrize("marginals", ["cross_correlation", "uniform"])
 def test_structural_distance_matrix_equals_the_structural_similarity(marginals):
-    cfg = params.StructuralParams(epsilon=0.05, marginals=marginals, n_iters=200, tol=1e-6)
+    cfg = StructuralParams(epsilon=0.05, marginals=marginals, n_iters=200, tol=1e-6)
     queries, gallery = random_maps(0, 5), random_maps(1, 7)
     expected = structural_similarity_matrix(queries, gallery, epsilon=0.05, marginals=marginals, n_iters=200, tol=1e-6)
 
@@ -64,7 +68,7 @@ def test_structural_distance_matrix_equals_the_structural_similarity(marginals):
 
 
 def test_structural_distance_normalises_the_locations():
-    cfg = params.StructuralParams(epsilon=0.05, marginals="cross_correlation", n_iters=100, tol=1e-4)
+    cfg = StructuralParams(epsilon=0.05, marginals="cross_correlation", n_iters=100, tol=1e-4)
     maps = random_maps(2, 4)
     scale = torch.linspace(0.5, 3.0, N_LOC)[None, :, None]
     distance = StructuralDistance(N_LOC, cfg, as_similarity=True)
@@ -73,7 +77,7 @@ def test_structural_distance_normalises_the_locations():
 
 @pytest.mark.parametrize("as_similarity", [True, False])
 def test_structural_distance_has_finite_nonzero_gradients(as_similarity):
-    cfg = params.StructuralParams(epsilon=0.05, marginals="cross_correlation", n_iters=50, tol=1e-4)
+    cfg = StructuralParams(epsilon=0.05, marginals="cross_correlation", n_iters=50, tol=1e-4)
     queries = random_maps(3, 4).flatten(1).requires_grad_()
     gallery = random_maps(4, 6).flatten(1).requires_grad_()
     weights = torch.randn(4, 6, generator=torch.Generator().manual_seed(5))
@@ -84,7 +88,7 @@ def test_structural_distance_has_finite_nonzero_gradients(as_similarity):
 
 
 def test_structural_distance_of_a_batch_with_itself_equals_the_matrix():
-    cfg = params.StructuralParams(epsilon=0.05, marginals="cross_correlation", n_iters=2000, tol=1e-7)
+    cfg = StructuralParams(epsilon=0.05, marginals="cross_correlation", n_iters=2000, tol=1e-7)
     maps = random_maps(7, 6)
     expected = structural_similarity_matrix(maps, maps, epsilon=0.05, n_iters=2000, tol=1e-7)
     similarity = StructuralDistance(N_LOC, cfg, as_similarity=True)(maps.flatten(1))
@@ -93,16 +97,14 @@ def test_structural_distance_of_a_batch_with_itself_equals_the_matrix():
 
 
 def test_multi_similarity_miner_and_loss_share_one_solve(monkeypatch, smoke):
-    import lib.diml
-
     calls = []
-    solve = lib.diml.structural_plan_matrix
+    solve = lib.studies.diml.loss.structural_plan_matrix
 
     def counting(*args, **kwargs):
         calls.append(1)
         return solve(*args, **kwargs)
 
-    monkeypatch.setattr(lib.diml, "structural_plan_matrix", counting)
+    monkeypatch.setattr(lib.studies.diml.loss, "structural_plan_matrix", counting)
     local = random_maps(8, 20).requires_grad_()
     labels = torch.arange(4).repeat_interleave(5)
     loss = DimlLoss("multi_similarity", "structural", N_LOC, smoke.structural)
@@ -155,7 +157,7 @@ def metrics_of_ranking(ranking: np.ndarray, labels: np.ndarray) -> dict[str, flo
     return retrieval_metrics(labels[ranking], labels, np.bincount(labels)[labels] - 1)
 
 
-def reference_rankings(local: torch.Tensor, cfg: params.DimlParams):
+def reference_rankings(local: torch.Tensor, cfg: DimlParams):
     """Global ranking by argsort, and its head of rerank_k re-scored by structural + w * global."""
     glob = F.normalize(local.mean(dim=1), dim=-1)
     similarity = (glob @ glob.T).numpy()
@@ -228,7 +230,7 @@ def test_torchrun_trains_on_two_processes(tmp_path, smoke):
     data_dir = ROOT / "data"
     if not (data_dir / "mnist" / "mnist_5k.csv.gz").is_file():
         pytest.skip("data/mnist/mnist_5k.csv.gz is absent; run the fetch step (make data) first")
-    values = smoke.model_dump()
+    values = smoke.model_dump(include=set(DimlTrainParams.model_fields))
     values["device"] = "cpu"
     values["train"].update(epochs=1, max_steps_per_epoch=2, world_size=2)
     config = tmp_path / "config.json"
@@ -237,7 +239,7 @@ def test_torchrun_trains_on_two_processes(tmp_path, smoke):
 
     done = subprocess.run(
         [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
-         "-m", "lib.diml", "--config", str(config), "--loss", "margin", "--objective", "global",
+         "-m", "lib.studies.diml.train", "--config", str(config), "--loss", "margin", "--objective", "global",
          "--out", str(out), "--data-dir", str(data_dir)],
         cwd=ROOT, env={**os.environ, "OMP_NUM_THREADS": "1"}, capture_output=True, text=True, timeout=300,
     )

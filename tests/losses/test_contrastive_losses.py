@@ -5,7 +5,7 @@ import math
 import pytest
 import torch
 
-from lib.losses.clip import LogitScale, clip_loss
+from lib.losses.clip import GroupedClipLoss, LogitScale, clip_loss
 from lib.losses.ntxent import nt_xent
 
 
@@ -90,3 +90,18 @@ def test_learnable_logit_scale():
     with torch.no_grad():
         scale.log_scale.fill_(math.log(1000.0))
     assert scale().item() == pytest.approx(100.0)
+
+
+def test_grouped_clip_loss_is_the_mean_of_clip_losses_over_groups():
+    generator = torch.Generator().manual_seed(0)
+    captions = torch.randn(4, 6, generator=generator)
+    images = torch.randn(12, 6, generator=generator)
+    labels = torch.cat([torch.randperm(4, generator=generator) for _ in range(3)])  # 3 groups, each class once
+    loss = GroupedClipLoss(captions, init_temperature=0.1)
+    scale = loss.logit_scale()
+    expected = sum(clip_loss(images[g * 4 : (g + 1) * 4], captions[labels[g * 4 : (g + 1) * 4]], scale) for g in range(3)) / 3
+    torch.testing.assert_close(loss(images, labels), expected)
+    loss(images, labels).backward()
+    assert loss.logit_scale.log_scale.grad is not None  # the temperature is learned
+    with pytest.raises(ValueError, match="whole groups of 4"):
+        loss(images[:10], labels[:10])

@@ -13,8 +13,8 @@ from lib.explain.cocoa import (
     ContrastiveLabelFree,
     CorpusSimilarity,
     LabelFreeImportance,
-    encode,
 )
+from lib.eval.encode import encode
 
 DIM = 6
 DTYPE = torch.float64
