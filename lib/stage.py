@@ -306,13 +306,16 @@ def lib_dependencies(stage: Stage, root: Path) -> list[str]:
 
     Starts from the runner (this module), the study's package and the
     notebook's imports, and follows every static ``import`` of ``lib`` modules
-    (including package ``__init__`` files and imports inside functions);
-    the registry's dynamic discovery of the other studies is not followed.
+    (:func:`module_dependencies`); the registry's dynamic discovery of the
+    other studies is not followed.
     """
-    sources = [_notebook_source(root / stage.notebook)]
-    modules = {"lib.stage", f"lib.studies.{stage.study}"}
-    for source in sources:
-        modules |= _lib_imports(ast.parse(source), root)
+    start = {"lib.stage", f"lib.studies.{stage.study}"} | _lib_imports(ast.parse(_notebook_source(root / stage.notebook)), root)
+    return module_dependencies(start, root)
+
+
+def module_dependencies(modules: set[str], root: Path) -> list[str]:
+    """The files of ``modules`` and of every ``lib`` module they import, transitively (static imports,
+    including package ``__init__`` files and imports inside functions), relative to ``root``."""
     seen: set[str] = set()
     todo = sorted(modules)
     while todo:

@@ -131,3 +131,9 @@ def test_run_state_file_is_read_line_by_line(tmp_path):
     path.write_text('{"seed": 1, "flags": {}}\n\n{"seed": 2, "flags": {}}\n')
     assert [c["seed"] for c in S._read_run_state(path)] == [1, 2]
     assert os.environ.get(S.RUN_STATE_ENV) is None  # the runner sets it only around a run
+
+
+@pytest.mark.parametrize(("name", "modules"), [("paper", {"lib.paper"}), ("index", {"lib.index", *P.study_packages()})])
+def test_dvc_yaml_lists_the_lib_files_of_the_paper_and_the_index(name, modules):
+    listed = sorted(d for d in DVC[name]["deps"] if d.startswith("lib/"))
+    assert listed == S.module_dependencies(modules, ROOT)

@@ -24,11 +24,11 @@ def training_curves(history: pd.DataFrame | Sequence[Mapping], panels: Mapping[s
     groups = list(frame.groupby(hue, sort=False)) if hue else [(None, frame)]
     fig, axes = plt.subplots(1, len(panels), figsize=(4.2 * len(panels), 3.2), squeeze=False)
     for ax, (column, title) in zip(axes[0], panels.items(), strict=True):
-        for name, rows in groups:
+        for colour, (name, rows) in enumerate(groups):  # one colour per hue value in every panel
             rows = rows.dropna(subset=[column]) if column in rows else rows.iloc[:0]
             if len(rows):
                 label = (labels or {}).get(name, name) if name is not None else None
-                ax.plot(rows["epoch"] + 1, rows[column], marker="o", label=label)
+                ax.plot(rows["epoch"] + 1, rows[column], marker="o", label=label, color=f"C{colour}")
         ax.set_title(title, fontsize=10)
         ax.set_xlabel("epoch")
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))

@@ -22,6 +22,16 @@ Stages: ``cocoa_train`` (SimCLR, probe, image-text model) and ``cocoa_eval``.
 from lib.stage import Stage
 from lib.studies.cocoa.params import CocoaEvalParams, CocoaParams, CocoaTrainParams
 
+TITLE = "COCOA: contrastive corpus attributions"
+QUESTION = (
+    "Which pixels make an image similar to a corpus and unlike a foil, and do contrastive "
+    "corpus attributions beat their baselines?"
+)
+FIGURES = (  # under results/, for the front page
+    "cocoa/figures/removal_curves_integrated_gradients.png",
+    "cocoa/figures/attribution_examples.png",
+    "cocoa/figures/localisation_scores.png",
+)
 SECTIONS = {"cocoa": CocoaParams}
 STAGES = (
     Stage("cocoa_train", "cocoa", "cocoa", CocoaTrainParams),

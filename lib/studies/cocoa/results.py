@@ -13,16 +13,26 @@ from lib.studies.cocoa.benchmark import METRICS, SETTINGS, auc_table, cocoa_adva
 from lib.studies.cocoa.localisation import LOCALISATION_SCORES
 from lib.studies.cocoa.params import CocoaEvalParams
 
+#: The setting and metric of the plotted curves and the headline AUCs.
+PLOTTED = ("same_class", "contrastive_corpus_similarity")
+
 
 def save_results(
     out_dir: str | os.PathLike,
     cfg: CocoaEvalParams,
     aucs: pd.DataFrame,
+    curves: pd.DataFrame,
     localisation: pd.DataFrame,
     augmentation: pd.DataFrame,
     extra: dict[str, float],
 ) -> None:
-    """metrics.json (nested means and 95% half-widths, plus ``extra`` numbers) and the tables as CSV."""
+    """The study's results under ``out_dir``:
+
+    * ``metrics.json`` - the headline numbers a reader compares between runs (:func:`headline`);
+    * ``summary.json`` - nested means and 95% half-widths of every table, plus ``extra`` numbers (the paper reads it);
+    * ``plots/`` - the mean insertion and deletion curves per method, one column per target, for ``dvc plots``;
+    * ``tables/`` - the full tables as CSV.
+    """
     out_dir = Path(out_dir)
     summary = summarise(aucs)
     benchmark: dict = {}
@@ -34,7 +44,8 @@ def save_results(
         local.setdefault(row.scenes, {}).setdefault(row.method, {})[row.target] = {
             score: {"mean": getattr(row, score), "ci95": getattr(row, f"{score}_ci95")} for score in LOCALISATION_SCORES
         }
-    write_json(out_dir / "metrics.json", {
+    write_json(out_dir / "metrics.json", headline(summary, localisation, extra))
+    write_json(out_dir / "summary.json", {
         "benchmark": benchmark,
         "localisation": local,
         "augmentation_similarity": augmentation.groupby("augmentation", sort=False).similarity.mean().to_dict(),
@@ -51,3 +62,33 @@ def save_results(
         write_text(tables / f"table_{setting}_{metric}.csv", auc_table(summary, setting, metric).to_csv())
     write_text(tables / "localisation.csv", localisation.to_csv(index=False, float_format="%.4f"))
     write_text(tables / "augmentation_similarity.csv", augmentation.to_csv(index=False, float_format="%.4f"))
+    mean_curves = (curves[(curves.setting == PLOTTED[0]) & (curves.metric == PLOTTED[1])]
+                   .groupby(["method", "curve", "fraction", "target"], sort=False).score.mean())
+    for (method, curve), rows in mean_curves.groupby(level=["method", "curve"], sort=False):
+        wide = rows.droplevel(["method", "curve"]).unstack("target").reset_index()
+        write_text(out_dir / "plots" / f"{curve}_{method}.csv", wide.to_csv(index=False, float_format="%.5f"))
+
+
+def headline(summary: pd.DataFrame, localisation: pd.DataFrame, extra: dict) -> dict:
+    """The dozen numbers a reader compares between runs.
+
+    Per setting and curve, for the contrastive corpus similarity: COCOA's AUC and the
+    best other target's (random included), each averaged over the attribution methods
+    (insertion: higher is better, deletion: lower); the probe's test accuracy, the
+    caption-matching accuracy, and the pointing game of COCOA and of the corpus-only
+    target on crowded scenes with Integrated Gradients.
+    """
+    rows = summary[summary.metric == PLOTTED[1]]
+    by_target = rows.groupby(["setting", "curve", "target"], sort=False)["mean"].mean()
+    out: dict = {}
+    for (setting, curve), values in by_target.groupby(level=["setting", "curve"], sort=False):
+        values = values.droplevel(["setting", "curve"])
+        others = values.drop("cocoa")
+        best = others.max() if curve == "insertion" else others.min()
+        out[f"{setting}_{curve}"] = {"cocoa": round(float(values["cocoa"]), 4), "best_other": round(float(best), 4)}
+    crowded = localisation[(localisation.scenes == "crowded") & (localisation.method == "integrated_gradients")]
+    pointing = crowded.set_index("target")["pointing_game"]
+    out["probe_test_accuracy"] = round(float(extra["probe_test_accuracy"]), 4)
+    out["caption_accuracy"] = round(float(extra["zero_shot_accuracy"]), 4)
+    out["crowded_pointing_game"] = {t: round(float(pointing[t]), 4) for t in ("cocoa", "corpus") if t in pointing}
+    return out

@@ -20,6 +20,16 @@ split (:mod:`.evaluate`). Stages: ``concepts_train@<city>`` trains both
 from lib.stage import Stage
 from lib.studies.concepts.params import ConceptsEvalParams, ConceptsParams, ConceptsTrainParams
 
+TITLE = "Concepts: Rank-N-Contrast pretraining and TCAV per outcome interval"
+QUESTION = (
+    "Does Rank-N-Contrast pretraining order the latent space by a socioeconomic outcome, and "
+    "which land-cover concepts drive each outcome interval?"
+)
+FIGURES = (  # under results/, for the front page
+    "concepts/*/figures/metrics.png",
+    "concepts/*/figures/concept_sensitivity.png",
+    "concepts/*/figures/ground_truth_agreement.png",
+)
 SECTIONS = {"concepts": ConceptsParams}
 STAGES = (
     Stage("concepts_train", "concepts", "concepts", ConceptsTrainParams, {"city": "cities"}),

@@ -154,6 +154,7 @@ def agreement_table(tcav: dict[str, pd.DataFrame], true_effects: pd.Series) -> p
 
 # ------------------------------------------------------------------ results
 _COUNTS = ("best_epoch", "n_concepts")
+HEADLINE = ("r2", "latent_spearman", "knn_r2")  # per variant in metrics.json, with the ground-truth agreement
 
 
 def _finite(x: float) -> float | None:
@@ -171,7 +172,14 @@ def _plain(table: pd.DataFrame) -> pd.DataFrame:
 def save_results(out_dir: str | os.PathLike, city: str, data: TileData, split: Split, metrics: pd.DataFrame,
                  history: pd.DataFrame, cfg: ConceptsEvalParams, sets: ConceptSets | None = None,
                  tcav: dict[str, pd.DataFrame] | None = None, agreement: pd.DataFrame | None = None) -> None:
-    """``metrics.json`` and CSV tables under ``out_dir`` (e.g. ``results/concepts/<city>``)."""
+    """The city's results under ``out_dir`` (e.g. ``results/concepts/<city>``):
+
+    * ``metrics.json`` - the headline numbers a reader compares between runs: per variant the
+      test R^2, the latent ordering (distance Spearman, kNN R^2) and the ground-truth agreement;
+    * ``summary.json`` - every metric, the TCAV settings and significant cells (the paper reads it);
+    * ``plots/validation_r2.csv`` - the validation R^2 per epoch of both variants, for ``dvc plots``;
+    * ``tables/`` - the full tables as CSV.
+    """
     out_dir = Path(out_dir)
     summary = {
         "city": city, "outcome": data.outcome_name, "units": data.units,
@@ -204,7 +212,13 @@ def save_results(out_dir: str | os.PathLike, city: str, data: TileData, split: S
             v: {k: int(x) if k in _COUNTS else _finite(x) for k, x in row.drop("statistic").items()}
             for v, row in headline.iterrows()
         }
-    write_json(out_dir / "metrics.json", summary)
+    write_json(out_dir / "summary.json", summary)
+    headline = {v: {k: summary["variants"][v][k] for k in HEADLINE} for v in summary["variants"]}
+    for v, row in summary.get("ground_truth_agreement", {}).items():
+        headline[v]["ground_truth_spearman"] = row["spearman"]
+    write_json(out_dir / "metrics.json", headline)
+    curves = history.assign(epoch=history["epoch"] + 1).pivot(index="epoch", columns="variant", values="val_score")
+    write_text(out_dir / "plots" / "validation_r2.csv", curves.reset_index().to_csv(index=False, float_format="%.5f"))
 
 
 def conclusion(metrics: pd.DataFrame, agreement: pd.DataFrame | None, statistic: str) -> str:

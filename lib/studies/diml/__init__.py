@@ -22,6 +22,16 @@ from typing import get_args
 from lib.stage import Stage
 from lib.studies.diml.params import DimlEvalParams, DimlParams, DimlTrainParams, Loss, Objective
 
+TITLE = "DIML: structural matching for deep metric learning"
+QUESTION = (
+    "Does structural matching (optimal transport between feature maps) improve metric learning "
+    "on unseen classes, and which parts of two images make them similar?"
+)
+FIGURES = (  # under results/, for the front page
+    "diml/figures/retrieval.png",
+    "diml/figures/structural_matches.png",
+    "diml/figures/training_curves.png",
+)
 SECTIONS = {"diml": DimlParams}
 STAGES = (
     Stage("diml_train", "diml", "diml", DimlTrainParams, {"loss": get_args(Loss), "objective": get_args(Objective)}),

@@ -25,6 +25,7 @@ from lib.runtime import Runtime
 from lib.studies.diml.params import DimlEvalParams, Reranking, StructuralParams
 
 VARIANTS = ("baseline", "rerank", "structural")
+HEADLINE = ("recall_at_1", "map_at_r")  # per loss and variant in metrics.json
 
 
 def embed(model: nn.Module, dataset: MnistDataset, rt: Runtime, batch_size: int = 256) -> torch.Tensor:
@@ -86,7 +87,14 @@ def history_frame(meta: dict) -> pd.DataFrame:
 
 
 def save_results(table: pd.DataFrame, history: pd.DataFrame, cfg: DimlEvalParams, out_dir: str | os.PathLike) -> None:
-    """metrics.json ({loss: {variant: metrics}} plus the settings that produced it) and CSV tables."""
+    """The study's results under ``out_dir``:
+
+    * ``metrics.json`` - the headline numbers a reader compares between runs
+      (Recall@1 and MAP@R per loss and variant), for ``dvc metrics``;
+    * ``summary.json`` - every metric of every variant and the settings that produced them (the paper reads it);
+    * ``plots/`` - training curves and the retrieval table as CSV, for ``dvc plots``;
+    * ``tables/`` - the full tables as CSV.
+    """
     metrics_by_loss = {
         loss: {row.variant: {k: float(v) for k, v in row._asdict().items() if k not in ("Index", "loss", "variant")}
                for row in rows.itertuples()}
@@ -94,6 +102,10 @@ def save_results(table: pd.DataFrame, history: pd.DataFrame, cfg: DimlEvalParams
     }
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", {
+        loss: {variant: {k: round(values[k], 4) for k in HEADLINE} for variant, values in variants.items()}
+        for loss, variants in metrics_by_loss.items()
+    })
+    write_json(out_dir / "summary.json", {
         "retrieval": metrics_by_loss,
         "rerank_k": cfg.eval.rerank_k,
         "epsilon": cfg.structural.epsilon,
@@ -103,6 +115,13 @@ def save_results(table: pd.DataFrame, history: pd.DataFrame, cfg: DimlEvalParams
     })
     write_text(out_dir / "tables" / "retrieval.csv", table.to_csv(index=False, float_format="%.4f"))
     write_text(out_dir / "tables" / "training_history.csv", history.to_csv(index=False, float_format="%.5f"))
+    # One column per model, one row per epoch (counted from 1): dvc plots draws a line per column.
+    by_epoch = history.assign(epoch=history["epoch"] + 1, model=history["model"].str.replace(" / ", "_"))
+    for value, name in (("val_score", "validation_map_at_r"), ("loss", "training_loss")):
+        wide = by_epoch.pivot(index="epoch", columns="model", values=value).reset_index()
+        write_text(out_dir / "plots" / f"{name}.csv", wide.to_csv(index=False, float_format="%.5f"))
+    bars = table.assign(model=table["loss"] + " " + table["variant"])[["model", *HEADLINE]]
+    write_text(out_dir / "plots" / "retrieval.csv", bars.to_csv(index=False, float_format="%.4f"))
 
 
 def rerank_summary(table: pd.DataFrame) -> str:

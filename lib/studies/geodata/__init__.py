@@ -12,6 +12,15 @@ from lib.data.city import CityConfig
 from lib.stage import Stage
 from lib.studies.geodata.params import CitiesParams, MapsParams
 
+TITLE = "Datasets: generated cities and map tiles"
+QUESTION = (
+    "The places the region and map studies read: cities generated with known ground truth, and "
+    "map tiles of Helsinki and of the cities."
+)
+FIGURES = (  # under results/, for the front page
+    "cities/*/mosaic.png",
+    "cities/*/outcomes.png",
+)
 SECTIONS = {"cities": CitiesParams, "maps": MapsParams}
 STAGES = (
     Stage("city", "geodata", "cities", CityConfig, {"city": "cities"}, entry="city"),

@@ -1,0 +1,153 @@
+"""The front page of a run: ``results/index.html``, one section per study.
+
+``python -m lib.index results/index.html`` (the ``index`` stage) lists, for every
+study package (:mod:`lib.studies`), its question, its headline numbers (each
+``metrics.json`` under its results), its key figures, and its rendered notebooks
+with what their run manifests say (revision, device, wall time, peak memory),
+and links the compiled paper. The page is self-contained: relative links only,
+inline styles, no script and nothing fetched from a network, so it reads the
+same from a folder, a DVC remote or an archive.
+
+A study names what the page shows in its package: ``TITLE``, ``QUESTION`` and
+``FIGURES`` (paths under ``results/``, wildcards allowed).
+"""
+
+from __future__ import annotations
+
+import html
+import importlib
+import json
+import sys
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+
+from lib import params as P
+from lib.io import project_root, write_text
+from lib.stage import Stage, stages
+
+STYLE = """
+body { font: 15px/1.45 system-ui, sans-serif; max-width: 70rem; margin: 2rem auto; padding: 0 1rem; color: #222; }
+h1 { font-size: 1.6rem; margin-bottom: .2rem; } h2 { margin-top: 2.4rem; border-bottom: 1px solid #ddd; }
+nav a { margin-right: 1rem; } .question { color: #444; font-style: italic; }
+table { border-collapse: collapse; margin: .6rem 0; font-size: .9rem; }
+th, td { padding: .2rem .6rem; border-bottom: 1px solid #eee; text-align: right; }
+th:first-child, td:first-child { text-align: left; } caption { text-align: left; font-weight: 600; padding: .3rem 0; }
+.figures { display: flex; flex-wrap: wrap; gap: .8rem; } .figures a { flex: 1 1 20rem; }
+.figures img { width: 100%; border: 1px solid #ddd; } .figures span { font-size: .8rem; color: #555; }
+.muted { color: #777; font-size: .85rem; }
+"""
+
+
+def flatten(values: Mapping, prefix: tuple[str, ...] = ()) -> Iterator[tuple[tuple[str, ...], object]]:
+    """(key path, leaf value) of a nested mapping."""
+    for key, value in values.items():
+        if isinstance(value, Mapping):
+            yield from flatten(value, (*prefix, str(key)))
+        else:
+            yield (*prefix, str(key)), value
+
+
+def metrics_table(path: Path, root: Path) -> str:
+    """A metrics.json as a table: rows are the paths to the leaves' parents, columns the leaf names."""
+    values = json.loads(path.read_text(encoding="utf-8"))
+    rows: dict[str, dict[str, object]] = {}
+    for keys, value in flatten(values):
+        rows.setdefault(" / ".join(keys[:-1]) or "-", {})[keys[-1]] = value
+    columns = list(dict.fromkeys(c for row in rows.values() for c in row))
+    head = "".join(f"<th>{html.escape(c)}</th>" for c in ["", *columns])
+    body = "".join(
+        "<tr><td>" + html.escape(name) + "</td>"
+        + "".join(f"<td>{_number(row.get(c))}</td>" for c in columns) + "</tr>"
+        for name, row in rows.items()
+    )
+    caption = html.escape(str(path.relative_to(root / "results")))
+    return f"<table><caption>{caption}</caption><tr>{head}</tr>{body}</table>"
+
+
+def _number(value: object) -> str:
+    if value is None:
+        return "&ndash;"
+    if isinstance(value, float):
+        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+    return html.escape(str(value))
+
+
+def rendered_runs(stage: Stage, results: Path) -> list[tuple[Path, dict | None]]:
+    """The rendered notebooks (HTML) of a stage, each with its run manifest if there is one."""
+    folder = results / stage.section
+    pages = sorted({*folder.glob(f"{stage.name}.html"), *folder.glob(f"{stage.name}_*.html")})
+    runs = []
+    for page in pages:
+        manifest = page.with_suffix(".run.json")
+        runs.append((page, json.loads(manifest.read_text(encoding="utf-8")) if manifest.exists() else None))
+    return runs
+
+
+def run_row(page: Path, manifest: dict | None, results: Path) -> str:
+    link = f'<a href="{html.escape(page.relative_to(results).as_posix())}">{html.escape(page.stem)}</a>'
+    if manifest is None:
+        return f"<tr><td>{link}</td><td colspan=5 class=muted>no run manifest</td></tr>"
+    git = manifest.get("git") or {}
+    revision = (git.get("revision") or "?")[:8] + (" (dirty)" if git.get("dirty") else "")
+    record = f'<a href="{html.escape(page.with_suffix(".run.json").relative_to(results).as_posix())}">run.json</a>'
+    cells = [revision, manifest.get("device", "?"), f"{manifest.get('wall_time_s', 0):.0f} s",
+             f"{manifest.get('peak_memory_mib', 0):.0f} MiB"]
+    return f"<tr><td>{link}</td>" + "".join(f"<td>{html.escape(str(c))}</td>" for c in cells) + f"<td>{record}</td></tr>"
+
+
+def study_section(package: str, root: Path) -> str:
+    """One study: question, headline numbers, key figures, notebooks and their runs."""
+    module = importlib.import_module(package)
+    name = package.rpartition(".")[2]
+    results = root / "results"
+    own = [s for s in stages().values() if s.study == name]
+    sections = list(dict.fromkeys(s.section for s in own))
+    parts = [f'<h2 id="{name}">{html.escape(getattr(module, "TITLE", name))}</h2>']
+    if getattr(module, "QUESTION", None):
+        parts.append(f'<p class="question">{html.escape(module.QUESTION)}</p>')
+    metrics = sorted(p for section in sections for p in (results / section).rglob("metrics.json"))
+    parts += [metrics_table(p, root) for p in metrics] or ['<p class="muted">no metrics.json yet</p>']
+    figures = [p for pattern in getattr(module, "FIGURES", ()) for p in sorted(results.glob(pattern))]
+    if figures:
+        parts.append('<div class="figures">' + "".join(
+            f'<a href="{html.escape(p.relative_to(results).as_posix())}"><img src="{html.escape(p.relative_to(results).as_posix())}" '
+            f'alt="{html.escape(p.stem)}"><span>{html.escape(p.relative_to(results).as_posix())}</span></a>'
+            for p in figures) + "</div>")
+    rows = [run_row(page, manifest, results) for stage in own for page, manifest in rendered_runs(stage, results)]
+    if rows:
+        head = "".join(f"<th>{h}</th>" for h in ("notebook", "revision", "device", "wall time", "peak memory", "manifest"))
+        parts.append(f"<table><caption>rendered notebooks</caption><tr>{head}</tr>{''.join(rows)}</table>")
+    return "\n".join(parts)
+
+
+def build_index(root: Path) -> str:
+    """The whole page as HTML text."""
+    packages = P.study_packages()
+    names = [p.rpartition(".")[2] for p in packages]
+    nav = " ".join(f'<a href="#{n}">{n}</a>' for n in names)
+    paper = root / "paper" / "paper.pdf"
+    paper_link = '<a href="../paper/paper.pdf">the paper (PDF)</a>' if paper.exists() else "the paper (not compiled yet)"
+    body = "\n".join(study_section(p, root) for p in packages)
+    return (
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
+        "<title>Explainable contrastive representation learning: results</title>"
+        f"<style>{STYLE}</style></head><body>"
+        "<h1>Explainable contrastive representation learning on images and places</h1>"
+        f"<p>Results of this run of the pipeline, by study: headline numbers, key figures and the rendered "
+        f"notebooks that made them. Read {paper_link} for the whole story.</p><nav>{nav}</nav>\n{body}\n</body></html>\n"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if len(argv) != 1:
+        print("usage: python -m lib.index results/index.html", file=sys.stderr)
+        return 2
+    root = project_root()
+    out = write_text(argv[0], build_index(root))
+    print(f"wrote {out}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
