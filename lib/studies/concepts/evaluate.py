@@ -218,6 +218,7 @@ def save_results(out_dir: str | os.PathLike, city: str, data: TileData, split: S
         headline[v]["ground_truth_spearman"] = row["spearman"]
     write_json(out_dir / "metrics.json", headline)
     curves = history.assign(epoch=history["epoch"] + 1).pivot(index="epoch", columns="variant", values="val_score")
+    curves = curves[list(dict.fromkeys(history["variant"]))]  # the variants in their own order
     write_text(out_dir / "plots" / "validation_r2.csv", curves.reset_index().to_csv(index=False, float_format="%.5f"))
 
 

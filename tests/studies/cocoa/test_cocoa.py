@@ -228,3 +228,27 @@ def test_packaged_text_encoder_loads_offline_and_embeds_in_384_dimensions():
     torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(10))
     similarity = embeddings @ embeddings.T
     assert similarity.fill_diagonal_(0).max() < 0.99  # ten different captions, ten different embeddings
+
+
+def test_headline_compares_cocoa_with_the_best_other_target():
+    import pandas as pd
+
+    from lib.studies.cocoa.results import headline
+
+    rows = []
+    for target, ins, dele in (("cocoa", 0.8, 0.2), ("corpus", 0.7, 0.1), ("label_free", 0.9, 0.4), ("random", 0.5, 0.5)):
+        for method in ("integrated_gradients", "rise"):
+            for curve, value in (("insertion", ins), ("deletion", dele)):
+                rows.append({"setting": "same_class", "metric": "contrastive_corpus_similarity", "target": target,
+                             "method": method, "curve": curve, "mean": value, "ci95": 0.01, "n_seeds": 2})
+                rows.append({"setting": "same_class", "metric": "corpus_majority_probability", "target": target,
+                             "method": method, "curve": curve, "mean": 0.0, "ci95": 0.0, "n_seeds": 2})
+    localisation = pd.DataFrame([
+        {"scenes": "crowded", "method": "integrated_gradients", "target": t, "pointing_game": p}
+        for t, p in (("cocoa", 0.74), ("corpus", 0.7), ("random", 0.1))
+    ])
+    out = headline(pd.DataFrame(rows), localisation, {"probe_test_accuracy": 0.94, "zero_shot_accuracy": 0.85})
+    assert out["same_class_insertion"] == {"cocoa": 0.8, "best_other": 0.9}  # higher is better
+    assert out["same_class_deletion"] == {"cocoa": 0.2, "best_other": 0.1}  # lower is better
+    assert out["crowded_pointing_game"] == {"cocoa": 0.74, "corpus": 0.7}
+    assert out["probe_test_accuracy"] == 0.94 and out["caption_accuracy"] == 0.85

@@ -157,8 +157,14 @@ def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path):
 
     evaluate.save_results(tmp_path / "results", "tiny", data, split, metrics, model.history_frame(trained), eval_cfg,
                           sets=sets, tcav=tcav, agreement=agreement)
-    saved = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    saved = json.loads((tmp_path / "results" / "summary.json").read_text())
     assert saved["variants"]["rnc"]["r2"] == pytest.approx(metrics.loc["rnc", "r2"])
     assert saved["tiles"] == {"fit": len(split.fit), "validation": len(split.val), "test": len(split.test)}
     assert set(saved["ground_truth_agreement"]) == {"rnc"}
+    headline = json.loads((tmp_path / "results" / "metrics.json").read_text())
+    assert set(headline) == {"rnc", "baseline"}
+    assert set(headline["rnc"]) == {"r2", "latent_spearman", "knn_r2", "ground_truth_spearman"}
+    assert headline["baseline"]["knn_r2"] == pytest.approx(metrics.loc["baseline", "knn_r2"])
+    curves = pd.read_csv(tmp_path / "results" / "plots" / "validation_r2.csv")
+    assert list(curves.columns) == ["epoch", "rnc", "baseline"] and curves["epoch"].tolist() == [1]
     assert (tmp_path / "results" / "tables" / "tcav_intervals.csv").exists()

@@ -254,3 +254,27 @@ def test_torchrun_trains_on_two_processes(tmp_path, smoke):
     with torch.no_grad():
         local = model(torch.randn(2, 1, 28, 28))
     assert local.shape == (2, smoke.model.grid**2, smoke.model.embedding_dim)
+
+
+def test_save_results_writes_headline_metrics_summary_and_plot_data(tmp_path, smoke):
+    rows = [{"loss": loss, "variant": v, "recall_at_1": 0.5 + i / 10, "recall_at_2": 0.7, "recall_at_4": 0.8,
+             "recall_at_8": 0.9, "r_precision": 0.3, "map_at_r": 0.2 + i / 100, "nmi": 0.4}
+            for loss in ("margin", "multi_similarity") for i, v in enumerate(("baseline", "rerank", "structural"))]
+    history = pd.concat([
+        pd.DataFrame({"epoch": [0, 1], "loss": [1.0, 0.5], "val_score": [0.3, 0.6]}).assign(model=f"{loss} / {objective}")
+        for loss in ("margin", "multi_similarity") for objective in ("global", "structural")
+    ])
+    from lib.studies.diml.evaluate import save_results
+
+    save_results(pd.DataFrame(rows), history, smoke, tmp_path)
+    headline = json.loads((tmp_path / "metrics.json").read_text())
+    assert headline["margin"]["rerank"] == {"recall_at_1": 0.6, "map_at_r": 0.21}
+    assert sum(len(v) for variants in headline.values() for v in variants.values()) == 12  # a dozen numbers
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["retrieval"]["multi_similarity"]["structural"]["nmi"] == 0.4
+    assert summary["best_epochs"]["margin / global"] == 1 and summary["rerank_k"] == smoke.eval.rerank_k
+    curves = pd.read_csv(tmp_path / "plots" / "validation_map_at_r.csv")
+    assert list(curves.columns) == ["epoch", "margin_global", "margin_structural", "multi_similarity_global",
+                                    "multi_similarity_structural"]
+    assert curves["epoch"].tolist() == [1, 2] and curves["margin_global"].tolist() == [0.3, 0.6]
+    assert pd.read_csv(tmp_path / "plots" / "retrieval.csv")["model"].tolist()[:2] == ["margin baseline", "margin rerank"]
