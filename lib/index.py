@@ -52,7 +52,10 @@ def metrics_table(path: Path, root: Path) -> str:
     values = json.loads(path.read_text(encoding="utf-8"))
     rows: dict[str, dict[str, object]] = {}
     for keys, value in flatten(values):
-        rows.setdefault(" / ".join(keys[:-1]) or "-", {})[keys[-1]] = value
+        if len(keys) == 1:  # a number at the top level: a row of its own
+            rows.setdefault(keys[0], {})["value"] = value
+        else:
+            rows.setdefault(" / ".join(keys[:-1]), {})[keys[-1]] = value
     columns = list(dict.fromkeys(c for row in rows.values() for c in row))
     head = "".join(f"<th>{html.escape(c)}</th>" for c in ["", *columns])
     body = "".join(
@@ -68,7 +71,9 @@ def _number(value: object) -> str:
     if value is None:
         return "&ndash;"
     if isinstance(value, float):
-        return f"{value:.4g}" if abs(value) >= 1e-3 or value == 0 else f"{value:.2e}"
+        if value == 0:
+            return "0"  # also -0.0
+        return f"{value:.4g}" if abs(value) >= 1e-3 else f"{value:.2e}"
     return html.escape(str(value))
 
 

@@ -14,7 +14,8 @@ def make_run(root: Path) -> Path:
     (diml / "figures").mkdir(parents=True)
     (diml / "figures" / "retrieval.png").write_bytes(b"\x89PNG")
     (diml / "metrics.json").write_text(json.dumps(
-        {"margin": {"baseline": {"recall_at_1": 0.86, "map_at_r": 0.359}, "rerank": {"recall_at_1": 0.874, "map_at_r": None}}}))
+        {"margin": {"baseline": {"recall_at_1": 0.86, "map_at_r": 0.359}, "rerank": {"recall_at_1": 0.874, "map_at_r": None}},
+         "probe_accuracy": 0.936, "gap": -0.0}))
     (diml / "diml_eval.html").write_text("<html></html>")
     (diml / "diml_eval.run.json").write_text(json.dumps(
         {"git": {"revision": "0123456789abcdef", "dirty": True}, "device": "cpu", "wall_time_s": 23.1, "peak_memory_mib": 812.0}))
@@ -34,6 +35,8 @@ def test_page_shows_numbers_figures_and_runs_and_every_link_resolves(tmp_path):
     assert '<h2 id="diml">DIML: structural matching' in page and "<nav>" in page
     assert "<td>margin / baseline</td><td>0.86</td><td>0.359</td>" in page
     assert "&ndash;" in page  # a missing number is shown as such
+    assert "<td>probe_accuracy</td><td>&ndash;</td><td>&ndash;</td><td>0.936</td>" in page  # top-level numbers: a row each
+    assert "<td>gap</td><td>&ndash;</td><td>&ndash;</td><td>0</td>" in page
     assert "01234567 (dirty)" in page and "23 s" in page and "no run manifest" in page
     links = re.findall(r'(?:href|src)="([^"#][^"]*)"', page)
     assert "diml/figures/retrieval.png" in links and "../paper/paper.pdf" in links

@@ -150,8 +150,11 @@ def test_metrics_show_lists_each_study_with_a_few_headline_numbers(repo: Path):
 def test_plots_show_renders_the_declared_data_plots(repo: Path):
     declared = yaml.safe_load((repo / "dvc.yaml").read_text())["plots"]
     for plot in declared:
-        for path in next(iter(plot.values()))["y"]:
-            assert (repo / path).stat().st_size > 0, path
+        spec = next(iter(plot.values()))
+        for path, columns in spec["y"].items():
+            header = (repo / path).read_text().splitlines()[0].split(",")
+            wanted = [spec["x"], *([columns] if isinstance(columns, str) else columns)]
+            assert set(wanted) <= set(header), f"{path} lacks {set(wanted) - set(header)}"
     out = repo / "plots_html"
     done = run(["dvc", "plots", "show", "-o", str(out)], repo)
     assert "ERROR" not in done.stdout + done.stderr

@@ -62,11 +62,16 @@ def save_results(
         write_text(tables / f"table_{setting}_{metric}.csv", auc_table(summary, setting, metric).to_csv())
     write_text(tables / "localisation.csv", localisation.to_csv(index=False, float_format="%.4f"))
     write_text(tables / "augmentation_similarity.csv", augmentation.to_csv(index=False, float_format="%.4f"))
-    mean_curves = (curves[(curves.setting == PLOTTED[0]) & (curves.metric == PLOTTED[1])]
-                   .groupby(["method", "curve", "fraction", "target"], sort=False).score.mean())
+    # One file per method and curve, one column per target; the random ranking (its own "method") in every file.
+    plotted = curves[(curves.setting == PLOTTED[0]) & (curves.metric == PLOTTED[1])]
+    mean_curves = plotted.groupby(["method", "curve", "fraction", "target"], sort=False).score.mean().unstack("target")
     for (method, curve), rows in mean_curves.groupby(level=["method", "curve"], sort=False):
-        wide = rows.droplevel(["method", "curve"]).unstack("target").reset_index()
-        write_text(out_dir / "plots" / f"{curve}_{method}.csv", wide.to_csv(index=False, float_format="%.5f"))
+        if method == "random":
+            continue
+        wide = rows.droplevel(["method", "curve"]).dropna(axis=1, how="all")
+        if ("random", curve) in mean_curves.index.droplevel("fraction"):
+            wide["random"] = mean_curves.loc[("random", curve), "random"]
+        write_text(out_dir / "plots" / f"{curve}_{method}.csv", wide.reset_index().to_csv(index=False, float_format="%.5f"))
 
 
 def headline(summary: pd.DataFrame, localisation: pd.DataFrame, extra: dict) -> dict:

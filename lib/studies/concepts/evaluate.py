@@ -162,6 +162,10 @@ def _finite(x: float) -> float | None:
     return float(x) if np.isfinite(x) else None
 
 
+def _rounded(x: float | None) -> float | None:
+    return None if x is None else round(x, 4)
+
+
 def _plain(table: pd.DataFrame) -> pd.DataFrame:
     """A copy without ``attrs`` (pandas cannot compare attrs holding arrays when concatenating)."""
     out = table.copy()
@@ -213,9 +217,9 @@ def save_results(out_dir: str | os.PathLike, city: str, data: TileData, split: S
             for v, row in headline.iterrows()
         }
     write_json(out_dir / "summary.json", summary)
-    headline = {v: {k: summary["variants"][v][k] for k in HEADLINE} for v in summary["variants"]}
+    headline = {v: {k: _rounded(summary["variants"][v][k]) for k in HEADLINE} for v in summary["variants"]}
     for v, row in summary.get("ground_truth_agreement", {}).items():
-        headline[v]["ground_truth_spearman"] = row["spearman"]
+        headline[v]["ground_truth_spearman"] = _rounded(row["spearman"])
     write_json(out_dir / "metrics.json", headline)
     curves = history.assign(epoch=history["epoch"] + 1).pivot(index="epoch", columns="variant", values="val_score")
     curves = curves[list(dict.fromkeys(history["variant"]))]  # the variants in their own order

@@ -1,6 +1,7 @@
 """Tests of the COCOA study's pieces: digit scenes, augmentations, localisation scores, parameters, probe,
 batching for the image-text loss, the benchmark's table shapes and the packaged text encoder."""
 
+import json
 import os
 
 import numpy as np
@@ -252,3 +253,29 @@ def test_headline_compares_cocoa_with_the_best_other_target():
     assert out["same_class_deletion"] == {"cocoa": 0.2, "best_other": 0.1}  # lower is better
     assert out["crowded_pointing_game"] == {"cocoa": 0.74, "corpus": 0.7}
     assert out["probe_test_accuracy"] == 0.94 and out["caption_accuracy"] == 0.85
+
+
+def test_plot_data_has_one_file_per_method_and_curve_with_the_random_ranking_in_each(tmp_path):
+    import pandas as pd
+
+    from lib.studies.cocoa import results
+
+    rows = [{"seed": seed, "setting": "same_class", "metric": "contrastive_corpus_similarity", "target": target,
+             "method": method, "curve": curve, "fraction": f, "score": f * (2 if target == "cocoa" else 1) + seed}
+            for seed in (0, 1) for target, method in (("cocoa", "rise"), ("corpus", "rise"), ("random", "random"))
+            for curve in ("insertion", "deletion") for f in (0.0, 0.5, 1.0)]
+    curves = pd.DataFrame(rows)
+    aucs = curves.groupby(["seed", "setting", "metric", "target", "method", "curve"], as_index=False).score.mean()
+    aucs = aucs.rename(columns={"score": "auc"})
+    localisation = pd.DataFrame([{"scenes": "crowded", "method": "integrated_gradients", "target": "cocoa",
+                                  "n_scenes": 2, **{s: 0.5 for s in ("pointing_game", "mass_in_box", "points_at_other_digit")},
+                                  **{f"{s}_ci95": 0.1 for s in ("pointing_game", "mass_in_box", "points_at_other_digit")}}])
+    augmentation = pd.DataFrame({"image": [0], "augmentation": ["crop"], "similarity": [0.3]})
+    cfg = P.CocoaParams.model_validate(SMALL)
+    results.save_results(tmp_path, cfg, aucs, curves, localisation, augmentation,
+                         {"probe_test_accuracy": 0.9, "zero_shot_accuracy": 0.8})
+    assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["deletion_rise.csv", "insertion_rise.csv"]
+    wide = pd.read_csv(tmp_path / "plots" / "insertion_rise.csv")
+    assert list(wide.columns) == ["fraction", "cocoa", "corpus", "random"]
+    assert wide["cocoa"].tolist() == [0.5, 1.5, 2.5] and wide["random"].tolist() == [0.5, 1.0, 1.5]  # means over seeds
+    assert {"same_class_insertion", "probe_test_accuracy"} <= set(json.loads((tmp_path / "metrics.json").read_text()))

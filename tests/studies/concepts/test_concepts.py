@@ -164,7 +164,7 @@ def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path):
     headline = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert set(headline) == {"rnc", "baseline"}
     assert set(headline["rnc"]) == {"r2", "latent_spearman", "knn_r2", "ground_truth_spearman"}
-    assert headline["baseline"]["knn_r2"] == pytest.approx(metrics.loc["baseline", "knn_r2"])
+    assert headline["baseline"]["knn_r2"] == pytest.approx(metrics.loc["baseline", "knn_r2"], abs=5e-5)
     curves = pd.read_csv(tmp_path / "results" / "plots" / "validation_r2.csv")
     assert list(curves.columns) == ["epoch", "rnc", "baseline"] and curves["epoch"].tolist() == [1]
     assert (tmp_path / "results" / "tables" / "tcav_intervals.csv").exists()
