@@ -111,7 +111,7 @@ def study_section(package: str, root: Path) -> str:
     if getattr(module, "QUESTION", None):
         parts.append(f'<p class="question">{html.escape(module.QUESTION)}</p>')
     metrics = sorted(p for section in sections for p in (results / section).rglob("metrics.json"))
-    parts += [metrics_table(p, root) for p in metrics] or ['<p class="muted">no metrics.json yet</p>']
+    parts += [metrics_table(p, root) for p in metrics]
     figures = [p for pattern in getattr(module, "FIGURES", ()) for p in sorted(results.glob(pattern))]
     if figures:
         parts.append('<div class="figures">' + "".join(
