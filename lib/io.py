@@ -70,28 +70,44 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> None:
         fig.savefig(tmp, dpi=dpi, bbox_inches="tight")
 
 
+#: The one safetensors metadata key the compendium writes (see :func:`save_weights`).
+METADATA_KEY = "compendium"
+
+
 def save_weights(
     path: str | os.PathLike,
     state_dict: Mapping[str, torch.Tensor],
     metadata: Mapping[str, Any] | None = None,
 ) -> Path:
-    """Save a state dict as safetensors with JSON-encoded metadata, atomically."""
+    """Save a state dict as safetensors with JSON metadata, atomically and byte-reproducibly.
+
+    The metadata go into the header as one JSON string with sorted keys:
+    safetensors writes a header of several metadata keys in a different order
+    in every process, so the same weights would hash differently run to run.
+    """
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
-    meta = {k: json.dumps(v, default=_jsonable) for k, v in (metadata or {}).items()}
+    meta = {METADATA_KEY: json.dumps(dict(metadata or {}), sort_keys=True, default=_jsonable)}
     with atomic_path(path) as tmp:
         save_file(tensors, str(tmp), metadata=meta)
     return Path(path)
 
 
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
-    """Load a safetensors file written by :func:`save_weights`: (tensors, metadata)."""
+    """Load a safetensors file written by :func:`save_weights`: (tensors, metadata).
+
+    Files with one JSON value per metadata key (as earlier versions wrote them) load too.
+    """
     from safetensors import safe_open
 
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"{path} does not exist; run the stage that trains it (dvc repro)")
     with safe_open(str(path), framework="pt") as f:
-        meta = {k: json.loads(v) for k, v in (f.metadata() or {}).items()}
+        header = f.metadata() or {}
+    if set(header) == {METADATA_KEY}:
+        meta = json.loads(header[METADATA_KEY])
+    else:
+        meta = {k: json.loads(v) for k, v in header.items()}
     return load_file(str(path)), meta
 
 

@@ -95,3 +95,29 @@ def test_load_module_of_another_architecture_names_the_file(tmp_path):
     save_module(tmp_path / "m.safetensors", nn.Linear(4, 3))
     with pytest.raises(RuntimeError, match="m.safetensors: the weights do not fit"):
         load_module(tmp_path / "m.safetensors", lambda state, meta: nn.Linear(5, 3))
+
+
+def test_weights_are_byte_identical_across_processes(tmp_path):
+    """safetensors orders several metadata keys differently in every process; one JSON key does not."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, torch; from lib.io import save_weights; "
+        "save_weights(sys.argv[1], {'w': torch.arange(4.0), 'b': torch.ones(2)}, "
+        "{'loss': 'margin', 'history': [{'epoch': 0, 'loss': 0.5}], 'best_epoch': 0, 'params': {'a': 1, 'b': [2, 3]}})"
+    )
+    paths = [tmp_path / f"w{i}.safetensors" for i in range(3)]
+    for path in paths:
+        subprocess.run([sys.executable, "-c", code, str(path)], check=True, cwd=Path(__file__).resolve().parents[1])
+    assert len({p.read_bytes() for p in paths}) == 1
+    _, meta = load_weights(paths[0])
+    assert meta == {"loss": "margin", "history": [{"epoch": 0, "loss": 0.5}], "best_epoch": 0, "params": {"a": 1, "b": [2, 3]}}
+
+
+def test_weights_with_one_metadata_key_per_value_still_load(tmp_path):
+    from safetensors.torch import save_file
+
+    save_file({"w": torch.ones(2)}, str(tmp_path / "old.safetensors"), metadata={"loss": '"margin"', "best_epoch": "3"})
+    state, meta = load_weights(tmp_path / "old.safetensors")
+    assert meta == {"loss": "margin", "best_epoch": 3} and torch.equal(state["w"], torch.ones(2))

@@ -122,6 +122,17 @@ def test_status_clean_and_second_repro_is_a_no_op(repo: Path):
     assert "Running stage" not in again, again
 
 
+def test_a_stage_run_twice_gives_identical_bytes(repo: Path):
+    """The design's promise on the CPU: a stage run again gives the same weights, metrics, figures and paper."""
+    files = ["models/diml/margin_global.safetensors", "results/diml/metrics.json", "results/diml/summary.json",
+             "results/diml/figures/retrieval.png", "results/diml/plots/validation_map_at_r.csv", "paper/paper.pdf"]
+    before = {f: (repo / f).read_bytes() for f in files}
+    for stage in ("diml_train@margin-global", "diml_eval", "paper"):
+        run(["dvc", "repro", "--force", "--single-item", stage], repo)
+    changed = [f for f in files if (repo / f).read_bytes() != before[f]]
+    assert not changed, f"a second run changed {changed}"
+
+
 def test_rendered_notebooks_run_under_nbval(repo: Path):
     rendered = sorted(p for p in (repo / "results").glob("*/*.ipynb") if "failed" not in p.name)
     assert len(rendered) == 14, rendered

@@ -1016,13 +1016,24 @@ def _replace_dir(source: Path, target: Path) -> None:
     shutil.rmtree(trash)
 
 
+def _remove_leftovers(out_dir: Path) -> None:
+    """Delete what a build of ``out_dir`` killed mid-way left beside it (``.<name>.*.partial``, ``.old``).
+
+    A killed process cannot clean up after itself; the next build does. Builds
+    of one city do not run side by side (DVC runs a stage once at a time).
+    """
+    for leftover in [*out_dir.parent.glob(f".{out_dir.name}.*.partial"), *out_dir.parent.glob(f".{out_dir.name}.*.old")]:
+        shutil.rmtree(leftover, ignore_errors=True)
+
+
 def build_city(config: CityConfig, out_dir: str | os.PathLike[str],
                progress: Callable[[int, int], None] | None = None) -> CityBuild:
     """Generate the city of ``config`` into ``out_dir``, atomically.
 
     Everything is written to a temporary directory beside ``out_dir`` and
     renamed into place at the end, so a failure leaves ``out_dir`` as it was
-    (absent, or the previous build). Tile images, land cover and street
+    (absent, or the previous build); the temporary directories of a build that
+    was killed are removed by the next one. Tile images, land cover and street
     views are rendered and written one region at a time; only per-tile and
     per-region tables (fractions, outcomes, POIs) stay in memory.
 
@@ -1032,6 +1043,7 @@ def build_city(config: CityConfig, out_dir: str | os.PathLike[str],
     start = time.perf_counter()
     out_dir = Path(out_dir)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out_dir)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
         _write_city(config, work, progress)

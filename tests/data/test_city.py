@@ -291,6 +291,16 @@ def test_failed_rebuild_keeps_the_previous_build(river, tmp_path, monkeypatch):
     np.testing.assert_array_equal(_arrays(target)["image"], before["image"])
 
 
+def test_a_build_cleans_what_a_killed_build_left(river, tmp_path):
+    """A killed process leaves its hidden work folder; the next build removes it, and only its own city's."""
+    target = tmp_path / "city"
+    for leftover in (".city.abc123.partial", ".city.def456.old"):
+        (tmp_path / leftover / "half").mkdir(parents=True)
+    (tmp_path / ".other.abc123.partial").mkdir()
+    build_city(river.config, target)
+    assert sorted(p.name for p in tmp_path.iterdir()) == [".other.abc123.partial", "city"]
+
+
 def test_build_renders_and_writes_one_region_at_a_time(tmp_path, monkeypatch):
     # Spy on the renderer and on writes to the image variable: no call may
     # see more than one region, no write more than one tile row of a region.
