@@ -6,10 +6,22 @@ model has to learn visual features (roof shapes, shadows, canopy blobs,
 field strips, ripples) rather than a colour per class:
 
 * :func:`render_aerial` turns land-cover tiles into 4-band (R, G, B, NIR)
-  ``uint8`` images at the city's ground resolution;
+  ``uint8`` images at the city's ground resolution, and on request the mask
+  of the pixels it painted as roofs (building footprints, for maps);
 * :func:`render_street_views` draws 3-band street-level views (sky, facades,
   trees, road) whose content is sampled from a neighbourhood's land-cover
-  mix.
+  mix, and whose upkeep (facade condition, street trees, parked cars, a
+  tidy verge) shows a hidden affluence factor that is no land-cover property.
+
+Transport land (class ROADS) carries markings, one code per pixel:
+:data:`MARK_DASH` (1) a white centre-line dash on asphalt;
+:data:`MARK_BALLAST` (2) a railway's track bed, greyish-brown crushed stone
+(R, G, B, NIR = 128, 116, 100, 78), speckled pixel by pixel with a rusty
+tint here and there, low in NIR like all bare ground; :data:`MARK_RAIL` (3)
+a rail, dark steel (56, 56, 60, 40) with a glint on one pixel in six;
+:data:`MARK_SLEEPER` (4) a sleeper, dark timber (70, 56, 44, 58) -- the
+caller, who knows the direction of the track, paints sleepers as periodic
+cross-bars on the ballast as it paints the dashes along a road.
 
 Every texture is a deterministic function of the *global* pixel position
 and the city seed: buildings, trees and field parcels live on lattices of
@@ -41,13 +53,21 @@ from scipy import ndimage
 
 __all__ = [
     "AERIAL_BANDS",
-    "LandCover",
+    "MARK_BALLAST",
+    "MARK_DASH",
+    "MARK_NONE",
+    "MARK_RAIL",
+    "MARK_SLEEPER",
     "STREET_BANDS",
+    "LandCover",
     "render_aerial",
     "render_street_views",
 ]
 
 AERIAL_BANDS = ("red", "green", "blue", "nir")
+# Codes of the ``markings`` passed to :func:`render_aerial` (painted on ROADS pixels only).
+MARK_NONE, MARK_DASH, MARK_BALLAST, MARK_RAIL = 0, 1, 2, 3
+MARK_SLEEPER = 4
 STREET_BANDS = ("red", "green", "blue")
 
 
@@ -229,7 +249,8 @@ def _overlay(base: np.ndarray, mask: np.ndarray, colour: np.ndarray) -> np.ndarr
 
 # ---------------------------------------------------------------------------
 # Class textures. Each returns (colour (n, 4) float32 in DN, vegetation (n,)
-# in [0, 1]); vegetation tells the season model which pixels are plants.
+# in [0, 1], roof (n,) bool or None); vegetation tells the season model which
+# pixels are plants, roof which are painted as a building's roof (None: none).
 # Colours are (R, G, B, NIR); plants are bright in NIR, water is dark.
 # ---------------------------------------------------------------------------
 
@@ -238,6 +259,9 @@ _LAWN = (102, 138, 76, 165)
 _PAVING = (122, 120, 116, 92)
 _ASPHALT = (84, 85, 89, 62)
 _CANOPY = (58, 96, 52, 198)
+_BALLAST = (128, 116, 100, 78)  # crushed stone: greyish brown, no chlorophyll
+_RAIL = (56, 56, 60, 40)  # steel
+_SLEEPER = (70, 56, 44, 58)  # creosoted timber
 _SHADOW = np.float32(0.5)
 _AUTUMN = np.array([150, 128, 70, 118], dtype=np.float32)
 
@@ -323,7 +347,7 @@ def _texture_residential(y, x, cls: LandCover, ctx: _Ctx, marks):
     colour = np.where((shaded & ~roof)[:, None], colour * _SHADOW, colour)
     roof_colour = _palette(roofs, h, 5) + 24.0 * (_byte(h, 6)[:, None] - 0.5)
     roof_colour *= np.where(sunny, 1.08, 0.86)[:, None]
-    return _overlay(colour, roof, roof_colour), np.where(roof, 0.0, veg)
+    return _overlay(colour, roof, roof_colour), np.where(roof, 0.0, veg), roof
 
 
 def _texture_industrial(y, x, cls, ctx: _Ctx, marks):
@@ -342,14 +366,33 @@ def _texture_industrial(y, x, cls, ctx: _Ctx, marks):
     vents = (np.remainder(y, ctx.px(8.0, 3)) == 0) & (np.remainder(x, ctx.px(8.0, 3)) == 0)
     roof_colour = _palette(_INDUSTRIAL_ROOFS, h, 5) + 16.0 * (_byte(h, 6)[:, None] - 0.5)
     roof_colour *= np.where(vents, 0.7, 1.0)[:, None]
-    return _overlay(colour, roof, roof_colour), np.zeros(y.shape, np.float32)
+    return _overlay(colour, roof, roof_colour), np.zeros(y.shape, np.float32), roof
 
 
 def _texture_roads(y, x, cls, ctx: _Ctx, marks):
-    """Patchy asphalt with white dashed centre lines where ``marks``."""
+    """Patchy asphalt with white dashed centre lines, railway ballast, rails and sleepers where ``marks`` says.
+
+    Ballast is greyish-brown gravel, speckled per pixel (brightness
+    ``1 + 0.3 (U - 0.5)``) with a rusty tint on one pixel in eight; rails are
+    dark steel with a glint (1.8x) on one pixel in six; sleepers are dark timber.
+    """
     colour = _ground(_ASPHALT, y, x, 4, 0.07, ctx.key(cls, 2))
-    colour = _overlay(colour, marks, np.array([228, 228, 222, 196], np.float32))
-    return colour, np.zeros(y.shape, np.float32)
+    colour = _overlay(colour, marks == MARK_DASH, np.array([228, 228, 222, 196], np.float32))
+    track = marks >= MARK_BALLAST
+    if track.any():
+        colour[track] = _track(y[track], x[track], marks[track], ctx.key(cls, 4))
+    return colour, np.zeros(y.shape, np.float32), None
+
+
+def _track(y, x, marks, key) -> np.ndarray:
+    """Colours of railway pixels: ballast, rails and sleepers (codes 2, 3, 4), each a function of the position."""
+    h = _hash(y, x, key)
+    speckle = (1.0 + 0.3 * (_byte(h, 0) - 0.5))[:, None]
+    ballast = np.asarray(_BALLAST, np.float32) * speckle
+    ballast = np.where((_byte(h, 1) < 0.125)[:, None], ballast + np.float32([14, 0, -12, 0]), ballast)
+    rail = np.asarray(_RAIL, np.float32) * np.where(_byte(h, 2) < 1 / 6, 1.8, 1.0 + 0.1 * _byte(h, 3))[:, None]
+    sleeper = np.asarray(_SLEEPER, np.float32) * speckle
+    return np.select([(marks == MARK_RAIL)[:, None], (marks == MARK_SLEEPER)[:, None]], [rail, sleeper], ballast)
 
 
 def _texture_green(y, x, cls, ctx: _Ctx, marks):
@@ -360,7 +403,7 @@ def _texture_green(y, x, cls, ctx: _Ctx, marks):
     path = np.remainder(x + y, ctx.px(60.0, 8)) < ctx.px(3.0)
     colour = _overlay(colour, path, np.array([172, 162, 142, 120], np.float32))
     veg = np.where(path, 0.0, 1.0).astype(np.float32)
-    return _tree_layer(y, x, colour, veg, ctx, cls, 12.0, 0.35, (2.5, 5.0))
+    return (*_tree_layer(y, x, colour, veg, ctx, cls, 12.0, 0.35, (2.5, 5.0)), None)
 
 
 def _texture_forest(y, x, cls, ctx: _Ctx, marks):
@@ -368,7 +411,7 @@ def _texture_forest(y, x, cls, ctx: _Ctx, marks):
     colour = _ground((40, 62, 38, 112), y, x, 2, 0.1, ctx.key(cls, 2))  # dark understory between crowns
     veg = np.ones(y.shape, np.float32)
     colour, veg = _tree_layer(y, x, colour, veg, ctx, cls, 6.0, 0.9, (2.5, 4.0))
-    return colour * 0.85, veg
+    return colour * 0.85, veg, None
 
 
 def _texture_agriculture(y, x, cls, ctx: _Ctx, marks):
@@ -383,7 +426,7 @@ def _texture_agriculture(y, x, cls, ctx: _Ctx, marks):
     colour = colour * (1.0 + 0.12 * np.sin(2 * np.pi * along / period))[:, None]
     hedge = (u == 0) | (v == 0)
     colour = _overlay(colour, hedge, np.array([60, 80, 50, 150], np.float32))
-    return colour, np.where(hedge, 1.0, veg)
+    return colour, np.where(hedge, 1.0, veg), None
 
 
 def _texture_water(y, x, cls, ctx: _Ctx, marks):
@@ -394,7 +437,7 @@ def _texture_water(y, x, cls, ctx: _Ctx, marks):
     colour = np.asarray((38, 66, 84, 14), np.float32) * (1.0 + 0.1 * np.sin(phase))[:, None]
     glint = _byte(_hash(y, x, ctx.key(cls, 2)), 0) > 0.994
     colour = _overlay(colour, glint, np.array([160, 176, 186, 30], np.float32))
-    return colour, np.zeros(y.shape, np.float32)
+    return colour, np.zeros(y.shape, np.float32), None
 
 
 _TEXTURES = {
@@ -432,7 +475,8 @@ def render_aerial(
     seed: int,
     illumination_noise: float = 1.0,
     pixel_noise: float = 6.0,
-) -> np.ndarray:
+    return_buildings: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
     """Render land-cover tiles as 4-band aerial images.
 
     Parameters
@@ -440,7 +484,11 @@ def render_aerial(
     landcover:
         ``(B, H, W)`` class indices (:class:`LandCover`).
     markings:
-        ``(B, H, W)`` bool, where road markings are painted (on road pixels).
+        ``(B, H, W)`` integer codes of what is painted on ROADS pixels:
+        :data:`MARK_NONE` (0, plain asphalt), :data:`MARK_DASH` (1, a white
+        centre-line dash), :data:`MARK_BALLAST` (2, railway track bed),
+        :data:`MARK_RAIL` (3, a rail), :data:`MARK_SLEEPER` (4, a sleeper).
+        A bool mask means dashes where True. Codes on other classes are ignored.
     row0, col0:
         ``(B,)`` global pixel row and column of each tile's upper-left pixel;
         textures are functions of the global position.
@@ -453,13 +501,25 @@ def render_aerial(
     illumination_noise, pixel_noise:
         Level ``a`` of the per-tile illumination variation and the standard
         deviation of the per-pixel sensor noise in DN.
+    return_buildings:
+        Also return where buildings stand.
 
     Returns
     -------
-    ``(B, 4, H, W)`` uint8 image, bands :data:`AERIAL_BANDS`.
+    ``(B, 4, H, W)`` uint8 image, bands :data:`AERIAL_BANDS`; with
+    ``return_buildings``, the pair ``(image, buildings)`` where
+    ``buildings`` is a ``(B, H, W)`` bool mask of the pixels painted as a
+    roof (the residential houses and the industrial sheds, rooftop units
+    included; not their shadows).
     """
     landcover = np.asarray(landcover)
     n, height, width = landcover.shape
+    markings = np.asarray(markings)
+    if markings.shape != landcover.shape:
+        raise ValueError(f"markings have shape {markings.shape}, the land cover {landcover.shape}")
+    if markings.dtype != bool and markings.size and (markings.min() < MARK_NONE or markings.max() > MARK_SLEEPER):
+        raise ValueError(f"marking codes must lie in {MARK_NONE}..{MARK_SLEEPER}")
+    markings = markings.astype(np.uint8)
     ctx = _Ctx(seed, resolution_m)
     rows = np.asarray(row0, np.int64)[:, None, None] + np.arange(height)[None, :, None]
     cols = np.asarray(col0, np.int64)[:, None, None] + np.arange(width)[None, None, :]
@@ -467,12 +527,15 @@ def render_aerial(
 
     scene = np.empty((n, height, width, 4), dtype=np.float32)
     vegetation = np.empty((n, height, width), dtype=np.float32)
+    buildings = np.zeros((n, height, width), dtype=bool)
     for cls, texture in _TEXTURES.items():
         where = landcover == cls
         if where.any():
-            colour, veg = texture(rows[where], cols[where], cls, ctx, markings[where])
+            colour, veg, roof = texture(rows[where], cols[where], cls, ctx, markings[where])
             scene[where] = colour
             vegetation[where] = veg
+            if roof is not None:
+                buildings[where] = roof
 
     brightness, gain, haze, season = _tile_illumination(tile_ids, seed, illumination_noise)
     scene += (vegetation * season[:, None, None] * 0.6)[..., None] * (_AUTUMN - scene)
@@ -482,7 +545,8 @@ def render_aerial(
         for tile, tile_id in zip(image, tile_ids, strict=True):
             rng = np.random.default_rng([seed, 9002, int(tile_id)])
             tile += rng.standard_normal(tile.shape, dtype=np.float32) * np.float32(pixel_noise)
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
+    return (image, buildings) if return_buildings else image
 
 
 # ---------------------------------------------------------------------------
@@ -518,12 +582,43 @@ _VERGE = np.array([(150, 148, 142), (150, 148, 142), (96, 140, 70), (130, 130, 1
 _SKYLINE_WEIGHT = np.array([1, 1, 1, 1, 0.3, 1, 1, 1, 1], dtype=np.float64)
 
 
-def _street_view(fractions: np.ndarray, rng: np.random.Generator, size: int, illumination_noise: float,
-                 pixel_noise: float) -> np.ndarray:
-    """One ``(3, size, size)`` view: sky, a skyline of segments sampled from ``fractions``, verge and road."""
+# Kerbside parking and street trees line built-up land and roads, not parks, woods, fields or water.
+_KERB = np.array([True, True, True, True, True, False, False, False, False])
+_CAR_SLOTS = 6  # kerbside parking slots across a view
+# Facades that age with the neighbourhood's affluence (not the distant skyline of a road or a tree line).
+_FACADE = np.array([True, True, True, True, False, False, False, False, False])
+_NEW_CARS = np.array([(204, 26, 32), (24, 64, 178), (238, 238, 242), (16, 16, 20), (196, 200, 208),
+                      (244, 192, 18), (24, 136, 74), (124, 32, 128), (236, 104, 20)], np.float32)
+_OLD_CARS = np.array([(152, 142, 122), (112, 102, 88), (130, 128, 124), (122, 76, 60), (92, 98, 88)], np.float32)
+_LITTER = np.array([(236, 236, 230), (204, 44, 40), (44, 92, 200), (240, 204, 64), (30, 30, 30)], np.float32)
+_DIRT = np.array([76, 70, 58], np.float32)  # grime and rain streaks on facades
+_WEEDS = np.array([106, 100, 88], np.float32)  # dry weeds and mud on an untended verge
+_BOARDED = np.array([64, 50, 38], np.float32)  # plywood over a window
+_GLASS = np.array([50, 58, 70], np.float32)  # grimy glass; clean glass reflects the sky: + q * _SHEEN
+_SHEEN = np.array([36, 52, 72], np.float32)
+_KERBSTONE = np.array([196, 196, 190], np.float32)
+_STREET_TREE = np.array([74, 124, 62], np.float32)
+
+
+def _logistic(z):
+    return 1.0 / (1.0 + np.exp(-z))
+
+
+def _street_view(fractions: np.ndarray, affluence: float, rng: np.random.Generator, size: int,
+                 illumination_noise: float, pixel_noise: float) -> np.ndarray:
+    """One ``(3, size, size)`` view: sky, a skyline of segments sampled from ``fractions``, verge and road.
+
+    ``affluence`` only changes how the street is kept (see :func:`render_street_views`); every random
+    number is drawn whatever its value, so one rng state gives the same street at any affluence.
+    """
     yy = np.arange(size, dtype=np.float32)[:, None]
     xx = np.arange(size, dtype=np.float32)[None, :]
     horizon = int(round(0.58 * size))
+    q = float(_logistic(affluence))  # upkeep in (0, 1): 0.5 at affluence 0
+    p_tree = 0.7 * float(_logistic(2.0 * affluence - 1.0))
+    p_car = 0.2 + 0.55 * q
+    p_board = 0.45 * (1.0 - q) ** 2
+    p_litter = 0.025 * (1.0 - q)
 
     # Sky: a vertical gradient, greyer when overcast, with smoothed-noise clouds.
     overcast = rng.uniform() ** 2
@@ -543,6 +638,7 @@ def _street_view(fractions: np.ndarray, rng: np.random.Generator, size: int, ill
     column_colour = np.empty((size, 3), dtype=np.float32)
     column_start = np.empty(size, dtype=np.float32)
     trees = []
+    street_trees = []
     start = 0
     for cls in classes:
         if start >= size:
@@ -563,20 +659,45 @@ def _street_view(fractions: np.ndarray, rng: np.random.Generator, size: int, ill
             for _ in range(rng.integers(1, 4) if cls == LandCover.FOREST else 1):
                 trees.append((rng.uniform(start, stop), horizon - rng.uniform(*crown_heights) * size,
                               rng.uniform(0.08, 0.15) * size, cls == LandCover.FOREST))
+        # A street tree at the kerb of this segment, with probability p_tree.
+        chance, where, height, radius = rng.uniform(size=4)
+        if _KERB[cls] and chance < p_tree:
+            street_trees.append((start + where * (stop - start), horizon - (0.14 + 0.10 * height) * size,
+                                 (0.07 + 0.04 * radius) * size))
         start = stop
+    stains = ndimage.zoom(rng.standard_normal((size // 8 + 2, size // 8 + 2)), 8, order=1)[:size, :size]
+    streaks = rng.standard_normal(size)
+    window_draws = rng.uniform(size=(size, 2 * size))
+    car_draws = rng.uniform(size=(_CAR_SLOTS, 5))
+    litter_draws = rng.uniform(size=(size, size))
 
+    # Facades in good repair are brighter and more saturated: c' = b (m + s (c - m)), m the grey level.
+    facade_column = _FACADE[column_class]
+    grey = column_colour.mean(axis=1, keepdims=True)
+    kept = (0.85 + 0.3 * q) * (grey + (0.55 + 0.9 * q) * (column_colour - grey))
+    column_colour = np.where(facade_column[:, None], np.clip(kept, 0, 255), column_colour)
     built = (yy >= column_top[None, :]) & (yy < horizon) & _SOLID[column_class][None, :]
     image = np.where(built[..., None], column_colour[None, :, :], image)
     # Sparse houses get a darker roof band; flat-roofed buildings get window rows.
     roof = built & (column_class == LandCover.SPARSE_RESIDENTIAL)[None, :] & (yy < column_top[None, :] + 0.06 * size)
-    image = np.where(roof[..., None], np.array([140, 70, 56], np.float32), image)
+    image = np.where(roof[..., None], np.array([140, 70, 56], np.float32) * (0.85 + 0.3 * q), image)
     period = _WINDOW_PERIOD[column_class]
     has_windows = period > 0
     storey = np.remainder(horizon - 1 - yy, np.where(has_windows, period, 1)[None, :])
     bay = np.remainder(xx - column_start[None, :], 4)
     window = (built & has_windows[None, :] & (storey >= 2) & (storey < 4) & (bay >= 1) & (bay < 3)
               & (yy > column_top[None, :] + 2))
-    image = np.where(window[..., None], np.array([56, 66, 82], np.float32), image)
+    # Each window (storey, bay) is boarded up with probability p_board.
+    storey_index = np.floor_divide(horizon - 1 - yy, np.where(has_windows, period, 1)[None, :]).astype(np.intp)
+    bay_index = (np.floor_divide(xx - column_start[None, :], 4) + column_start[None, :]).astype(np.intp)
+    boarded = window_draws[np.clip(storey_index, 0, size - 1), np.clip(bay_index, 0, 2 * size - 1)] < p_board
+    image = np.where(window[..., None], np.where(boarded[..., None], _BOARDED, _GLASS + q * _SHEEN), image)
+    # Grime in patches and rain streaks down from the roofline, in proportion to 1 - q.
+    facade = built & facade_column[None, :]
+    fade = np.clip(1 - (yy - column_top[None, :]) / (0.6 * (horizon - column_top[None, :]) + 1), 0, 1)
+    grime = (0.6 * np.clip(stains - 0.2, 0, 1) + 0.5 * np.clip(streaks - 0.6, 0, 1)[None, :] * fade) * (1 - q)
+    grime = np.where(facade, np.minimum(grime, 0.8), 0)[..., None]
+    image = image + grime * (_DIRT - image)
 
     # Trees in front of the skyline: a round crown on a trunk.
     for cx, cy, r, dark in trees:
@@ -588,15 +709,68 @@ def _street_view(fractions: np.ndarray, rng: np.random.Generator, size: int, ill
 
     # Ground: a verge per column's class, and the carriageway in perspective.
     below = yy >= horizon
-    image = np.where(below[..., None], _VERGE[column_class][None, :, :], image)
+    # A kept verge (pavement, lawn, field edge; not water) is fresher: c' = b (m + s (c - m)) as facades, milder.
+    verge_colour = _VERGE[column_class]
+    grey = verge_colour.mean(axis=1, keepdims=True)
+    kept = (0.9 + 0.2 * q) * (grey + (0.7 + 0.6 * q) * (verge_colour - grey))
+    verge_colour = np.where((column_class != LandCover.WATER)[:, None], kept, verge_colour)
+    image = np.where(below[..., None], verge_colour[None, :, :], image)
     depth = (yy - horizon) / (size - horizon)
     half_width = 0.04 * size + depth * 0.42 * size
-    carriageway = below & (np.abs(xx - size / 2 + 0.5) < half_width)
+    off_centre = np.abs(xx - size / 2 + 0.5)
+    carriageway = below & (off_centre < half_width)
+    verge = below & ~carriageway
+    # An untended verge: weeds and mud in patches, litter; a tended one: a clean kerbstone edge.
+    weeds = np.where(verge, 0.5 * (1 - q) * np.clip(stains, 0, 1), 0)[..., None]
+    image = image + weeds * (_WEEDS - image)
+    litter = verge & (litter_draws < p_litter)
+    kind = np.minimum(litter_draws / max(p_litter, 1e-9) * len(_LITTER), len(_LITTER) - 1).astype(np.intp)
+    image = np.where(litter[..., None], _LITTER[kind], image)
+    kerb = verge & (off_centre < half_width + 0.5 + 0.02 * (yy - horizon))
+    image = np.where(kerb[..., None], image + q * (_KERBSTONE - image), image)
     image = np.where(carriageway[..., None], np.array([88, 88, 92], np.float32), image)
     # Dashes shorten with distance: alternate on a logarithmic scale of the depth below the horizon.
     dashes = np.remainder(np.floor(8.0 * np.log1p(np.maximum(yy - horizon, 0))), 2) == 0
-    centre_line = carriageway & (np.abs(xx - size / 2 + 0.5) < 0.5 + 0.03 * (yy - horizon)) & dashes
+    centre_line = carriageway & (off_centre < 0.5 + 0.03 * (yy - horizon)) & dashes
     image = np.where(centre_line[..., None], np.array([230, 230, 222], np.float32), image)
+
+    # Street trees at the kerb: a trunk down to the pavement and a crown over the facades.
+    kerb_row = horizon + max(1, int(round(0.035 * size)))
+    for cx, cy, r in street_trees:
+        trunk = (np.abs(xx - cx) < max(0.6, r / 7)) & (yy > cy) & (yy <= kerb_row)
+        image = np.where(trunk[..., None], np.array([84, 66, 48], np.float32), image)
+        crown = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
+        image = np.where(crown[..., None], _STREET_TREE * (1.0 + 0.15 * (cy - yy) / r)[..., None], image)
+
+    # Cars parked at the kerb, one per slot with probability p_car; new (glossy, bright) with probability q.
+    body = max(2, int(round(0.05 * size)))
+    cabin = max(1, int(round(0.04 * size)))
+    wheel = max(1, int(round(0.03 * size)))
+    road_half = 0.04 * size + (kerb_row - horizon) / (size - horizon) * 0.42 * size
+    slot = size / _CAR_SLOTS
+    for k, (occupied, new, pick, offset, length) in enumerate(car_draws):
+        span = (0.12 + 0.05 * length) * size
+        x0 = int(round(k * slot + offset * max(slot - span, 0)))
+        x1 = min(size, x0 + int(round(span)))
+        centre = min(size - 1, (x0 + x1) // 2)
+        on_road = x0 < size / 2 + road_half + 1 and x1 > size / 2 - road_half - 1
+        if occupied >= p_car or on_road or not _KERB[column_class[centre]]:
+            continue
+        if new < q:
+            paint = _NEW_CARS[int(pick * len(_NEW_CARS))]
+        else:
+            paint = _OLD_CARS[int(pick * len(_OLD_CARS))] * 0.9
+        top = kerb_row - body
+        image[top:kerb_row, x0:x1] = paint
+        c0, c1 = x0 + int(round(0.2 * (x1 - x0))), x0 + int(round(0.75 * (x1 - x0)))
+        image[top - cabin:top, c0:c1] = paint
+        if cabin > 1 and c1 - c0 > 2:
+            image[top - cabin + 1:top, c0 + 1:c1 - 1] = _GLASS + q * _SHEEN
+        if new < q:  # a gloss highlight along the top of the body
+            image[top, x0:x1] = paint + 0.5 * (255 - paint)
+        for wx in (x0 + 0.2 * (x1 - x0), x0 + 0.8 * (x1 - x0)):
+            w0 = int(round(wx - wheel / 2))
+            image[kerb_row - 1:kerb_row + wheel - 1, max(0, w0):w0 + wheel] = 28.0
 
     level = illumination_noise
     image = image * np.exp(0.2 * level * rng.uniform(-1, 1)) * np.exp(0.06 * level * rng.uniform(-1, 1, size=3))
@@ -608,11 +782,12 @@ def render_street_views(
     fractions: np.ndarray,
     rng: np.random.Generator,
     *,
+    affluence: np.ndarray | None = None,
     size: int = 64,
     illumination_noise: float = 1.0,
     pixel_noise: float = 6.0,
 ) -> np.ndarray:
-    """Render street-level views from the land-cover mix around each viewpoint.
+    """Render street-level views from the land-cover mix and the affluence around each viewpoint.
 
     A view looks down a street: sky above the horizon (58 % of the height),
     then a skyline of segments whose classes are drawn with probabilities
@@ -622,16 +797,67 @@ def render_street_views(
     open horizon for fields and water -- and below it a verge coloured by the
     same class and the carriageway with a dashed centre line in perspective.
 
+    ``affluence[v]`` is a standardised factor that is not a land-cover
+    property: it changes how the street is kept, not what stands along it.
+    With upkeep ``q = logistic(affluence) = 1 / (1 + exp(-affluence))``
+    (0.12, 0.5 and 0.88 at -2, 0 and +2):
+
+    * facades (residential and industrial segments): colour ``c`` becomes
+      ``(0.85 + 0.3 q) * (m + (0.55 + 0.9 q) * (c - m))`` with ``m`` its grey
+      level -- brighter and more saturated paint when kept, darker and greyer
+      when not; grime patches and rain streaks from the roofline blend the
+      facade towards dirt by up to ``0.6 (1 - q)`` and ``0.5 (1 - q)``; each
+      window is boarded up (dark plywood) with probability
+      ``p_board = 0.45 (1 - q)^2`` and its glass reflects more sky as ``q`` grows;
+    * street trees: each segment of built-up land or road gets one at its
+      kerb with probability ``p_tree = 0.7 * logistic(2 affluence - 1)``
+      (0.005, 0.19 and 0.67 at -2, 0 and +2);
+    * parked cars: each of 6 kerbside slots (in front of built-up land or a
+      road, off the carriageway) holds a car with probability
+      ``p_car = 0.2 + 0.55 q``; a car is new with probability ``q`` (bright,
+      glossy paint from a varied palette, with a highlight along its top)
+      and old otherwise (faded, dull paint from a small palette);
+    * verge (of any class but water): its colour becomes
+      ``(0.9 + 0.2 q) * (m + (0.7 + 0.6 q) * (c - m))`` -- fresher lawn and
+      cleaner paving when kept; weeds and mud blend in by up to
+      ``0.5 (1 - q)``, each verge pixel is litter with probability
+      ``p_litter = 0.025 (1 - q)``, and the kerbstone edge is cleaned
+      towards light grey by ``q``.
+
+    Every random number is drawn whatever the affluence, so views rendered
+    from the same rng state at different affluence show the same street
+    (sky, skyline, road; trees and cars are coupled, appearing in the same
+    places as affluence rises); all effects are smooth and monotone in it.
+
     Parameters
     ----------
     fractions:
         ``(V, K)`` land-cover fractions around each viewpoint, ``K = len(LandCover)``.
     rng:
         Source of all randomness, so the caller controls determinism.
+    affluence:
+        ``(V,)`` standardised affluence (mean 0, sd 1) at each viewpoint;
+        None means 0 everywhere.
+    size:
+        Side of the square views in pixels.
+    illumination_noise, pixel_noise:
+        Level of the per-view brightness (``exp(0.2 a U(-1, 1))``) and hue
+        (``exp(0.06 a U(-1, 1))`` per band) variation and the standard
+        deviation of the per-pixel noise in DN.
 
     Returns
     -------
     ``(V, 3, size, size)`` uint8, bands :data:`STREET_BANDS`.
     """
     fractions = np.atleast_2d(fractions)
-    return np.stack([_street_view(f, rng, size, illumination_noise, pixel_noise) for f in fractions])
+    if len(fractions) == 0:
+        return np.zeros((0, 3, size, size), np.uint8)
+    if affluence is None:
+        affluence = np.zeros(len(fractions))
+    affluence = np.asarray(affluence, dtype=np.float64)
+    if affluence.shape != (len(fractions),):
+        raise ValueError(f"affluence has shape {affluence.shape}, expected ({len(fractions)},)")
+    if not np.isfinite(affluence).all():
+        raise ValueError("affluence must be finite")
+    return np.stack([_street_view(f, a, rng, size, illumination_noise, pixel_noise)
+                     for f, a in zip(fractions, affluence, strict=True)])

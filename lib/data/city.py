@@ -1,80 +1,67 @@
-"""Synthetic cities with a known generating process.
+"""Generated cities with a known generating process, for the place studies.
 
-Three studies need aerial tiles, land-cover concepts, socioeconomic
-outcomes, points of interest, mobility flows and street-level views, *and*
-need to know the truth, so that they can check whether an explanation
-recovers it. This module generates such a city from a seeded
-:class:`CityConfig`; :mod:`lib.data.aerial` renders it.
+Three studies need aerial tiles, land-cover concepts, socioeconomic outcomes,
+points of interest, mobility flows and street-level views, *and* need to know
+the truth, so that they can check whether a model or an explanation recovers
+it. This module generates such a city from a seeded :class:`CityConfig`.
 
 Generating process
 ------------------
-**Layout** (:class:`CityLayout`). Every pixel gets one :class:`LandCover`
-class from pointwise functions of its position, so any window of the city
-can be generated on its own. With ``r`` the distance to the centre and
-``R`` half the city's shorter side, an urban potential
+* **Layout** (:mod:`lib.data.city_layout`): land cover per pixel (dense,
+  medium and sparse residential, industry, roads, parks, forest, fields,
+  water) from an urban potential, organic district street grids, radial and
+  ring roads, a railway, a river / coast / lake and a port; and three hidden
+  factors, smooth fields that no aerial image shows: **affluence**,
+  **commercial character** and **accessibility** (from a transit network of
+  stations that is not drawn).
+* **Appearance** (:mod:`lib.data.aerial`): 4-band aerial images (R, G, B,
+  NIR) rendered from the land cover; street-level views rendered from the
+  land-cover mix around a viewpoint *and the affluence there* (facades,
+  street trees, cars).
+* **Units**: tiles (``tile_px`` squares, for the concepts study) and regions
+  (cells of a square or hexagonal grid of ``regions.spacing_m``, for the
+  region studies). A unit whose water fraction is 0.5 or more is
+  uninhabited: its outcomes are NaN, it has no POIs, views or flows.
+* **Outcomes** (:mod:`lib.data.city_outcomes`): population density, land
+  price, income, liveability and an environment index, each a stated
+  function of land cover and the hidden factors plus noise of known sd,
+  with an interval-dependent effect of green space in income and
+  liveability; evaluated for tiles and for regions. The oracle R^2 of each
+  modality's true factors and the ceiling are stored per outcome.
+* **POIs**: per inhabited region ``n ~ Poisson(rate * sum_k rho_k f_k *
+  exp(0.6 C))`` (``rho``: POI intensity per class, ``C``: commercial
+  character), at distinct land pixels drawn with weights ``rho``; category,
+  name and description from :mod:`lib.data.poi_text`, whose vocabulary
+  carries ``C``; "by the water" when water lies within 60 m, measured on the
+  whole city's water at 16 m steps.
+* **Street views**: ``views_per_region`` per inhabited region, at distinct
+  street pixels of the region (never rail, never water; land pixels only if
+  the region has too few street pixels).
+* **Mobility**: between inhabited regions, a gravity model with the
+  accessibility ``S`` and lognormal noise::
 
-    u = exp(-(r / 0.62R)^2) + 0.2 * layout_noise * n_density + 0.15 * exp(-d_road / 0.05R)
+      E[flow_ij] = K pop_i^alpha jobs_j^beta exp(eta (S_i + S_j) + sigma eps_ij - sigma^2 / 2)
+                   / max(d_ij, d_min)^gamma,      flow_ij ~ Poisson(E[flow_ij]),  i != j
 
-(``n_*`` are Gaussian-smoothed noise fields of unit variance, ``d_road`` the
-distance to a major road) is cut into dense (u > 0.72), medium (> 0.45) and
-sparse (> 0.25) residential; below that lie forest (n_rural > 0) and
-agriculture. Industrial zones sit where ``n_industrial + 1.2 exp(-d_water /
-0.06R) > 1.35`` away from the core, parks where ``n_park > 1`` inside the
-urban area and along the water front. A local street grid crosses the
-built-up classes; 6-8 radial roads and two ring roads are laid on top. The
-``river`` layout has a meandering river crossing the city (bridged by the
-major roads), the ``coast`` layout a sea behind a wavy shoreline on one side.
+  with ``K`` set so the expected trips total ``trips_per_capita * sum(pop)``;
+  ``jobs_j = 1000 area_j sum_k J_k f_jk exp(0.5 C_j) + 20 n_pois_j``. Only
+  pairs with at least one trip are stored.
 
-**Outcomes** (:func:`outcome_models`). For tile ``t`` with land-cover
-fractions ``f_tk``, distance to the centre ``d_t`` (km) and water proximity
-``p_t = exp(-w_t / 0.3 km)`` (``w_t``: distance from the tile centre to the
-nearest tile with at least 2 % water)::
-
-    y_t = intercept + sum_k w_k f_tk + w_dist d_t + w_water p_t + sigma * z_t
-
-where ``sigma`` is the outcome's stated noise sd times ``outcome_noise`` and
-``z`` is white noise on the tile grid, smoothed by a Gaussian of
-``noise_length_tiles`` and rescaled to unit variance. The weights are stored
-in the dataset attributes and returned by :func:`outcome_models`; the
-noise-free part is stored as ``<outcome>_noise_free``. Since the fractions
-sum to one, only ``intercept + w_k`` (or differences ``w_k - w_l``) are
-identifiable from data, not the intercept and ``w_k`` separately.
-
-**Regions, POIs, flows, street views.** Regions are blocks of
-``region_tiles x region_tiles`` tiles. Each gets ``pois_per_region`` POIs
-at pixels drawn with class-dependent weights, typed by the class under
-them; ``views_per_region`` street views rendered from the land-cover mix
-around viewpoints on its roads; and a population (``population_density``
-times area) and job count for the gravity model of flows between regions::
-
-    flow_ij ~ Poisson(K * pop_i^alpha * jobs_j^beta / max(d_ij, d_min)^gamma),  i != j
-
-with ``K`` set so the expected trips total ``trips_per_capita * sum(pop)``.
-Trips within a region are not modelled: the flows table has no ``i == j``.
-
-Output
-------
-:func:`build_city` streams everything to a temporary directory next to the
-destination, one region at a time, and renames it into place only when
-complete:
-
-* ``tiles.nc`` (:func:`load_city`): ``image`` (tile, band, y, x) uint8 with
-  bands red, green, blue, nir; ``landcover`` (tile, y, x) uint8;
-  ``fractions`` (tile, landcover_class) float32; ``distance_to_centre_km``,
-  ``water_proximity``, and per outcome ``<outcome>`` and
-  ``<outcome>_noise_free`` (tile) float32. Coordinates ``tile``, ``row``,
-  ``col``, ``region``, ``easting``/``northing`` (tile centres, in the CRS),
-  ``lon``/``lat`` and ``spatial_ref`` (the CRS, rioxarray's way). JSON
-  attributes: ``config``, ``outcome_weights``, ``outcome_noise_sd``,
-  ``outcome_units``, ``layout_geometry``, ``landcover_classes``.
-* ``landcover.tif``: the whole city's land cover, with CRS, transform and
-  a colour table.
+Output (``build_city``, atomically, streamed)
+---------------------------------------------
+* ``tiles.nc`` (:func:`load_city`): ``image`` (tile, band, y, x) uint8 R, G,
+  B, NIR; ``landcover`` (tile, y, x); ``fractions`` (tile, landcover_class);
+  ``inhabited``; the factors; per outcome ``<outcome>``,
+  ``<outcome>_noise_free`` and, with an interval effect,
+  ``<outcome>_slope_<concept>`` (the true ``g`` per tile). Coordinates
+  ``tile``, ``row``, ``col``, ``easting``/``northing``, ``lon``/``lat``, CRS.
+* ``regions.nc`` (:func:`load_regions`): one aerial ``image`` per region,
+  ``tile_px`` wide, centred on the region's centre (shifted inside the city).
 * ``street_views.nc`` (:func:`load_street_views`): ``image`` (region, view,
-  band, y, x) uint8 RGB; ``view_easting``, ``view_northing``,
-  ``view_heading_deg`` and ``view_fractions`` (the land-cover mix around
-  the viewpoint).
-* ``regions.parquet``, ``pois.parquet``, ``flows.parquet``
-  (:func:`load_tables`) and ``city.json`` (config, outcome models, layout).
+  band, y, x) RGB, with viewpoints, headings, the affluence and land-cover mix there.
+* ``landcover.tif`` and ``buildings.tif`` (1 on roof pixels): GeoTIFFs.
+* ``regions.parquet``, ``pois.parquet``, ``flows.parquet`` (:func:`load_tables`)
+  and ``city.json``: config, outcome models, oracle R^2, layout.
 """
 
 from __future__ import annotations
@@ -86,7 +73,7 @@ import shutil
 import tempfile
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
 
@@ -94,19 +81,30 @@ import h5netcdf
 import h5py
 import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import rasterio
 import rioxarray  # noqa: F401  (registers the .rio accessor)
 import torch
 import xarray as xr
 from affine import Affine
-from pydantic import Field, PositiveInt, field_validator
+from pydantic import Field, PositiveInt, field_validator, model_validator
 from pyproj import CRS, Transformer
 from rasterio.windows import Window
 from scipy import ndimage
 from torch.utils.data import Dataset
 
-from lib.data import aerial
+from lib.data import aerial, poi_text
 from lib.data.aerial import AERIAL_BANDS, STREET_BANDS, URBAN_ATLAS_CODES, LandCover
+from lib.data.city_layout import MARK_BALLAST, MARK_RAIL, CityLayout, smooth_noise
+from lib.data.city_outcomes import (
+    MODALITY_FACTORS,
+    UNINHABITED_WATER_FRACTION,
+    OutcomeModel,
+    oracle_r2,
+    outcome_models,
+    with_thresholds,
+)
 from lib.params import Params
 
 __all__ = [
@@ -119,24 +117,30 @@ __all__ = [
     "LANDCOVER_COLOURS",
     "LANDCOVER_NAMES",
     "LandCover",
+    "MODALITY_FACTORS",
     "OutcomeModel",
-    "POI_TYPES",
+    "PoiConfig",
+    "RegionGrid",
     "build_city",
     "coastal_city",
+    "flow_matrix",
+    "lake_city",
     "load_city",
+    "load_regions",
     "load_street_views",
     "load_tables",
-    "outcome_models",
     "river_city",
     "stored_outcome_models",
 ]
 
 LANDCOVER_NAMES = tuple(c.label for c in LandCover)
 _K = len(LandCover)
+_FRACTION_COLUMNS = [f"fraction_{n}" for n in LANDCOVER_NAMES]
 
-# Streams of randomness, one per purpose, so adding draws to one does not
-# shift the others.
-_SALT_LAYOUT, _SALT_OUTCOME, _SALT_POI, _SALT_VIEW, _SALT_FLOW = 11, 12, 13, 14, 15
+# Streams of randomness, one per purpose, so adding draws to one does not shift the others.
+_SALT_OUTCOME, _SALT_POI, _SALT_VIEW, _SALT_FLOW, _SALT_REGION_NOISE = 12, 13, 14, 15, 16
+_COARSE_PX = 8  # step of the city-wide water raster (16 m at 2 m per pixel)
+_NEAR_WATER_M = 60.0
 
 
 # ---------------------------------------------------------------------------
@@ -150,8 +154,23 @@ class GravityConfig(Params):
     alpha: float = Field(1.0, ge=0, description="exponent of the origin's population")
     beta: float = Field(1.0, ge=0, description="exponent of the destination's jobs")
     gamma: float = Field(2.0, ge=0, description="distance-decay exponent")
+    accessibility: float = Field(1.5, ge=0, description="eta: weight of origin and destination accessibility")
+    noise_sd: float = Field(0.5, ge=0, description="sigma: sd of the lognormal noise per pair")
     trips_per_capita: float = Field(0.3, gt=0, description="expected trips between regions per inhabitant")
     min_distance_km: float = Field(0.25, gt=0, description="distances are clipped below this")
+
+
+class RegionGrid(Params):
+    """The regions: cells of a square or hexagonal grid, ``spacing_m`` between neighbouring centres."""
+
+    shape: Literal["hex", "square"] = "hex"
+    spacing_m: float = Field(160.0, gt=0)
+
+
+class PoiConfig(Params):
+    """POI counts: ``Poisson(rate * sum_k rho_k f_k * exp(0.6 commercial))`` per inhabited region."""
+
+    rate: float = Field(10.0, ge=0, description="expected POIs of an all-dense-residential region of average character")
 
 
 class CityConfig(Params):
@@ -164,20 +183,20 @@ class CityConfig(Params):
 
     name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
     seed: int = Field(0, ge=0)
-    layout: Literal["river", "coast"]
-    task: Literal["liveability", "income"]
+    layout: Literal["river", "coast", "lake"]
+    task: Literal["liveability", "income", "land_price", "population_density", "environment_index"]
     crs: str
     origin: tuple[float, float] = Field(strict=False, description="(easting, northing) of the north-west corner")
     resolution_m: float = Field(2.0, gt=0)
     tile_px: int = Field(64, ge=16, le=1024, multiple_of=16, description="a multiple of 16, the GeoTIFF block")
     grid: tuple[PositiveInt, PositiveInt] = Field((32, 32), strict=False, description="tiles (rows, columns)")
-    region_tiles: PositiveInt = 4
-    pois_per_region: int = Field(8, ge=0)
-    views_per_region: int = Field(4, ge=0)
+    regions: RegionGrid = RegionGrid()
+    pois: PoiConfig = PoiConfig()
+    views_per_region: int = Field(4, ge=1)
     view_px: int = Field(64, ge=16, le=512)
     layout_noise: float = Field(1.0, ge=0, description="amplitude of the noise in the urban potential")
     outcome_noise: float = Field(1.0, ge=0, description="multiplier of each outcome's noise sd")
-    noise_length_tiles: float = Field(2.0, gt=0, description="correlation length of the outcome noise")
+    noise_length_tiles: float = Field(2.0, gt=0, description="correlation length of the tile outcomes' noise")
     illumination_noise: float = Field(1.0, ge=0, description="per-tile brightness, hue, haze and season level")
     pixel_noise: float = Field(6.0, ge=0, description="per-pixel sensor noise sd in DN")
     gravity: GravityConfig = GravityConfig()
@@ -190,6 +209,17 @@ class CityConfig(Params):
             raise ValueError(f"crs {value!r} is not a projected CRS; the city is laid out in metres")
         return crs.to_string()
 
+    @model_validator(mode="after")
+    def _room_for_regions(self) -> CityConfig:
+        side_m = min(self.grid) * self.tile_px * self.resolution_m
+        if 2 * self.regions.spacing_m > side_m:
+            raise ValueError(f"regions.spacing_m {self.regions.spacing_m} m is more than half the city's shorter "
+                             f"side ({side_m:g} m = grid x tile_px x resolution_m): the grid has room for fewer "
+                             "than two regions across")
+        if self.regions.spacing_m < 4 * self.resolution_m:
+            raise ValueError(f"regions.spacing_m {self.regions.spacing_m} m is under 4 pixels of {self.resolution_m} m")
+        return self
+
     @property
     def n_tiles(self) -> int:
         return self.grid[0] * self.grid[1]
@@ -197,384 +227,109 @@ class CityConfig(Params):
 
 def river_city(**overrides) -> CityConfig:
     """A 32 x 32-tile river city near 60.2 N, 24.9 E (ETRS-TM35FIN), with the liveability task."""
-    values = dict(
-        name="river_city", seed=7, layout="river", task="liveability",
-        crs="EPSG:3067", origin=(381_500.0, 6_677_500.0),
-    )
+    values = dict(name="river_city", seed=7, layout="river", task="liveability",
+                  crs="EPSG:3067", origin=(381_500.0, 6_677_500.0))
     return CityConfig.model_validate(values | overrides)
 
 
 def coastal_city(**overrides) -> CityConfig:
     """A 32 x 32-tile coastal city near 43.5 N, 16.4 E (UTM 33N), with the income task."""
-    values = dict(
-        name="coastal_city", seed=11, layout="coast", task="income",
-        crs="EPSG:32633", origin=(615_200.0, 4_821_600.0),
-    )
+    values = dict(name="coastal_city", seed=11, layout="coast", task="income",
+                  crs="EPSG:32633", origin=(615_200.0, 4_821_600.0))
     return CityConfig.model_validate(values | overrides)
 
 
-# ---------------------------------------------------------------------------
-# Outcome models
-# ---------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class OutcomeModel:
-    """``y = intercept + sum_k landcover[k] f_k + distance_km * d + water_proximity * p + noise_sd * z``.
-
-    ``z`` is unit-variance, spatially smoothed noise; ``noise_sd`` is the sd
-    the city was built with (the stated sd times ``CityConfig.outcome_noise``).
-    """
-
-    name: str
-    units: str
-    intercept: float
-    landcover: dict[str, float]
-    distance_km: float
-    water_proximity: float
-    noise_sd: float
-
-    def terms(self) -> dict[str, float]:
-        """Every weight by term name.
-
-        Terms: ``intercept``, the class labels, ``distance_to_centre_km`` and ``water_proximity``.
-        """
-        return {"intercept": self.intercept, **self.landcover,
-                "distance_to_centre_km": self.distance_km, "water_proximity": self.water_proximity}
-
-    def predict(self, fractions: np.ndarray, distance_km: np.ndarray, water_proximity: np.ndarray) -> np.ndarray:
-        """The noise-free outcome for fractions ``(n, K)`` and location terms ``(n,)``."""
-        weights = np.array([self.landcover[name] for name in LANDCOVER_NAMES])
-        return (self.intercept + np.asarray(fractions, np.float64) @ weights
-                + self.distance_km * np.asarray(distance_km, np.float64)
-                + self.water_proximity * np.asarray(water_proximity, np.float64))
-
-    @classmethod
-    def from_terms(cls, name: str, units: str, terms: dict[str, float], noise_sd: float) -> OutcomeModel:
-        return cls(name, units, terms["intercept"], {k: terms[k] for k in LANDCOVER_NAMES},
-                   terms["distance_to_centre_km"], terms["water_proximity"], noise_sd)
-
-
-def _model(name, units, intercept, weights, distance_km, water_proximity, noise_sd) -> OutcomeModel:
-    return OutcomeModel(name, units, intercept, dict(zip(LANDCOVER_NAMES, weights, strict=True)),
-                        distance_km, water_proximity, noise_sd)
-
-
-# Weights in class order: dense, medium, sparse residential, industrial,
-# roads, green urban, forest, agriculture, water. Stated, not fitted: the
-# signs follow the usual story (people live in residential fabric, pay for
-# centrality and water, and like parks more than industry).
-_OUTCOME_MODELS = {
-    "population_density": _model("population_density", "thousand inhabitants per km2", 0.5,
-                                 [14.0, 7.0, 2.5, 0.3, 0.5, 0.0, 0.0, 0.1, 0.0], -0.15, 0.0, 0.5),
-    "land_price": _model("land_price", "thousand EUR per m2", 1.0,
-                         [3.0, 2.0, 1.2, 0.8, 0.0, 0.5, 0.2, 0.1, 0.0], -0.35, 1.0, 0.3),
-    "liveability": _model("liveability", "index points", 50.0,
-                          [-2.0, 6.0, 8.0, -15.0, -10.0, 20.0, 12.0, 2.0, 5.0], -2.0, 8.0, 3.0),
-    "income": _model("income", "thousand EUR per capita and year", 30.0,
-                     [4.0, 8.0, 12.0, -6.0, -4.0, 6.0, 3.0, -2.0, 2.0], -1.0, 6.0, 2.0),
-}
-
-
-def outcome_models(task: Literal["liveability", "income"], outcome_noise: float = 1.0) -> dict[str, OutcomeModel]:
-    """The outcome models of a city with this task: the task's outcome, population density, land price.
-
-    ``outcome_noise`` (:attr:`CityConfig.outcome_noise`) scales each model's stated noise sd.
-    """
-    names = (task, "population_density", "land_price")
-    return {name: replace(_OUTCOME_MODELS[name], noise_sd=_OUTCOME_MODELS[name].noise_sd * outcome_noise)
-            for name in names}
+def lake_city(**overrides) -> CityConfig:
+    """A 32 x 32-tile lake city near 52.5 N, 13.4 E (UTM 33N), with the environment-index task."""
+    values = dict(name="lake_city", seed=23, layout="lake", task="environment_index",
+                  crs="EPSG:25833", origin=(389_000.0, 5_822_000.0))
+    return CityConfig.model_validate(values | overrides)
 
 
 def stored_outcome_models(ds: xr.Dataset) -> dict[str, OutcomeModel]:
     """The outcome models recorded in a city dataset's attributes."""
-    weights = json.loads(ds.attrs["outcome_weights"])
-    units = json.loads(ds.attrs["outcome_units"])
-    noise = json.loads(ds.attrs["outcome_noise_sd"])
-    return {name: OutcomeModel.from_terms(name, units[name], terms, noise[name]) for name, terms in weights.items()}
+    return {name: OutcomeModel.from_json(name, data) for name, data in json.loads(ds.attrs["outcome_models"]).items()}
 
 
 # ---------------------------------------------------------------------------
-# Layout
+# Geometry: tiles and regions
 # ---------------------------------------------------------------------------
-
-
-def _smooth_noise(rng: np.random.Generator, shape: tuple[int, int], sigma: float) -> np.ndarray:
-    """White noise smoothed by a Gaussian of ``sigma`` cells, rescaled to zero mean and unit variance."""
-    field = ndimage.gaussian_filter(rng.standard_normal(shape), sigma, mode="reflect")
-    spread = field.std()
-    # A single cell has no spread to rescale; it gets no noise.
-    return (field - field.mean()) / spread if spread > 0 else np.zeros(shape)
-
-
-def _bilinear(field: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
-    """Bilinear interpolation of ``field`` on the product grid ``rows x cols`` (fractional indices).
-
-    Separable: interpolate between lattice rows first, then between columns.
-    """
-    i0 = np.clip(np.floor(rows).astype(np.intp), 0, field.shape[0] - 2)
-    j0 = np.clip(np.floor(cols).astype(np.intp), 0, field.shape[1] - 2)
-    wi = np.clip(rows - i0, 0, 1)[:, None]
-    wj = np.clip(cols - j0, 0, 1)[None, :]
-    span = slice(j0[0], j0[-1] + 2)
-    between_rows = field[i0, span] * (1 - wi) + field[i0 + 1, span] * wi
-    j = j0 - j0[0]
-    return between_rows[:, j] * (1 - wj) + between_rows[:, j + 1] * wj
-
-
-class CityLayout:
-    """The geometry of one city: centre, water, roads and noise fields.
-
-    :meth:`landcover` evaluates any pixel window from these, pointwise, so
-    windows can be generated in any order and always agree where they meet.
-    Pixel ``(i, j)`` has its centre at ``(i + 0.5, j + 0.5)`` pixels from the
-    north-west corner; row ``i`` grows southwards.
-    """
-
-    # Urban-potential thresholds of dense, medium and sparse residential.
-    _THRESHOLDS = (0.72, 0.45, 0.25)
-    # Local street spacing (m) per built-up class; others get no local streets.
-    _STREET_SPACING = {LandCover.DENSE_RESIDENTIAL: 80.0, LandCover.MEDIUM_RESIDENTIAL: 100.0,
-                       LandCover.SPARSE_RESIDENTIAL: 130.0, LandCover.INDUSTRIAL_COMMERCIAL: 170.0}
-
-    def __init__(self, config: CityConfig):
-        rng = np.random.default_rng([config.seed, _SALT_LAYOUT])
-        self.layout = config.layout
-        self.res = config.resolution_m
-        self.layout_noise = config.layout_noise
-        self.height = config.grid[0] * config.tile_px
-        self.width = config.grid[1] * config.tile_px
-        radius = self.radius = 0.5 * min(self.height, self.width)
-        self.centre = (self.height / 2 + rng.uniform(-0.06, 0.06) * self.height,
-                       self.width / 2 + rng.uniform(-0.06, 0.06) * self.width)
-
-        # Water: a river roughly west-east through the centre, or a shore
-        # whose seaward side faces roughly south, in a frame rotated by
-        # `water_angle`; meanders are two sines along that frame.
-        if config.layout == "river":
-            self.water_angle = rng.uniform(-0.5, 0.5)
-            self.water_offset = rng.uniform(-0.15, 0.15) * radius
-        else:
-            self.water_angle = rng.uniform(-0.7, 0.7)
-            self.water_offset = rng.uniform(0.28, 0.4) * radius
-        self.meander = [(rng.uniform(0.08, 0.16) * radius, rng.uniform(1.6, 2.4) * radius, rng.uniform(0, 2 * np.pi)),
-                        (rng.uniform(0.02, 0.05) * radius, rng.uniform(0.5, 0.8) * radius, rng.uniform(0, 2 * np.pi))]
-        self.river_half_width = max(6.0, 0.022 * radius, 10.0 / self.res)
-
-        # Roads: radial rays from the centre, two wobbly rings, a rotated local grid.
-        n_radial = int(rng.integers(6, 9))
-        self.radial_angles = rng.uniform(0, 2 * np.pi) + 2 * np.pi * np.arange(n_radial) / n_radial \
-            + rng.uniform(-0.2, 0.2, n_radial)
-        self.rings = [(f * radius * rng.uniform(0.95, 1.05), rng.uniform(0, 2 * np.pi)) for f in (0.3, 0.62)]
-        self.road_half_width = max(1.5, 7.0 / self.res)
-        self.grid_angle = rng.uniform(-0.35, 0.35)
-        self.street_gap = np.zeros(_K, dtype=np.float32)  # px between local streets, per class
-        for kind, metres in self._STREET_SPACING.items():
-            self.street_gap[kind] = metres / self.res
-        self.street_width = max(1.0, 8.0 / self.res)
-
-        # Noise fields on a coarse lattice, interpolated to pixels on demand.
-        self.step = max(2, int(radius // 40))
-        shape = (self.height // self.step + 2, self.width // self.step + 2)
-        scales = {"density": 0.18, "industrial": 0.10, "park": 0.06, "rural": 0.12, "front": 0.05}
-        self.fields = {name: _smooth_noise(rng, shape, scale * radius / self.step).astype(np.float32)
-                       for name, scale in scales.items()}
-
-    def _water_frame(self, dy, dx):
-        """Signed distance (px) to the river centre line or shoreline; positive to the south/seaward."""
-        c, s = np.cos(self.water_angle), np.sin(self.water_angle)
-        along = dx * c + dy * s
-        across = -dx * s + dy * c
-        curve = np.full_like(along, self.water_offset)
-        slope = np.zeros_like(along)
-        for amplitude, wavelength, phase in self.meander:
-            k = 2 * np.pi / wavelength
-            curve = curve + amplitude * np.sin(k * along + phase)
-            slope = slope + amplitude * k * np.cos(k * along + phase)
-        return (across - curve) / np.sqrt(1 + slope**2)
-
-    def _major_roads(self, dy, dx, r):
-        """Distance (px) to the nearest major road and the position along it (px), for dashes."""
-        best = np.full(np.broadcast(dy, dx).shape, np.inf)
-        along = np.zeros_like(best)
-        for angle in self.radial_angles:
-            t = dx * np.cos(angle) + dy * np.sin(angle)
-            d = np.where(t > 0, np.abs(-dx * np.sin(angle) + dy * np.cos(angle)), r)
-            closer = d < best
-            best = np.where(closer, d, best)
-            along = np.where(closer, t, along)
-        psi = np.arctan2(dy, dx)
-        for ring_radius, phase in self.rings:
-            d = np.abs(r - ring_radius * (1 + 0.05 * np.sin(3 * psi + phase)))
-            closer = d < best
-            best = np.where(closer, d, best)
-            along = np.where(closer, psi * ring_radius, along)
-        return best, along
-
-    def landcover(self, y0: int, y1: int, x0: int, x1: int) -> tuple[np.ndarray, np.ndarray]:
-        """Land cover of pixel rows ``y0:y1`` and columns ``x0:x1``.
-
-        Returns ``(classes, markings)``: uint8 :class:`LandCover` indices and
-        a bool mask of the dashed centre lines of the major roads.
-        """
-        # float32 halves the work of the many full-window operations below.
-        ys = np.arange(y0, y1, dtype=np.float32) + 0.5
-        xs = np.arange(x0, x1, dtype=np.float32) + 0.5
-        noise = {name: _bilinear(f, ys / self.step, xs / self.step) for name, f in self.fields.items()}
-        dy = (ys - self.centre[0])[:, None]
-        dx = (xs - self.centre[1])[None, :]
-        r = np.hypot(dx, dy)
-        R = self.radius
-
-        across = self._water_frame(dy, dx)
-        if self.layout == "river":
-            water = np.abs(across) < self.river_half_width
-            to_water = np.abs(across) - self.river_half_width
-        else:
-            water = across > 0
-            to_water = -across
-        d_road, along = self._major_roads(dy, dx, r)
-
-        potential = (np.exp(-((r / (0.62 * R)) ** 2)) + 0.2 * self.layout_noise * noise["density"]
-                     + 0.15 * np.exp(-d_road / (0.05 * R)))
-        rural = np.where(noise["rural"] > 0, LandCover.FOREST, LandCover.AGRICULTURE)
-        cls = np.select([potential > t for t in self._THRESHOLDS],
-                        [LandCover.DENSE_RESIDENTIAL, LandCover.MEDIUM_RESIDENTIAL, LandCover.SPARSE_RESIDENTIAL],
-                        default=rural).astype(np.uint8)
-
-        industrial = ((noise["industrial"] + 1.2 * np.exp(-np.maximum(to_water, 0) / (0.06 * R)) > 1.35)
-                      & (r > 0.22 * R) & (potential > 0.15))
-        cls[industrial] = LandCover.INDUSTRIAL_COMMERCIAL
-        urban = potential > self._THRESHOLDS[2]
-        park = (urban & (noise["park"] > 1.0)) | ((to_water < 0.04 * R) & (potential > 0.3) & (noise["front"] > 0))
-        cls[park] = LandCover.GREEN_URBAN
-
-        # Local streets: a rotated grid whose spacing depends on the class it crosses.
-        gap = self.street_gap[cls]
-        c, s = np.cos(self.grid_angle), np.sin(self.grid_angle)
-        with np.errstate(invalid="ignore", divide="ignore"):  # classes without streets have gap 0
-            on_grid = ((np.remainder(dx * c + dy * s, gap) < self.street_width)
-                       | (np.remainder(-dx * s + dy * c, gap) < self.street_width))
-        cls[(gap > 0) & on_grid] = LandCover.ROADS
-
-        ponds = (((cls == LandCover.GREEN_URBAN) & (noise["park"] > 2.5))
-                 | ((cls == LandCover.FOREST) & (noise["rural"] > 2.4)))
-        cls[water | ponds] = LandCover.WATER
-        # Major roads cross the river on bridges but stop at the sea.
-        major = d_road < self.road_half_width
-        if self.layout == "coast":
-            major &= ~water
-        cls[major] = LandCover.ROADS
-        dashes = np.remainder(along * self.res, 12.0) < 6.0
-        markings = major & (d_road < 0.5) & dashes
-        return cls, markings
-
-    def describe(self, config: CityConfig) -> dict:
-        """The layout's geometry in map coordinates, for the dataset attributes."""
-        east, north = _pixel_to_map(config, np.array([self.centre[0]]), np.array([self.centre[1]]))
-        return {
-            "centre_easting": float(east[0]),
-            "centre_northing": float(north[0]),
-            "radius_m": self.radius * self.res,
-            "water": "river" if self.layout == "river" else "sea",
-            # Direction (degrees clockwise from north) of the river's course, or towards the open sea.
-            "water_bearing_deg": float(np.degrees(np.pi / 2 + self.water_angle) % 360) if self.layout == "river"
-            else float(np.degrees(np.pi + self.water_angle) % 360),
-            "radial_road_bearings_deg": [float(np.degrees(np.pi / 2 + a) % 360) for a in self.radial_angles],
-            "ring_road_radii_m": [ring * self.res for ring, _ in self.rings],
-        }
 
 
 def _pixel_to_map(config: CityConfig, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """(easting, northing) of fractional pixel positions (rows grow southwards)."""
     east0, north0 = config.origin
-    return east0 + cols * config.resolution_m, north0 - rows * config.resolution_m
+    return east0 + np.asarray(cols) * config.resolution_m, north0 - np.asarray(rows) * config.resolution_m
 
 
-# ---------------------------------------------------------------------------
-# POIs
-# ---------------------------------------------------------------------------
+class _Regions:
+    """The region grid in pixels: centres row by row, and the region of any pixel (its nearest centre).
 
-# How likely a POI is to stand on each class, and which types it can be there.
-_POI_WEIGHT = np.array([4.0, 3.0, 1.5, 3.0, 0.3, 1.0, 0.2, 0.3, 0.0])
-POI_TYPES: dict[str, dict[str, float]] = {
-    "dense_residential": {"bakery": 2, "cafe": 3, "restaurant": 2, "supermarket": 1.5, "pharmacy": 1,
-                          "bookshop": 1, "clinic": 1, "school": 0.5},
-    "medium_residential": {"school": 1.5, "kindergarten": 1.5, "bakery": 1, "supermarket": 1.5, "clinic": 1,
-                           "pharmacy": 1, "cafe": 1},
-    "sparse_residential": {"kindergarten": 1.5, "school": 1, "church": 1, "garden centre": 1, "bakery": 0.5},
-    "industrial_commercial": {"factory": 3, "warehouse": 3, "car repair": 1.5, "office": 1.5, "retail park": 1},
-    "roads": {"petrol station": 2, "bus stop": 2},
-    "green_urban": {"park": 2, "playground": 1.5, "sports field": 1.5, "cafe": 0.5},
-    "forest": {"trailhead": 1, "campsite": 0.5, "nature reserve": 1},
-    "agriculture": {"farm": 3, "farm shop": 1, "riding stable": 1},
-    "water": {},
-}
-_POI_PLACES = {
-    "dense_residential": ("in a dense city-centre block", "on a busy street of apartment blocks"),
-    "medium_residential": ("on a residential street", "among low-rise apartment buildings"),
-    "sparse_residential": ("among detached houses with gardens", "on a quiet suburban street"),
-    "industrial_commercial": ("in an industrial estate", "next to warehouses and depots"),
-    "roads": ("by a main road", "at a busy junction"),
-    "green_urban": ("in a city park", "beside a park lawn"),
-    "forest": ("at the edge of a forest", "on a woodland trail"),
-    "agriculture": ("among farm fields", "on a country road between fields"),
-}
-_NAME_STEMS = ("Linden", "Harbour", "Mill", "Oak", "Station", "Market", "Birch", "North", "Castle", "Meadow",
-               "Elm", "Bridge", "Rose", "Old Town", "Maple", "Willow", "Hill", "Park", "Corner", "Lake",
-               "Pine", "Chapel", "Quay", "Garden")
-# A POI whose pixel is within this distance of water gets "by the water" in its text.
-_NEAR_WATER_M = 60.0
-
-
-def _sample_pois(rng: np.random.Generator, cls: np.ndarray, y0: int, x0: int, n: int, resolution_m: float):
-    """Draw ``n`` POIs in a region window ``cls`` whose upper-left pixel is ``(y0, x0)``.
-
-    A pixel is drawn with probability proportional to ``_POI_WEIGHT`` of its
-    class, then the POI's type with the weights of :data:`POI_TYPES` for
-    that class. Regions that are all water get none.
+    Hexagonal: rows ``spacing * sqrt(3) / 2`` apart, odd rows shifted by half
+    a spacing, so the nearest-centre cells are hexagons; square: a plain grid.
+    Only centres inside the city are regions, numbered row by row.
     """
-    weights = _POI_WEIGHT[cls].ravel()
-    if n == 0 or weights.sum() == 0:
-        return []
-    picks = rng.choice(weights.size, size=n, p=weights / weights.sum())
-    wet = cls == LandCover.WATER
-    to_water = ndimage.distance_transform_edt(~wet) * resolution_m if wet.any() else np.full(cls.shape, np.inf)
-    rows, cols = np.divmod(picks, cls.shape[1])
-    pois = []
-    for row, col in zip(rows, cols, strict=True):
-        label = LANDCOVER_NAMES[cls[row, col]]
-        types = POI_TYPES[label]
-        p = np.array(list(types.values()))
-        kind = list(types)[rng.choice(len(types), p=p / p.sum())]
-        place = _POI_PLACES[label][rng.integers(2)]
-        near = " by the water" if to_water[row, col] < _NEAR_WATER_M else ""
-        pois.append({
-            "type": kind,
-            "name": f"{_NAME_STEMS[rng.integers(len(_NAME_STEMS))]} {kind.title()}",
-            "landcover": label,
-            "description": f"{kind} {place}{near}",
-            "row_px": int(y0 + row),
-            "col_px": int(x0 + col),
-        })
-    return pois
+
+    def __init__(self, config: CityConfig, height: int, width: int):
+        s = config.regions.spacing_m / config.resolution_m
+        self.hex = config.regions.shape == "hex"
+        self.dy = s * np.sqrt(3) / 2 if self.hex else s
+        self.dx = s
+        self.height, self.width = height, width
+        self.n_rows = int(np.ceil(height / self.dy - 0.5))
+        rows, cols, first = [], [], []
+        for i in range(self.n_rows):
+            shift = 0.5 * (i % 2) if self.hex else 0.0
+            n = int(np.ceil(width / self.dx - 0.5 - shift))
+            first.append(len(rows))
+            rows.extend([i] * n)
+            cols.extend(range(n))
+        self.first = np.array(first + [len(rows)])
+        self.row = np.array(rows, np.int64)
+        self.col = np.array(cols, np.int64)
+        self.cy = (self.row + 0.5) * self.dy
+        self.cx = (self.col + 0.5 + (0.5 * (self.row % 2) if self.hex else 0.0)) * self.dx
+        self.n = len(self.row)
+        # Farthest a pixel of a cell lies from its centre: the hexagon's circumradius (s / sqrt 3) or half a diagonal.
+        self.reach = s / np.sqrt(3) + 1 if self.hex else s / np.sqrt(2) + 1
+
+    def centre_of_row(self, i: int) -> np.ndarray:
+        return np.arange(self.first[i], self.first[i + 1])
+
+    def assign(self, ys: np.ndarray, xs: np.ndarray) -> np.ndarray:
+        """Region id of every pixel of the product grid ``ys x xs`` (pixel centres, px)."""
+        row_guess = np.floor(ys / self.dy).astype(np.int64)
+        best = np.full((len(ys), len(xs)), np.inf)
+        ids = np.zeros((len(ys), len(xs)), np.int64)
+        for offset in (-1, 0, 1):
+            r = np.clip(row_guess + offset, 0, self.n_rows - 1)
+            shift = (0.5 * (r % 2) if self.hex else np.zeros_like(r, dtype=float))
+            n_in_row = self.first[r + 1] - self.first[r]
+            for c_offset in (-1, 0, 1):
+                c = np.floor(xs[None, :] / self.dx - shift[:, None]).astype(np.int64) + c_offset
+                c = np.clip(c, 0, n_in_row[:, None] - 1)
+                cy = (r[:, None] + 0.5) * self.dy
+                cx = (c + 0.5 + shift[:, None]) * self.dx
+                d = (ys[:, None] - cy) ** 2 + (xs[None, :] - cx) ** 2
+                closer = d < best
+                best = np.where(closer, d, best)
+                ids = np.where(closer, self.first[r][:, None] + c, ids)
+        return ids
 
 
-# ---------------------------------------------------------------------------
-# Building
-# ---------------------------------------------------------------------------
+class _Tiles:
+    """Tile bookkeeping: ids row-major (``row * cols + col``), positions, map coordinates."""
 
-
-@dataclass(frozen=True)
-class CityBuild:
-    """What :func:`build_city` made: where, from what, with which outcome weights, and how fast."""
-
-    path: Path
-    config: CityConfig
-    outcome_models: dict[str, OutcomeModel]
-    n_tiles: int
-    n_regions: int
-    seconds: float
+    def __init__(self, config: CityConfig):
+        self.rows, self.cols = config.grid
+        self.tp = config.tile_px
+        self.tile_row, self.tile_col = np.divmod(np.arange(config.n_tiles), self.cols)
+        self.cy = (self.tile_row + 0.5) * self.tp
+        self.cx = (self.tile_col + 0.5) * self.tp
+        self.easting, self.northing = _pixel_to_map(config, self.cy, self.cx)
+        self.to_lonlat = Transformer.from_crs(config.crs, "EPSG:4326", always_xy=True)
+        self.lon, self.lat = self.to_lonlat.transform(self.easting, self.northing)
+        self.block = 4  # tiles per side of a rendering block
 
 
 def _tiles_of(raster: np.ndarray, size: int) -> np.ndarray:
@@ -584,41 +339,9 @@ def _tiles_of(raster: np.ndarray, size: int) -> np.ndarray:
 
 
 def _fractions(tiles: np.ndarray) -> np.ndarray:
-    """Land-cover fractions ``(n, K)`` of ``(n, s, s)`` class tiles.
-
-    One comparison per class keeps the temporaries at a byte per pixel.
-    """
+    """Land-cover fractions ``(n, K)`` of ``(n, s, s)`` class tiles (one comparison per class: a byte per pixel)."""
     shares = [(tiles == c).mean(axis=(1, 2), dtype=np.float64) for c in range(_K)]
     return np.stack(shares, axis=1).astype(np.float32)
-
-
-class _Geometry:
-    """Tile and region bookkeeping of a config: ids, rows and columns, map coordinates.
-
-    Tiles are numbered row-major: tile ``row * cols + col``.
-    """
-
-    def __init__(self, config: CityConfig):
-        self.rows, self.cols = config.grid
-        self.tp = config.tile_px
-        self.rt = config.region_tiles
-        self.region_rows = -(-self.rows // self.rt)
-        self.region_cols = -(-self.cols // self.rt)
-        self.n_regions = self.region_rows * self.region_cols
-        self.tile_row, self.tile_col = np.divmod(np.arange(config.n_tiles), self.cols)
-        self.tile_region = (self.tile_row // self.rt) * self.region_cols + self.tile_col // self.rt
-        self.easting, self.northing = _pixel_to_map(config, (self.tile_row + 0.5) * self.tp,
-                                                    (self.tile_col + 0.5) * self.tp)
-        self.to_lonlat = Transformer.from_crs(config.crs, "EPSG:4326", always_xy=True)
-        self.lon, self.lat = self.to_lonlat.transform(self.easting, self.northing)
-        self.tile_km = self.tp * config.resolution_m / 1000
-
-    def tile_rows_of(self, region_row: int) -> tuple[int, int]:
-        """The first and one-past-last tile row of a row of regions."""
-        return region_row * self.rt, min(self.rows, (region_row + 1) * self.rt)
-
-    def tile_cols_of(self, region_col: int) -> tuple[int, int]:
-        return region_col * self.rt, min(self.cols, (region_col + 1) * self.rt)
 
 
 def _with_crs(ds: xr.Dataset, crs: str) -> xr.Dataset:
@@ -626,69 +349,6 @@ def _with_crs(ds: xr.Dataset, crs: str) -> xr.Dataset:
     ds = ds.rio.write_crs(crs)
     ds.attrs["crs"] = crs
     return ds
-
-
-def _tiles_template(config: CityConfig, geo: _Geometry, layout_info: dict, models, distance_km) -> xr.Dataset:
-    """The small part of ``tiles.nc``: coordinates, CRS, attributes; big variables are appended later."""
-    ds = xr.Dataset(
-        {"distance_to_centre_km": ("tile", distance_km.astype(np.float32),
-                                   {"long_name": "distance from the tile centre to the city centre",
-                                    "units": "km"})},
-        coords={
-            "tile": ("tile", np.arange(config.n_tiles, dtype=np.int32)),
-            "band": ("band", list(AERIAL_BANDS)),
-            "y": ("y", np.arange(geo.tp, dtype=np.int16), {"long_name": "pixel row within the tile"}),
-            "x": ("x", np.arange(geo.tp, dtype=np.int16), {"long_name": "pixel column within the tile"}),
-            "landcover_class": ("landcover_class", list(LANDCOVER_NAMES)),
-            "row": ("tile", geo.tile_row.astype(np.int32)),
-            "col": ("tile", geo.tile_col.astype(np.int32)),
-            "region": ("tile", geo.tile_region.astype(np.int32)),
-            "easting": ("tile", geo.easting, {"long_name": "tile centre easting", "units": "m"}),
-            "northing": ("tile", geo.northing, {"long_name": "tile centre northing", "units": "m"}),
-            "lon": ("tile", np.asarray(geo.lon), {"units": "degrees_east"}),
-            "lat": ("tile", np.asarray(geo.lat), {"units": "degrees_north"}),
-        },
-        attrs={
-            "title": f"synthetic city {config.name}",
-            "city": config.name,
-            "layout": config.layout,
-            "task": config.task,
-            "resolution_m": config.resolution_m,
-            "tile_px": config.tile_px,
-            "origin_easting": config.origin[0],
-            "origin_northing": config.origin[1],
-            "config": config.model_dump_json(),
-            "layout_geometry": json.dumps(layout_info),
-            "landcover_classes": json.dumps(LANDCOVER_NAMES),
-            "urban_atlas_codes": json.dumps({c.label: code for c, code in URBAN_ATLAS_CODES.items()}),
-            "outcomes": json.dumps(list(models)),
-            "outcome_formula": "y = intercept + sum_k w_k * fraction_k + w_dist * distance_to_centre_km "
-                               "+ w_water * water_proximity + noise_sd * z, "
-                               "z = unit-variance Gaussian-smoothed noise on the tile grid",
-            "outcome_weights": json.dumps({name: m.terms() for name, m in models.items()}),
-            "outcome_units": json.dumps({name: m.units for name, m in models.items()}),
-            "outcome_noise_sd": json.dumps({name: m.noise_sd for name, m in models.items()}),
-            "water_proximity_formula": "exp(-d / 0.3 km), d = distance to the nearest tile centre "
-                                       "with >= 2% water",
-        },
-    )
-    return _with_crs(ds, config.crs)
-
-
-def _views_template(config: CityConfig, geo: _Geometry) -> xr.Dataset:
-    """The small part of ``street_views.nc``: coordinates, CRS, attributes."""
-    region = np.arange(geo.n_regions)
-    ds = xr.Dataset(coords={
-        "region": ("region", region.astype(np.int32)),
-        "view": ("view", np.arange(config.views_per_region, dtype=np.int32)),
-        "band": ("band", list(STREET_BANDS)),
-        "y": ("y", np.arange(config.view_px, dtype=np.int16)),
-        "x": ("x", np.arange(config.view_px, dtype=np.int16)),
-        "landcover_class": ("landcover_class", list(LANDCOVER_NAMES)),
-        "region_row": ("region", (region // geo.region_cols).astype(np.int32)),
-        "region_col": ("region", (region % geo.region_cols).astype(np.int32)),
-    }, attrs={"title": f"street-level views of synthetic city {config.name}", "config": config.model_dump_json()})
-    return _with_crs(ds, config.crs)
 
 
 # Class colours for the GeoTIFF's colour table, so GIS viewers show a map.
@@ -699,117 +359,84 @@ LANDCOVER_COLOURS = {
     LandCover.FOREST: (30, 110, 40), LandCover.AGRICULTURE: (240, 225, 120), LandCover.WATER: (60, 120, 220),
 }
 
+# POI intensity per class (rho), and jobs per km2 in thousands (J).
+_POI_INTENSITY = np.array([1.0, 0.6, 0.25, 0.5, 0.2, 0.15, 0.02, 0.03, 0.0])
+_JOB_DENSITY = np.array([8.0, 3.0, 0.8, 12.0, 0.5, 0.3, 0.05, 0.1, 0.0])
+_JOBS_PER_POI = 20.0
 
-@dataclass
-class _Region:
-    """What one region renders to, held until it is written."""
 
-    index: int
-    tile_rows: tuple[int, int]  # first and one-past-last tile row
-    tile_cols: tuple[int, int]
-    classes: np.ndarray  # (pixel rows, pixel columns) land cover
-    images: np.ndarray  # (tiles, 4, tp, tp), row-major within the region
-    views: np.ndarray  # (views, 3, vp, vp)
-    view_meta: np.ndarray  # (views, 3 + K): pixel row, pixel column, heading, land-cover mix
-    pois: list[dict]
+# ---------------------------------------------------------------------------
+# Streamed files
+# ---------------------------------------------------------------------------
 
-    def tile_ids(self, cols: int) -> np.ndarray:
-        """Ids of the region's tiles, in the order of ``images``."""
-        rows = np.arange(*self.tile_rows)[:, None]
-        return (rows * cols + np.arange(*self.tile_cols)[None, :]).ravel()
+
+def _variable(f, name, dims, dtype, attrs, chunks=None, compress=False):
+    """Declare a netCDF variable (h5netcdf); only what compresses well is compressed."""
+    options = {"compression": "gzip", "compression_opts": 1} if compress else {}
+    f.create_variable(name, dims, dtype=dtype, chunks=chunks, **options).attrs.update(
+        {"grid_mapping": "spatial_ref", **attrs})
 
 
 class _CityFiles:
-    """The streamed outputs of a build, open for writing: ``tiles.nc``, ``street_views.nc``, ``landcover.tif``.
+    """The streamed outputs of a build, open for writing.
 
     The NetCDF files start as templates written by xarray (coordinates, CRS,
-    attributes). h5netcdf then declares every remaining variable at full
-    size, with its netCDF dimensions and attributes, and the data go in
-    through h5py -- a netCDF-4 file is an HDF5 file, and h5py's writes cost
-    a fraction of h5netcdf's per call. Region by region, tiles are written
-    one slice per tile row of the region, the GeoTIFF one window per region.
+    attributes); h5netcdf declares the big variables at full size and the
+    data go in through h5py, whose writes cost a fraction of h5netcdf's.
     """
 
-    def __init__(self, out: Path, config: CityConfig, geo: _Geometry, models: dict[str, OutcomeModel],
-                 height: int, width: int):
-        self.config, self.geo = config, geo
-        self._declare(out, config, geo, models)
-        self._stack = contextlib.ExitStack()
-        self.tiles = self._stack.enter_context(h5py.File(out / "tiles.nc", "a"))
-        self.views = self._stack.enter_context(h5py.File(out / "street_views.nc", "a"))
-        transform = Affine(config.resolution_m, 0.0, config.origin[0], 0.0, -config.resolution_m, config.origin[1])
-        # One GeoTIFF block per tile, so each region's window covers whole blocks.
-        self.tif = self._stack.enter_context(rasterio.open(
-            out / "landcover.tif", "w", driver="GTiff", height=height, width=width, count=1, dtype="uint8",
-            crs=config.crs, transform=transform, compress="deflate", tiled=True, blockxsize=geo.tp,
-            blockysize=geo.tp))
-        self.tif.write_colormap(1, {int(c): (*rgb, 255) for c, rgb in LANDCOVER_COLOURS.items()})
-        self.tif.update_tags(1, **{str(int(c)): c.label for c in LandCover})
-        # CF-style class table, read by lib.data.osm_maps to draw the city as a map
-        self.tif.update_tags(
-            flag_values=" ".join(str(int(c)) for c in LandCover), flag_meanings=" ".join(c.label for c in LandCover)
-        )
-
-    @staticmethod
-    def _declare(out: Path, config: CityConfig, geo: _Geometry, models: dict[str, OutcomeModel]) -> None:
-        """Create the big and the late variables, empty, with their dimensions and attributes."""
-        tp, vp, n_views = geo.tp, config.view_px, config.views_per_region
-
-        def variable(f, name, dims, dtype, attrs, chunks=None, compress=False):
-            # Only what compresses well is compressed: noisy images barely
-            # shrink, and gzip would cost more time than rendering them.
-            options = {"compression": "gzip", "compression_opts": 1} if compress else {}
-            f.create_variable(name, dims, dtype=dtype, chunks=chunks, **options).attrs.update(
-                {"grid_mapping": "spatial_ref", **attrs})
-
+    def __init__(self, out: Path, config: CityConfig, tiles: _Tiles, regions: _Regions, height: int, width: int):
+        self.config, self.t = config, tiles
+        tp, vp, n_views = config.tile_px, config.view_px, config.views_per_region
         with h5netcdf.File(out / "tiles.nc", "a") as f:
-            variable(f, "image", ("tile", "band", "y", "x"), "u1", {"long_name": "aerial image (R, G, B, NIR)"},
-                     chunks=(1, 4, tp, tp))
-            variable(f, "landcover", ("tile", "y", "x"), "u1",
-                     {"long_name": "land-cover class", "flag_values": np.arange(_K, dtype=np.uint8),
-                      "flag_meanings": " ".join(LANDCOVER_NAMES)}, chunks=(1, tp, tp), compress=True)
-            variable(f, "fractions", ("tile", "landcover_class"), "f4",
-                     {"long_name": "land-cover fractions (concept ground truth)"})
-            variable(f, "water_proximity", ("tile",), "f4",
-                     {"long_name": "proximity to water", "formula": "exp(-d / 0.3 km)"})
-            for name, model in models.items():
-                attrs = {"units": model.units, "weights": json.dumps(model.terms())}
-                variable(f, name, ("tile",), "f4", attrs | {"long_name": name.replace("_", " ")})
-                variable(f, f"{name}_noise_free", ("tile",), "f4", attrs | {"long_name": f"{name} without noise"})
+            _variable(f, "image", ("tile", "band", "y", "x"), "u1", {"long_name": "aerial image (R, G, B, NIR)"},
+                      chunks=(1, 4, tp, tp))
+            _variable(f, "landcover", ("tile", "y", "x"), "u1",
+                      {"long_name": "land-cover class", "flag_values": np.arange(_K, dtype=np.uint8),
+                       "flag_meanings": " ".join(LANDCOVER_NAMES)}, chunks=(1, tp, tp), compress=True)
+        with h5netcdf.File(out / "regions.nc", "a") as f:
+            _variable(f, "image", ("region", "band", "y", "x"), "u1",
+                      {"long_name": "aerial image centred on the region (R, G, B, NIR)"}, chunks=(1, 4, tp, tp))
         with h5netcdf.File(out / "street_views.nc", "a") as f:
             per_view = ("region", "view")
-            variable(f, "image", (*per_view, "band", "y", "x"), "u1", {"long_name": "street-level view (R, G, B)"},
-                     chunks=(1, n_views, 3, vp, vp) if n_views else None)
-            variable(f, "view_easting", per_view, "f8", {"units": "m"})
-            variable(f, "view_northing", per_view, "f8", {"units": "m"})
-            variable(f, "view_heading_deg", per_view, "f4",
-                     {"long_name": "viewing direction clockwise from north", "units": "degree"})
-            variable(f, "view_fractions", (*per_view, "landcover_class"), "f4",
-                     {"long_name": "land-cover fractions within 64 m of the viewpoint"})
+            _variable(f, "image", (*per_view, "band", "y", "x"), "u1", {"long_name": "street-level view (R, G, B)"},
+                      chunks=(1, n_views, 3, vp, vp))
+            for name, attrs in (("view_easting", {"units": "m"}), ("view_northing", {"units": "m"}),
+                                ("view_heading_deg", {"long_name": "viewing direction clockwise from north",
+                                                      "units": "degree"}),
+                                ("view_affluence", {"long_name": "affluence factor at the viewpoint"})):
+                _variable(f, name, per_view, "f8", attrs)
+            _variable(f, "view_fractions", (*per_view, "landcover_class"), "f4",
+                      {"long_name": "land-cover fractions around the viewpoint (within 64 m, inside the region's band)"})
+        self._stack = contextlib.ExitStack()
+        self.tiles = self._stack.enter_context(h5py.File(out / "tiles.nc", "a"))
+        self.regions = self._stack.enter_context(h5py.File(out / "regions.nc", "a"))
+        self.views = self._stack.enter_context(h5py.File(out / "street_views.nc", "a"))
+        transform = Affine(config.resolution_m, 0.0, config.origin[0], 0.0, -config.resolution_m, config.origin[1])
+        profile = dict(driver="GTiff", height=height, width=width, count=1, dtype="uint8", crs=config.crs,
+                       transform=transform, compress="deflate", tiled=True, blockxsize=tp, blockysize=tp)
+        # One GeoTIFF block per tile, so each block's window covers whole blocks.
+        self.tif = self._stack.enter_context(rasterio.open(out / "landcover.tif", "w", **profile))
+        self.tif.write_colormap(1, {int(c): (*rgb, 255) for c, rgb in LANDCOVER_COLOURS.items()})
+        self.tif.update_tags(1, **{str(int(c)): c.label for c in LandCover})
+        # CF-style class table, read by lib.data.osm_maps to draw the city as a map.
+        self.tif.update_tags(flag_values=" ".join(str(int(c)) for c in LandCover),
+                             flag_meanings=" ".join(c.label for c in LandCover))
+        self.buildings = self._stack.enter_context(rasterio.open(out / "buildings.tif", "w", **profile, nbits=1))
+        self.buildings.update_tags(description="1 where a roof (building footprint) is, 0 elsewhere")
 
-    def write_region(self, region: _Region) -> None:
-        """Write a region's tiles (one slice per tile row), its land-cover window and its views."""
-        tp, cols = self.geo.tp, self.geo.cols
-        (r0, r1), (c0, c1) = region.tile_rows, region.tile_cols
+    def write_block(self, r0: int, r1: int, c0: int, c1: int, classes, images, roofs) -> None:
+        """Write a block of tiles (one slice per tile row), its land cover and its footprints."""
+        tp, cols = self.t.tp, self.t.cols
         width = c1 - c0
-        classes = _tiles_of(region.classes, tp)
+        class_tiles = _tiles_of(classes, tp)
         for i, tile_row in enumerate(range(r0, r1)):
             first = tile_row * cols + c0
-            self.tiles["image"][first:first + width] = region.images[i * width:(i + 1) * width]
-            self.tiles["landcover"][first:first + width] = classes[i * width:(i + 1) * width]
-        self.tif.write(region.classes, 1, window=Window(c0 * tp, r0 * tp, width * tp, (r1 - r0) * tp))
-        if len(region.views):
-            g = region.index
-            east, north = _pixel_to_map(self.config, region.view_meta[:, 0], region.view_meta[:, 1])
-            self.views["image"][g] = region.views
-            self.views["view_easting"][g] = east
-            self.views["view_northing"][g] = north
-            self.views["view_heading_deg"][g] = region.view_meta[:, 2]
-            self.views["view_fractions"][g] = region.view_meta[:, 3:]
-
-    def write_tile_variable(self, name: str, values: np.ndarray) -> None:
-        """Fill one of the per-tile variables declared up front."""
-        self.tiles[name][...] = values
+            self.tiles["image"][first:first + width] = images[i * width:(i + 1) * width]
+            self.tiles["landcover"][first:first + width] = class_tiles[i * width:(i + 1) * width]
+        window = Window(c0 * tp, r0 * tp, width * tp, (r1 - r0) * tp)
+        self.tif.write(classes, 1, window=window)
+        self.buildings.write(roofs.astype(np.uint8), 1, window=window)
 
     def __enter__(self) -> _CityFiles:
         return self
@@ -818,191 +445,465 @@ class _CityFiles:
         self._stack.close()
 
 
-def _render_region(config: CityConfig, layout: CityLayout, geo: _Geometry, index: int) -> _Region:
-    """Land cover, aerial tiles, POIs and street views of one region."""
-    tp = geo.tp
-    region_row, region_col = divmod(index, geo.region_cols)
-    (r0, r1), (c0, c1) = geo.tile_rows_of(region_row), geo.tile_cols_of(region_col)
-    y0, x0 = r0 * tp, c0 * tp
-    classes, markings = layout.landcover(y0, r1 * tp, x0, c1 * tp)
+# ---------------------------------------------------------------------------
+# Pass 1: tiles
+# ---------------------------------------------------------------------------
+
+
+def _render_block(config: CityConfig, layout: CityLayout, t: _Tiles, r0, r1, c0, c1):
+    """Land cover, aerial images and roof masks of tiles ``r0:r1 x c0:c1``."""
+    tp = t.tp
+    classes, markings = layout.landcover(r0 * tp, r1 * tp, c0 * tp, c1 * tp)
     tile_rows, tile_cols = np.divmod(np.arange((r1 - r0) * (c1 - c0)), c1 - c0)
     tile_rows += r0
     tile_cols += c0
-    images = aerial.render_aerial(
+    images, roofs = aerial.render_aerial(
         _tiles_of(classes, tp), _tiles_of(markings, tp), row0=tile_rows * tp, col0=tile_cols * tp,
-        tile_ids=tile_rows * geo.cols + tile_cols, resolution_m=config.resolution_m, seed=config.seed,
-        illumination_noise=config.illumination_noise, pixel_noise=config.pixel_noise)
-
-    poi_rng = np.random.default_rng([config.seed, _SALT_POI, index])
-    pois = [{"region": index, **poi}
-            for poi in _sample_pois(poi_rng, classes, y0, x0, config.pois_per_region, config.resolution_m)]
-    view_rng = np.random.default_rng([config.seed, _SALT_VIEW, index])
-    views, view_meta = _street_views(config, view_rng, classes, y0, x0)
-    return _Region(index, (r0, r1), (c0, c1), classes, images, views, view_meta, pois)
+        tile_ids=tile_rows * t.cols + tile_cols, resolution_m=config.resolution_m, seed=config.seed,
+        illumination_noise=config.illumination_noise, pixel_noise=config.pixel_noise, return_buildings=True)
+    # Back from tiles to the block's raster for the GeoTIFF.
+    h, w = (r1 - r0), (c1 - c0)
+    roof_raster = roofs.reshape(h, w, tp, tp).swapaxes(1, 2).reshape(h * tp, w * tp)
+    return classes, images, roof_raster
 
 
-def _street_views(config: CityConfig, rng: np.random.Generator, classes: np.ndarray, y0: int, x0: int):
-    """Render a region's street views from viewpoints on its roads (any land pixel if it has none).
+# ---------------------------------------------------------------------------
+# Pass 2: regions (aerial image, land cover, POIs, street views)
+# ---------------------------------------------------------------------------
 
-    Returns the views and, per view, ``(row_px, col_px, heading, fractions...)``.
-    """
-    n, vp = config.views_per_region, config.view_px
-    if n == 0:
-        return np.zeros((0, 3, vp, vp), np.uint8), np.zeros((0, 3 + _K))
-    on_road = np.flatnonzero(classes == LandCover.ROADS)
-    land = np.flatnonzero(classes != LandCover.WATER)
-    candidates = on_road if on_road.size else land if land.size else np.arange(classes.size)
-    picks = rng.choice(candidates, size=n)
-    rows, cols = np.divmod(picks, classes.shape[1])
+
+@dataclass
+class _RegionRow:
+    """What one row of regions renders to."""
+
+    ids: np.ndarray
+    fractions: np.ndarray  # (n, K)
+    land_px: np.ndarray  # (n,) land pixels inside the city
+    images: np.ndarray  # (n, 4, tp, tp)
+    views: np.ndarray  # (n, V, 3, vp, vp)
+    view_meta: np.ndarray  # (n, V, 4 + K): row px, col px, heading, affluence, mix
+    pois: list[dict]
+
+
+class _WaterDistance:
+    """Distance (m) to the nearest water anywhere in the city, from a raster at every ``_COARSE_PX``-th pixel."""
+
+    def __init__(self, layout: CityLayout, resolution_m: float):
+        water = layout.coarse_water(_COARSE_PX)
+        self.metres = (ndimage.distance_transform_edt(~water) * _COARSE_PX * resolution_m if water.any()
+                       else np.full(water.shape, np.inf)).astype(np.float32)
+
+    def at(self, rows: np.ndarray, cols: np.ndarray) -> np.ndarray:
+        i = np.clip((np.asarray(rows) // _COARSE_PX).astype(np.intp), 0, self.metres.shape[0] - 1)
+        j = np.clip((np.asarray(cols) // _COARSE_PX).astype(np.intp), 0, self.metres.shape[1] - 1)
+        return self.metres[i, j]
+
+
+def _render_region_row(config: CityConfig, layout: CityLayout, g: _Regions, water: _WaterDistance, i: int,
+                       n_tiles: int) -> _RegionRow:
+    tp, vp, n_views = config.tile_px, config.view_px, config.views_per_region
+    ids = g.centre_of_row(i)
+    half = tp / 2
     reach = max(1, int(round(64.0 / config.resolution_m)))
-    mix = np.empty((len(picks), _K))
-    for v, (row, col) in enumerate(zip(rows, cols, strict=True)):
-        around = classes[max(0, row - reach):row + reach + 1, max(0, col - reach):col + reach + 1]
-        mix[v] = np.bincount(around.ravel(), minlength=_K) / around.size
-    images = aerial.render_street_views(mix, rng, size=vp, illumination_noise=config.illumination_noise,
-                                        pixel_noise=config.pixel_noise)
-    meta = np.column_stack([y0 + rows + 0.5, x0 + cols + 0.5, rng.uniform(0, 360, len(picks)), mix])
-    return images, meta
+    y0 = int(max(0, np.floor(g.cy[ids].min() - max(g.reach, half) - 1)))
+    y1 = int(min(g.height, np.ceil(g.cy[ids].max() + max(g.reach, half) + 1)))
+    if y1 - y0 < tp:  # near the city's edge: widen the band to hold a whole image
+        y0, y1 = (0, min(g.height, tp)) if y0 == 0 else (max(0, y1 - tp), y1)
+    ys = np.arange(y0, y1) + 0.5
+    xs = np.arange(g.width) + 0.5
+    classes, markings = layout.classify(ys, xs)
+    owner = g.assign(ys, xs)
+
+    # Fractions of each region's pixels inside the city.
+    local = owner - ids[0]
+    mine = (local >= 0) & (local < len(ids))
+    counts = np.bincount(local[mine] * _K + classes[mine], minlength=len(ids) * _K).reshape(len(ids), _K)
+    total = counts.sum(axis=1, keepdims=True)
+    fractions = (counts / np.maximum(total, 1)).astype(np.float32)
+    land_px = total[:, 0] - counts[:, LandCover.WATER]
+
+    # One aerial image per region, centred on it and shifted inside the city (and the band).
+    top = np.clip(np.round(g.cy[ids] - half).astype(np.int64), y0, y1 - tp)
+    left = np.clip(np.round(g.cx[ids] - half).astype(np.int64), 0, g.width - tp)
+    windows = np.stack([classes[t - y0:t - y0 + tp, x:x + tp] for t, x in zip(top, left, strict=True)])
+    marks = np.stack([markings[t - y0:t - y0 + tp, x:x + tp] for t, x in zip(top, left, strict=True)])
+    images = aerial.render_aerial(windows, marks, row0=top, col0=left, tile_ids=n_tiles + ids,
+                                  resolution_m=config.resolution_m, seed=config.seed,
+                                  illumination_noise=config.illumination_noise, pixel_noise=config.pixel_noise)
+
+    views = np.zeros((len(ids), n_views, 3, vp, vp), np.uint8)
+    view_meta = np.full((len(ids), n_views, 4 + _K), np.nan)
+    pois: list[dict] = []
+    for k, region in enumerate(ids):
+        if fractions[k, LandCover.WATER] >= UNINHABITED_WATER_FRACTION or land_px[k] == 0:
+            continue
+        rows_px, cols_px = np.nonzero(owner == region)
+        cls = classes[rows_px, cols_px]
+        mark = markings[rows_px, cols_px]
+        factors = layout.factors_at(np.array([g.cy[region]]), np.array([g.cx[region]]))
+
+        # POIs: a Poisson count at distinct land pixels weighted by class intensity.
+        rng = np.random.default_rng([config.seed, _SALT_POI, int(region)])
+        weights = _POI_INTENSITY[cls]
+        lam = config.pois.rate * float(fractions[k] @ _POI_INTENSITY) * np.exp(0.6 * factors["commercial"][0])
+        n = min(int(rng.poisson(lam)), int(np.count_nonzero(weights)))
+        if n:
+            picks = rng.choice(len(cls), size=n, replace=False, p=weights / weights.sum())
+            py, px = rows_px[picks] + y0, cols_px[picks]
+            near = water.at(py, px) <= _NEAR_WATER_M
+            labels = [LANDCOVER_NAMES[c] for c in cls[picks]]
+            for poi, row, col, label in zip(poi_text.draw_pois(rng, labels, float(factors["commercial"][0]), near),
+                                            py, px, labels, strict=True):
+                pois.append({"region": int(region), **poi, "landcover": label, "row_px": int(row), "col_px": int(col)})
+
+        # Street views at distinct street pixels (not rail); land pixels if there are too few streets.
+        rng = np.random.default_rng([config.seed, _SALT_VIEW, int(region)])
+        street = np.flatnonzero((cls == LandCover.ROADS) & (mark != MARK_BALLAST) & (mark != MARK_RAIL))
+        if len(street) >= n_views:
+            picks = rng.choice(street, size=n_views, replace=False)
+        else:
+            land = np.setdiff1d(np.flatnonzero(cls != LandCover.WATER), street)
+            pool = land if len(land) else street
+            picks = np.concatenate([street, rng.choice(pool, size=n_views - len(street),
+                                                       replace=len(pool) < n_views - len(street))])
+        vy, vx = rows_px[picks], cols_px[picks]
+        mix = np.empty((n_views, _K))
+        for v, (row, col) in enumerate(zip(vy, vx, strict=True)):
+            around = classes[max(0, row - reach):row + reach + 1, max(0, col - reach):col + reach + 1]
+            mix[v] = np.bincount(around.ravel(), minlength=_K) / around.size
+        affluence = layout.factors_at(vy + y0 + 0.5, vx + 0.5)["affluence"]
+        views[k] = aerial.render_street_views(mix, rng, affluence=affluence, size=vp,
+                                              illumination_noise=config.illumination_noise,
+                                              pixel_noise=config.pixel_noise)
+        view_meta[k] = np.column_stack([vy + y0 + 0.5, vx + 0.5, rng.uniform(0, 360, n_views), affluence, mix])
+    return _RegionRow(ids, fractions, land_px, images, views, view_meta, pois)
 
 
-def _water_proximity(water_fraction: np.ndarray, tile_km: float) -> np.ndarray:
-    """``exp(-d / 0.3 km)`` with ``d`` the distance to the nearest tile holding at least 2 % water."""
-    wet = water_fraction >= 0.02
-    if not wet.any():
-        return np.zeros(water_fraction.size, dtype=np.float32)
-    distance = ndimage.distance_transform_edt(~wet) * tile_km
-    return np.exp(-distance / 0.3).ravel().astype(np.float32)
+# ---------------------------------------------------------------------------
+# Outcomes, tables, flows
+# ---------------------------------------------------------------------------
 
 
-def _outcomes(config: CityConfig, geo: _Geometry, models: dict[str, OutcomeModel], fractions, distance_km,
-              water_proximity) -> dict[str, tuple[np.ndarray, np.ndarray]]:
-    """``{name: (noise_free, noisy)}`` per outcome model (see the module docstring)."""
+def _design(fractions: np.ndarray, factors: dict[str, np.ndarray], water_m: np.ndarray,
+            distance_km: np.ndarray) -> dict[str, np.ndarray]:
+    """The true factors of a set of units, by name (see :mod:`lib.data.city_outcomes`)."""
+    design = {c: fractions[:, k].astype(np.float64) for k, c in enumerate(_FRACTION_COLUMNS)}
+    design.update({name: np.asarray(v, np.float64) for name, v in factors.items()})
+    design["water_proximity"] = np.exp(-np.asarray(water_m, np.float64) / 300.0)
+    design["distance_to_centre_km"] = np.asarray(distance_km, np.float64)
+    return design
+
+
+def _evaluate(models: dict[str, OutcomeModel], design: dict[str, np.ndarray], inhabited: np.ndarray,
+              noise: Callable[[int], np.ndarray]) -> dict[str, dict[str, np.ndarray]]:
+    """Per outcome: ``noise_free``, ``noisy`` (NaN where uninhabited) and the interval ``slope``."""
     result = {}
-    for index, (name, model) in enumerate(models.items()):
-        noise_free = model.predict(fractions, distance_km, water_proximity)
-        rng = np.random.default_rng([config.seed, _SALT_OUTCOME, index])
-        z = _smooth_noise(rng, (geo.rows, geo.cols), config.noise_length_tiles).ravel()
-        result[name] = noise_free, noise_free + model.noise_sd * z
+    for index, (name, m) in enumerate(models.items()):
+        noise_free = m.predict(design)
+        noisy = noise_free + m.noise_sd * noise(index)
+        result[name] = {"noise_free": np.where(inhabited, noise_free, np.nan),
+                        "noisy": np.where(inhabited, noisy, np.nan),
+                        "slope": np.where(inhabited, m.slope(design), np.nan)}
     return result
 
 
-# Jobs per km2 (thousands) of each class, for the attractiveness of regions.
-_JOB_DENSITY = np.array([8.0, 3.0, 0.8, 12.0, 0.5, 0.3, 0.05, 0.1, 0.0])
-_JOBS_PER_POI = 20.0
+def _oracle(models, design, outcomes, inhabited) -> dict[str, dict[str, float]]:
+    if inhabited.sum() < 3:
+        return {}
+    sub = {k: v[inhabited] for k, v in design.items()}
+    return {name: {k: round(v, 4) for k, v in oracle_r2(m, sub, outcomes[name]["noisy"][inhabited]).items()}
+            for name, m in models.items()}
 
 
-def _regions_table(config, geo: _Geometry, fractions, outcomes, pois) -> pd.DataFrame:
-    """One row per region: position, land-cover mix, population, jobs, mean outcomes, POI count.
+def _flows(config: CityConfig, regions: pd.DataFrame, out: Path) -> int:
+    """Write the gravity-model flows (pairs with at least one trip) to ``flows.parquet``, origin by origin chunk.
 
-    ``population = max(population_density, 0) * 1000 * area`` summed over the
-    region's tiles, ``jobs = sum_k JOB_DENSITY_k * fraction_k * 1000 * area``
-    plus 20 per POI.
+    Memory: one chunk of origins times all destinations at a time, never the full matrix.
     """
-    area = geo.tile_km**2
-    frame = pd.DataFrame(fractions, columns=[f"fraction_{n}" for n in LANDCOVER_NAMES])
-    frame["region"] = geo.tile_region
-    frame["n_tiles"] = 1
-    frame["population"] = np.maximum(outcomes["population_density"], 0) * 1000 * area
-    frame["jobs"] = fractions @ _JOB_DENSITY * 1000 * area
-    for name, values in outcomes.items():
-        frame[f"mean_{name}"] = values
-    frame["easting"], frame["northing"] = geo.easting, geo.northing
-    sums = ["n_tiles", "population", "jobs"]
-    table = frame.groupby("region").agg({c: ("sum" if c in sums else "mean") for c in frame if c != "region"})
-    table = table.reset_index()
-    table["n_pois"] = np.bincount(np.array([p["region"] for p in pois], dtype=np.intp), minlength=geo.n_regions)
-    table["jobs"] += _JOBS_PER_POI * table["n_pois"]
-    table["region_row"], table["region_col"] = np.divmod(table["region"].to_numpy(), geo.region_cols)
-    mix = table[[f"fraction_{n}" for n in LANDCOVER_NAMES]].to_numpy()
+    g = config.gravity
+    live = regions[regions["inhabited"] & (regions["population"] > 0)]
+    ids = live["region"].to_numpy(np.int32)
+    pop = live["population"].to_numpy()
+    jobs = live["jobs"].to_numpy()
+    access = live["accessibility"].to_numpy()
+    east = live["easting"].to_numpy() / 1000
+    north = live["northing"].to_numpy() / 1000
+    rng = np.random.default_rng([config.seed, _SALT_FLOW])
+    chunk = max(1, 2_000_000 // max(1, len(ids)))
+
+    def affinity(rows: slice, eps: np.ndarray | None):
+        d = np.hypot(east[rows, None] - east[None, :], north[rows, None] - north[None, :])
+        a = (pop[rows, None] ** g.alpha * jobs[None, :] ** g.beta
+             * np.exp(g.accessibility * (access[rows, None] + access[None, :]))
+             / np.maximum(d, g.min_distance_km) ** g.gamma)
+        if eps is not None:
+            a = a * np.exp(g.noise_sd * eps - g.noise_sd**2 / 2)
+        a[np.arange(a.shape[0]), np.arange(rows.start, rows.start + a.shape[0])] = 0.0  # no trips within a region
+        return a, d
+
+    # The normalising constant uses the noise-free affinity (the noise has mean one).
+    total = sum(float(affinity(slice(s, min(s + chunk, len(ids))), None)[0].sum()) for s in range(0, len(ids), chunk))
+    scale = g.trips_per_capita * pop.sum() / total if total > 0 else 0.0
+    schema = pa.schema([("origin", pa.int32()), ("destination", pa.int32()), ("distance_km", pa.float64()),
+                        ("expected", pa.float64()), ("flow", pa.int64())])
+    n_rows = 0
+    with pq.ParquetWriter(out / "flows.parquet", schema) as writer:
+        for s in range(0, len(ids), chunk):
+            rows = slice(s, min(s + chunk, len(ids)))
+            eps = rng.standard_normal((rows.stop - rows.start, len(ids)))
+            a, d = affinity(rows, eps)
+            expected = a * scale
+            flow = rng.poisson(expected)
+            o, dst = np.nonzero(flow)
+            n_rows += len(o)
+            writer.write_table(pa.table({
+                "origin": ids[rows][o], "destination": ids[dst], "distance_km": d[o, dst],
+                "expected": expected[o, dst], "flow": flow[o, dst].astype(np.int64)}, schema=schema))
+        if not len(ids):
+            writer.write_table(schema.empty_table())
+    return n_rows
+
+
+def flow_matrix(flows: pd.DataFrame, n_regions: int) -> np.ndarray:
+    """The ``(n_regions, n_regions)`` origin-destination matrix of trips: row ``i`` out-flows, column ``j`` in-flows."""
+    matrix = np.zeros((n_regions, n_regions), dtype=np.float64)
+    np.add.at(matrix, (flows["origin"].to_numpy(), flows["destination"].to_numpy()), flows["flow"].to_numpy())
+    return matrix
+
+
+# ---------------------------------------------------------------------------
+# The build
+# ---------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class CityBuild:
+    """What :func:`build_city` made: where, from what, with which outcome models, and how fast."""
+
+    path: Path
+    config: CityConfig
+    outcome_models: dict[str, OutcomeModel]
+    n_tiles: int
+    n_regions: int
+    n_inhabited_regions: int
+    seconds: float
+
+
+def _templates(out: Path, config: CityConfig, t: _Tiles, g: _Regions, info: dict) -> None:
+    """The small parts of the NetCDF files: coordinates, CRS, attributes; big variables come later."""
+    tp = config.tile_px
+    tiles = xr.Dataset(coords={
+        "tile": ("tile", np.arange(config.n_tiles, dtype=np.int32)),
+        "band": ("band", list(AERIAL_BANDS)),
+        "y": ("y", np.arange(tp, dtype=np.int16), {"long_name": "pixel row within the tile"}),
+        "x": ("x", np.arange(tp, dtype=np.int16), {"long_name": "pixel column within the tile"}),
+        "landcover_class": ("landcover_class", list(LANDCOVER_NAMES)),
+        "row": ("tile", t.tile_row.astype(np.int32)),
+        "col": ("tile", t.tile_col.astype(np.int32)),
+        "easting": ("tile", t.easting, {"long_name": "tile centre easting", "units": "m"}),
+        "northing": ("tile", t.northing, {"long_name": "tile centre northing", "units": "m"}),
+        "lon": ("tile", np.asarray(t.lon), {"units": "degrees_east"}),
+        "lat": ("tile", np.asarray(t.lat), {"units": "degrees_north"}),
+    }, attrs={
+        "title": f"synthetic city {config.name}",
+        "city": config.name,
+        "layout": config.layout,
+        "task": config.task,
+        "resolution_m": config.resolution_m,
+        "tile_px": tp,
+        "origin_easting": config.origin[0],
+        "origin_northing": config.origin[1],
+        "config": config.model_dump_json(),
+        "layout_geometry": json.dumps(info),
+        "landcover_classes": json.dumps(LANDCOVER_NAMES),
+        "urban_atlas_codes": json.dumps({c.label: code for c, code in URBAN_ATLAS_CODES.items()}),
+        "uninhabited": f"water fraction >= {UNINHABITED_WATER_FRACTION}: outcomes NaN",
+    })
+    _with_crs(tiles, config.crs).to_netcdf(out / "tiles.nc", engine="h5netcdf")
+    east, north = _pixel_to_map(config, g.cy, g.cx)
+    lon, lat = t.to_lonlat.transform(east, north)
+    region = np.arange(g.n, dtype=np.int32)
+    regions = xr.Dataset(coords={
+        "region": ("region", region), "band": ("band", list(AERIAL_BANDS)),
+        "y": ("y", np.arange(tp, dtype=np.int16)), "x": ("x", np.arange(tp, dtype=np.int16)),
+        "easting": ("region", east, {"long_name": "region centre easting", "units": "m"}),
+        "northing": ("region", north, {"long_name": "region centre northing", "units": "m"}),
+        "lon": ("region", lon), "lat": ("region", lat),
+    }, attrs={"title": f"aerial images of the regions of synthetic city {config.name}",
+              "config": config.model_dump_json()})
+    _with_crs(regions, config.crs).to_netcdf(out / "regions.nc", engine="h5netcdf")
+    views = xr.Dataset(coords={
+        "region": ("region", region),
+        "view": ("view", np.arange(config.views_per_region, dtype=np.int32)),
+        "band": ("band", list(STREET_BANDS)),
+        "y": ("y", np.arange(config.view_px, dtype=np.int16)),
+        "x": ("x", np.arange(config.view_px, dtype=np.int16)),
+        "landcover_class": ("landcover_class", list(LANDCOVER_NAMES)),
+    }, attrs={"title": f"street-level views of synthetic city {config.name}", "config": config.model_dump_json(),
+              "uninhabited": "regions without views have all-zero images and NaN viewpoints"})
+    _with_crs(views, config.crs).to_netcdf(out / "street_views.nc", engine="h5netcdf")
+
+
+def _write_tile_variables(path: Path, variables: dict[str, tuple[np.ndarray, dict]], dims=("tile",)) -> None:
+    with h5netcdf.File(path, "a") as f:
+        for name, (values, attrs) in variables.items():
+            var_dims = dims if values.ndim == 1 else (*dims, "landcover_class")
+            f.create_variable(name, var_dims, data=values).attrs.update({"grid_mapping": "spatial_ref", **attrs})
+
+
+def _write_city(config: CityConfig, out: Path, progress: Callable[[int, int], None] | None) -> dict:
+    """Generate the city into the (empty) directory ``out``, streaming; returns its outcome models and counts."""
+    layout = CityLayout(config)
+    t = _Tiles(config)
+    g = _Regions(config, layout.height, layout.width)
+    info = layout.describe(lambda r, c: _pixel_to_map(config, r, c))
+    _templates(out, config, t, g, info)
+    water = _WaterDistance(layout, config.resolution_m)
+
+    tile_fractions = np.empty((config.n_tiles, _K), dtype=np.float32)
+    region_fractions = np.empty((g.n, _K), dtype=np.float32)
+    land_px = np.zeros(g.n, np.int64)
+    pois: list[dict] = []
+    n_blocks_r = -(-t.rows // t.block)
+    n_blocks_c = -(-t.cols // t.block)
+    steps, done = n_blocks_r * n_blocks_c + g.n_rows, 0
+    with _CityFiles(out, config, t, g, layout.height, layout.width) as files:
+        for br in range(n_blocks_r):
+            for bc in range(n_blocks_c):
+                r0, r1 = br * t.block, min(t.rows, (br + 1) * t.block)
+                c0, c1 = bc * t.block, min(t.cols, (bc + 1) * t.block)
+                classes, images, roofs = _render_block(config, layout, t, r0, r1, c0, c1)
+                files.write_block(r0, r1, c0, c1, classes, images, roofs)
+                ids = (np.arange(r0, r1)[:, None] * t.cols + np.arange(c0, c1)[None, :]).ravel()
+                tile_fractions[ids] = _fractions(_tiles_of(classes, t.tp))
+                done += 1
+                if progress is not None:
+                    progress(done, steps)
+        for i in range(g.n_rows):
+            if g.first[i + 1] == g.first[i]:
+                continue
+            row = _render_region_row(config, layout, g, water, i, config.n_tiles)
+            files.regions["image"][row.ids[0]:row.ids[-1] + 1] = row.images
+            files.views["image"][row.ids[0]:row.ids[-1] + 1] = row.views
+            east, north = _pixel_to_map(config, row.view_meta[..., 0], row.view_meta[..., 1])
+            files.views["view_easting"][row.ids[0]:row.ids[-1] + 1] = east
+            files.views["view_northing"][row.ids[0]:row.ids[-1] + 1] = north
+            files.views["view_heading_deg"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 2]
+            files.views["view_affluence"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 3]
+            files.views["view_fractions"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 4:]
+            region_fractions[row.ids] = row.fractions
+            land_px[row.ids] = row.land_px
+            pois.extend(row.pois)
+            done += 1
+            if progress is not None:
+                progress(done, steps)
+
+    centre = (layout.centre[0], layout.centre[1])
+    units = {}
+    for unit, fractions, cy, cx in (("tile", tile_fractions, t.cy, t.cx), ("region", region_fractions, g.cy, g.cx)):
+        factors = layout.factors_at(cy, cx)
+        distance_km = np.hypot(cy - centre[0], cx - centre[1]) * config.resolution_m / 1000
+        design = _design(fractions, factors, water.at(cy, cx), distance_km)
+        inhabited = fractions[:, LandCover.WATER] < UNINHABITED_WATER_FRACTION
+        units[unit] = (design, inhabited, factors)
+    models = with_thresholds(outcome_models(config.outcome_noise), units["tile"][0], units["tile"][1])
+
+    def tile_noise(index):
+        rng = np.random.default_rng([config.seed, _SALT_OUTCOME, index])
+        return smooth_noise(rng, config.grid, config.noise_length_tiles).ravel()
+
+    def region_noise(index):
+        return np.random.default_rng([config.seed, _SALT_REGION_NOISE, index]).standard_normal(g.n)
+
+    tile_out = _evaluate(models, units["tile"][0], units["tile"][1], tile_noise)
+    region_out = _evaluate(models, units["region"][0], units["region"][1], region_noise)
+
+    # Tiles: the per-tile variables.
+    design, inhabited, factors = units["tile"]
+    variables = {
+        "fractions": (tile_fractions, {"long_name": "land-cover fractions (concept ground truth)"}),
+        "inhabited": (inhabited.astype(np.uint8), {"long_name": "1 = inhabited (water fraction < 0.5)"}),
+        "water_proximity": (design["water_proximity"].astype(np.float32),
+                            {"long_name": "proximity to water", "formula": "exp(-d / 300 m), d city-wide"}),
+        "distance_to_centre_km": (design["distance_to_centre_km"].astype(np.float32), {"units": "km"}),
+    }
+    for name in ("affluence", "commercial", "accessibility"):
+        variables[name] = (factors[name].astype(np.float32), {"long_name": f"hidden factor: {name}"})
+    for name, m in models.items():
+        attrs = {"units": m.units, "model": json.dumps(m.to_json())}
+        variables[name] = (tile_out[name]["noisy"].astype(np.float32), attrs | {"long_name": name.replace("_", " ")})
+        variables[f"{name}_noise_free"] = (tile_out[name]["noise_free"].astype(np.float32),
+                                           attrs | {"long_name": f"{name} without noise"})
+        if m.interval is not None:
+            variables[f"{name}_slope_{m.interval.concept}"] = (
+                tile_out[name]["slope"].astype(np.float32),
+                {"long_name": f"true effect of the {m.interval.concept} fraction on {name} at this tile"})
+    _write_tile_variables(out / "tiles.nc", variables)
+
+    # Regions: the table, POIs, flows.
+    design_r, inhabited_r, factors_r = units["region"]
+    area_km2 = land_px * config.resolution_m**2 / 1e6
+    east, north = _pixel_to_map(config, g.cy, g.cx)
+    lon, lat = t.to_lonlat.transform(east, north)
+    table = pd.DataFrame({"region": np.arange(g.n, dtype=np.int32), "grid_row": g.row.astype(np.int32),
+                          "grid_col": g.col.astype(np.int32), "easting": east, "northing": north,
+                          "lon": lon, "lat": lat, "inhabited": inhabited_r, "land_area_km2": area_km2})
+    for k, c in enumerate(_FRACTION_COLUMNS):
+        table[c] = region_fractions[:, k]
+    for name in ("affluence", "commercial", "accessibility", "water_proximity", "distance_to_centre_km"):
+        table[name] = design_r[name]
+    table["n_pois"] = np.bincount(np.array([p["region"] for p in pois], dtype=np.intp), minlength=g.n)
+    density = np.nan_to_num(np.maximum(region_out["population_density"]["noisy"], 0))
+    table["population"] = np.where(inhabited_r, density * 1000 * area_km2, 0.0)
+    table["jobs"] = np.where(inhabited_r, 1000 * area_km2 * (region_fractions @ _JOB_DENSITY)
+                             * np.exp(0.5 * factors_r["commercial"]) + _JOBS_PER_POI * table["n_pois"], 0.0)
+    for name, m in models.items():
+        table[name] = region_out[name]["noisy"]
+        table[f"{name}_noise_free"] = region_out[name]["noise_free"]
+        if m.interval is not None:
+            table[f"{name}_slope_{m.interval.concept}"] = region_out[name]["slope"]
+    mix = region_fractions
     table["dominant_landcover"] = np.array(LANDCOVER_NAMES)[mix.argmax(axis=1)]
-    table["lon"], table["lat"] = geo.to_lonlat.transform(table["easting"].to_numpy(), table["northing"].to_numpy())
-    # Bounding boxes in map coordinates (the last row and column of regions may be cut short).
-    side = geo.rt * geo.tp * config.resolution_m
-    east0, north0 = config.origin
-    table["min_easting"] = east0 + table["region_col"] * side
-    table["max_northing"] = north0 - table["region_row"] * side
-    table["max_easting"] = np.minimum(table["min_easting"] + side, east0 + geo.cols * geo.tp * config.resolution_m)
-    table["min_northing"] = np.maximum(table["max_northing"] - side, north0 - geo.rows * geo.tp * config.resolution_m)
-    first = ["region", "region_row", "region_col", "n_tiles", "easting", "northing", "lon", "lat",
-             "min_easting", "min_northing", "max_easting", "max_northing", "population", "jobs", "n_pois",
-             "dominant_landcover"]
-    return table[first + [c for c in table if c not in first]]
+    n_flows = _flows(config, table, out)
+    flows = pd.read_parquet(out / "flows.parquet", columns=["origin", "destination", "flow"])
+    table["trips_out"] = np.bincount(flows["origin"], weights=flows["flow"], minlength=g.n)
+    table["trips_in"] = np.bincount(flows["destination"], weights=flows["flow"], minlength=g.n)
+    table.to_parquet(out / "regions.parquet", index=False)
+    _pois_table(config, t, pois).to_parquet(out / "pois.parquet", index=False)
+
+    oracle = {"tile": _oracle(models, units["tile"][0], tile_out, units["tile"][1]),
+              "region": _oracle(models, design_r, region_out, inhabited_r)}
+    summary = {
+        "config": config.model_dump(mode="json"),
+        "outcome_models": {name: m.to_json() for name, m in models.items()},
+        "modality_factors": {k: list(v) for k, v in MODALITY_FACTORS.items()},
+        "oracle_r2": oracle,
+        "counts": {"tiles": config.n_tiles, "inhabited_tiles": int(units["tile"][1].sum()), "regions": g.n,
+                   "inhabited_regions": int(inhabited_r.sum()), "pois": len(pois), "flow_pairs": n_flows,
+                   "trips": int(flows["flow"].sum())},
+        "layout": info,
+    }
+    with h5netcdf.File(out / "tiles.nc", "a") as f:
+        f.attrs["outcomes"] = json.dumps(list(models))
+        f.attrs["outcome_models"] = json.dumps(summary["outcome_models"])
+        f.attrs["outcome_units"] = json.dumps({name: m.units for name, m in models.items()})
+        f.attrs["oracle_r2"] = json.dumps(oracle["tile"])
+    (out / "city.json").write_text(json.dumps(summary, indent=2) + "\n")
+    return summary
 
 
-def _pois_table(config, geo: _Geometry, pois: list[dict]) -> pd.DataFrame:
-    columns = ["poi", "region", "tile", "type", "name", "landcover", "description", "easting", "northing",
+def _pois_table(config, t: _Tiles, pois: list[dict]) -> pd.DataFrame:
+    columns = ["poi", "region", "tile", "category", "name", "description", "landcover", "easting", "northing",
                "lon", "lat"]
     if not pois:
-        text = ("type", "name", "landcover", "description")
+        text = ("category", "name", "description", "landcover")
         return pd.DataFrame({c: pd.Series(dtype=object if c in text else float) for c in columns})
     table = pd.DataFrame(pois)
     table["poi"] = np.arange(len(table))
-    table["tile"] = (table["row_px"] // geo.tp) * geo.cols + table["col_px"] // geo.tp
+    table["tile"] = (table["row_px"] // t.tp) * t.cols + table["col_px"] // t.tp
     table["easting"], table["northing"] = _pixel_to_map(config, table["row_px"] + 0.5, table["col_px"] + 0.5)
-    table["lon"], table["lat"] = geo.to_lonlat.transform(table["easting"].to_numpy(), table["northing"].to_numpy())
+    table["lon"], table["lat"] = t.to_lonlat.transform(table["easting"].to_numpy(), table["northing"].to_numpy())
     return table[columns]
-
-
-def _flows_table(config: CityConfig, regions: pd.DataFrame) -> pd.DataFrame:
-    """Poisson-sampled gravity-model flows between distinct regions (see the module docstring)."""
-    g = config.gravity
-    pop = regions["population"].to_numpy()
-    jobs = regions["jobs"].to_numpy()
-    east = regions["easting"].to_numpy() / 1000
-    north = regions["northing"].to_numpy() / 1000
-    origin, destination = np.nonzero(~np.eye(len(pop), dtype=bool))
-    distance = np.hypot(east[origin] - east[destination], north[origin] - north[destination])
-    affinity = pop[origin] ** g.alpha * jobs[destination] ** g.beta / np.maximum(distance, g.min_distance_km) ** g.gamma
-    total = affinity.sum()
-    expected = affinity * (g.trips_per_capita * pop.sum() / total) if total > 0 else affinity
-    return pd.DataFrame({
-        "origin": origin.astype(np.int32),
-        "destination": destination.astype(np.int32),
-        "distance_km": distance,
-        "expected": expected,
-        "flow": np.random.default_rng([config.seed, _SALT_FLOW]).poisson(expected).astype(np.int64),
-    })
-
-
-def _write_city(config: CityConfig, out: Path, progress: Callable[[int, int], None] | None) -> None:
-    """Generate the city into the (empty) directory ``out``, streaming one region at a time."""
-    layout = CityLayout(config)
-    geo = _Geometry(config)
-    models = outcome_models(config.task, config.outcome_noise)
-    info = layout.describe(config)
-    distance_km = np.hypot(geo.easting - info["centre_easting"], geo.northing - info["centre_northing"]) / 1000
-
-    _tiles_template(config, geo, info, models, distance_km).to_netcdf(out / "tiles.nc", engine="h5netcdf")
-    _views_template(config, geo).to_netcdf(out / "street_views.nc", engine="h5netcdf")
-    fractions = np.empty((config.n_tiles, _K), dtype=np.float32)
-    pois: list[dict] = []
-    with _CityFiles(out, config, geo, models, layout.height, layout.width) as files:
-        for index in range(geo.n_regions):
-            region = _render_region(config, layout, geo, index)
-            files.write_region(region)
-            fractions[region.tile_ids(geo.cols)] = _fractions(_tiles_of(region.classes, geo.tp))
-            pois.extend(region.pois)
-            if progress is not None:
-                progress(index + 1, geo.n_regions)
-
-        water_proximity = _water_proximity(fractions[:, LandCover.WATER].reshape(geo.rows, geo.cols), geo.tile_km)
-        outcomes = _outcomes(config, geo, models, fractions, distance_km, water_proximity)
-        files.write_tile_variable("fractions", fractions)
-        files.write_tile_variable("water_proximity", water_proximity)
-        for name, (noise_free, noisy) in outcomes.items():
-            files.write_tile_variable(name, noisy)
-            files.write_tile_variable(f"{name}_noise_free", noise_free)
-
-    regions = _regions_table(config, geo, fractions, {name: noisy for name, (_, noisy) in outcomes.items()}, pois)
-    regions.to_parquet(out / "regions.parquet", index=False)
-    _pois_table(config, geo, pois).to_parquet(out / "pois.parquet", index=False)
-    _flows_table(config, regions).to_parquet(out / "flows.parquet", index=False)
-    (out / "city.json").write_text(json.dumps({
-        "config": config.model_dump(mode="json"),
-        "outcome_models": {name: {"units": m.units, "noise_sd": m.noise_sd, "weights": m.terms()}
-                           for name, m in models.items()},
-        "layout": info,
-    }, indent=2) + "\n")
 
 
 def _replace_dir(source: Path, target: Path) -> None:
@@ -1033,12 +934,13 @@ def build_city(config: CityConfig, out_dir: str | os.PathLike[str],
     Everything is written to a temporary directory beside ``out_dir`` and
     renamed into place at the end, so a failure leaves ``out_dir`` as it was
     (absent, or the previous build); the temporary directories of a build that
-    was killed are removed by the next one. Tile images, land cover and street
-    views are rendered and written one region at a time; only per-tile and
-    per-region tables (fractions, outcomes, POIs) stay in memory.
+    was killed are removed by the next one. Tiles are rendered and written a
+    block of 4 x 4 tiles at a time, regions a row of regions at a time; only
+    per-unit tables (fractions, outcomes, POIs) stay in memory, and flows are
+    written a chunk of origins at a time.
 
-    ``progress``, if given, is called as ``progress(regions_done, regions_total)``
-    after each region is written, e.g. to drive a progress bar.
+    ``progress``, if given, is called as ``progress(steps_done, steps_total)``
+    after each block of tiles and each row of regions.
     """
     start = time.perf_counter()
     out_dir = Path(out_dir)
@@ -1046,13 +948,14 @@ def build_city(config: CityConfig, out_dir: str | os.PathLike[str],
     _remove_leftovers(out_dir)
     work = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".partial", dir=out_dir.parent))
     try:
-        _write_city(config, work, progress)
+        summary = _write_city(config, work, progress)
         _replace_dir(work, out_dir)
     except BaseException:
         shutil.rmtree(work, ignore_errors=True)
         raise
-    return CityBuild(out_dir, config, outcome_models(config.task, config.outcome_noise), config.n_tiles,
-                     _Geometry(config).n_regions, time.perf_counter() - start)
+    models = {name: OutcomeModel.from_json(name, data) for name, data in summary["outcome_models"].items()}
+    return CityBuild(out_dir, config, models, config.n_tiles, summary["counts"]["regions"],
+                     summary["counts"]["inhabited_regions"], time.perf_counter() - start)
 
 
 # ---------------------------------------------------------------------------
@@ -1068,6 +971,11 @@ def load_city(path: str | os.PathLike[str]) -> xr.Dataset:
     return xr.open_dataset(path, engine="h5netcdf", decode_coords="all")
 
 
+def load_regions(path: str | os.PathLike[str]) -> xr.Dataset:
+    """Open a built city's ``regions.nc`` (one aerial image per region) lazily."""
+    return xr.open_dataset(Path(path) / "regions.nc", engine="h5netcdf", decode_coords="all")
+
+
 def load_street_views(path: str | os.PathLike[str]) -> xr.Dataset:
     """Open a built city's ``street_views.nc`` lazily."""
     return xr.open_dataset(Path(path) / "street_views.nc", engine="h5netcdf", decode_coords="all")
@@ -1079,13 +987,13 @@ def load_tables(path: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
 
 
 class CityTiles(Dataset):
-    """Aerial tiles of a built city as ``(image, outcome, fractions)`` tensors.
+    """Inhabited aerial tiles of a built city as ``(image, outcome, fractions)`` tensors.
 
     ``image`` is float ``(4, H, W)`` in [0, 1] (R, G, B, NIR), ``outcome`` a
     float scalar of the chosen outcome (``noise_free=True``: its noise-free
-    part) and ``fractions`` the ``(K,)`` land-cover fractions. Targets and
-    fractions are read at construction; images are read per item from a
-    file handle that each process (e.g. each DataLoader worker) opens anew.
+    part) and ``fractions`` the ``(K,)`` land-cover fractions. ``tiles``
+    defaults to every inhabited tile; uninhabited ones have no outcome.
+    Images are read per item from a file handle that each process opens anew.
     """
 
     def __init__(self, path: str | os.PathLike[str], outcome: str, tiles=None, noise_free: bool = False):
@@ -1094,7 +1002,11 @@ class CityTiles(Dataset):
             variable = f"{outcome}_noise_free" if noise_free else outcome
             if variable not in ds:
                 raise KeyError(f"{self.path} has no outcome {variable!r}; it has {json.loads(ds.attrs['outcomes'])}")
-            self.tiles = np.arange(ds.sizes["tile"]) if tiles is None else np.asarray(tiles)
+            inhabited = ds["inhabited"].values.astype(bool)
+            self.tiles = np.flatnonzero(inhabited) if tiles is None else np.asarray(tiles)
+            if not inhabited[self.tiles].all():
+                raise ValueError(f"{self.path}: tiles {self.tiles[~inhabited[self.tiles]][:5].tolist()} are "
+                                 "uninhabited (open water) and have no outcome")
             self.targets = ds[variable].values[self.tiles].astype(np.float32)
             self.fractions = ds["fractions"].values[self.tiles].astype(np.float32)
         self._ds: xr.Dataset | None = None

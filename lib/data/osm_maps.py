@@ -16,10 +16,24 @@ any other ``.osm.pbf``) into such images:
    fractions, and building density measured on the footprints themselves.
 3. :func:`render_landcover_map` / :func:`render_landcover_maps` draw a
    land-cover raster (the generated cities' ``landcover.tif``) with the same
-   palette through a class-to-style table (:data:`LANDCOVER_STYLES`), so maps
-   of real and generated cities look alike.
+   palette through a class-to-style table, and the footprints of the city's
+   ``buildings.tif`` (:class:`Footprints`) as OSM draws buildings: every
+   residential density is ``residential`` land use
+   (:data:`LANDCOVER_STYLES_WITH_FOOTPRINTS`), told apart by its roofs (big
+   blocks, smaller blocks, detached houses), and building density is counted
+   on the footprints as for OSM. Without footprints the old table
+   (:data:`LANDCOVER_STYLES`, dense residential drawn as roof) applies.
 4. :func:`build_map_dataset` stores a batch of maps as an xarray Dataset and,
    optionally, writes it to NetCDF atomically.
+5. Labels: :func:`sample_city_centres` draws map centres uniformly over a
+   generated city's inhabited tiles and :func:`city_labels` reads the
+   outcomes of the tile holding each centre (:data:`CITY_LABELS`) and the land
+   cover under it. :func:`build_map_datasets` is the ``maps`` stage:
+   ``datasets/maps/helsinki.nc`` (OSM, for self-supervised training; labels
+   only those OSM provides: building density, classes at the centre,
+   fractions) and ``datasets/maps/<city>.nc`` per generated city, one schema
+   for all (:func:`render_osm_maps`, :func:`render_city_maps`);
+   :func:`load_map_datasets` and :func:`label_table` read them back.
 
 Everything is deterministic: the same inputs give byte-identical images.
 """
@@ -27,6 +41,7 @@ Everything is deterministic: the same inputs give byte-identical images.
 from __future__ import annotations
 
 import os
+import zlib
 from collections.abc import Mapping
 from dataclasses import dataclass
 from functools import lru_cache
@@ -38,30 +53,48 @@ import pandas as pd
 import pyproj
 import pyrosm
 import rasterio.features
-import rioxarray  # noqa: F401  (registers the .rio accessor)
+import rioxarray  # also registers the .rio accessor
 import shapely
 import xarray as xr
 from affine import Affine
-
+from scipy import ndimage
 
 from lib.data.geotiff import write_dataset_atomic
 
 __all__ = [
+    "CITY_LABELS",
     "LANDCOVER_STYLES",
+    "LANDCOVER_STYLES_WITH_FOOTPRINTS",
     "MAP_CLASSES",
+    "OSM_PLACE",
     "STYLES",
+    "CityGrid",
+    "Footprints",
     "MapBatch",
     "MapStyle",
     "MapTile",
     "OsmLayers",
     "build_map_dataset",
+    "build_map_datasets",
+    "building_by_centre_class",
+    "check_city_files",
+    "city_labels",
+    "label_summary",
+    "label_table",
     "landcover_class_to_style",
+    "load_map_datasets",
     "load_osm_layers",
+    "map_class_at_centre",
+    "place_seed",
+    "render_city_maps",
     "render_landcover_map",
     "render_landcover_maps",
     "render_map",
     "render_maps",
+    "render_osm_maps",
+    "sample_city_centres",
     "sample_coordinates",
+    "sample_raster_coordinates",
 ]
 
 #: The land-cover classes every map pixel belongs to, in mask-code order.
@@ -650,11 +683,11 @@ def sample_coordinates(
 # --------------------------------------------------------------------------
 # Land-cover rasters (generated cities) in the same style
 
-#: How each land-cover class of the generated cities is drawn: class name
-#: (as in the raster's CF ``flag_meanings``) -> style in :data:`STYLES`.
-#: Dense residential blocks are mostly roof, as in OSM's city centres, so they
+#: How each land-cover class of the generated cities is drawn without a
+#: footprint raster: class name (as in the raster's CF ``flag_meanings``) ->
+#: style in :data:`STYLES`. Dense residential blocks are mostly roof, so they
 #: take the building style; medium and sparse residential both take the
-#: residential land-use style (OSM maps do not tell densities apart).
+#: residential land-use style.
 LANDCOVER_STYLES: dict[str, str] = {
     "dense_residential": "building",
     "medium_residential": "residential",
@@ -667,6 +700,14 @@ LANDCOVER_STYLES: dict[str, str] = {
     "water": "water",
 }
 
+#: The same table when the city's building footprints (``buildings.tif``) are
+#: drawn over the land cover: every residential density is OSM's
+#: ``landuse=residential`` area, and the densities differ by their footprints
+#: (big blocks, smaller blocks, detached houses), as on real OSM maps.
+LANDCOVER_STYLES_WITH_FOOTPRINTS: dict[str, str] = {**LANDCOVER_STYLES, "dense_residential": "residential"}
+
+_ROAD_STYLES = np.array([style.map_class == "roads" for style in STYLES])
+
 
 def _normalise_class_name(name: str) -> str:
     """'Industrial/commercial' -> 'industrial_commercial' (the spelling of LANDCOVER_STYLES)."""
@@ -675,14 +716,8 @@ def _normalise_class_name(name: str) -> str:
     return name.strip("_").lower()
 
 
-def landcover_class_to_style(landcover: xr.DataArray) -> dict[int, str]:
-    """The raster-code -> style table of a land-cover raster from its CF flag attributes.
-
-    Reads ``flag_values`` and ``flag_meanings`` (CF conventions: codes and
-    space-separated class names) and looks every name up in
-    :data:`LANDCOVER_STYLES`. Raises ``ValueError`` if the attributes are
-    missing or a class name is unknown.
-    """
+def _flag_table(landcover: xr.DataArray) -> dict[int, str]:
+    """Raster code -> class name from the CF ``flag_values``/``flag_meanings`` attributes."""
     values = landcover.attrs.get("flag_values")
     meanings = landcover.attrs.get("flag_meanings")
     if values is None or meanings is None:
@@ -695,14 +730,24 @@ def landcover_class_to_style(landcover: xr.DataArray) -> dict[int, str]:
     codes = [int(v) for v in values.split()] if isinstance(values, str) else np.atleast_1d(values).tolist()
     if len(names) != len(codes):
         raise ValueError(f"flag_values has {len(codes)} codes but flag_meanings {len(names)} names")
+    return {int(code): _normalise_class_name(name) for code, name in zip(codes, names, strict=True)}
+
+
+def landcover_class_to_style(landcover: xr.DataArray, footprints: bool = False) -> dict[int, str]:
+    """The raster-code -> style table of a land-cover raster from its CF flag attributes.
+
+    Reads ``flag_values`` and ``flag_meanings`` (CF conventions: codes and
+    space-separated class names) and looks every name up in
+    :data:`LANDCOVER_STYLES`, or in :data:`LANDCOVER_STYLES_WITH_FOOTPRINTS`
+    when ``footprints`` (building footprints are drawn on top). Raises
+    ``ValueError`` if the attributes are missing or a class name is unknown.
+    """
+    styles = LANDCOVER_STYLES_WITH_FOOTPRINTS if footprints else LANDCOVER_STYLES
     table = {}
-    for code, name in zip(codes, names, strict=True):
-        key = _normalise_class_name(name)
-        if key not in LANDCOVER_STYLES:
-            raise ValueError(
-                f"land-cover class {name!r} (code {code}) has no style; known: {sorted(LANDCOVER_STYLES)}"
-            )
-        table[int(code)] = LANDCOVER_STYLES[key]
+    for code, name in _flag_table(landcover).items():
+        if name not in styles:
+            raise ValueError(f"land-cover class {name!r} (code {code}) has no style; known: {sorted(styles)}")
+        table[code] = styles[name]
     return table
 
 
@@ -716,34 +761,133 @@ def _style_lookup(class_to_style: Mapping[int, str]) -> tuple[np.ndarray, np.nda
     return codes, styles
 
 
-def _landcover_grid(landcover: xr.DataArray) -> tuple[np.ndarray, Affine, pyproj.CRS, float | None]:
-    """The 2-D class array of a land-cover raster with its transform, CRS and nodata."""
-    if landcover.rio.crs is None:
-        raise ValueError("landcover raster has no CRS; write one with .rio.write_crs()")
+def _raster_grid(raster: xr.DataArray, what: str) -> tuple[np.ndarray, Affine, pyproj.CRS, float | None]:
+    """The 2-D array of a single-band raster with its transform, CRS and nodata."""
+    if raster.rio.crs is None:
+        raise ValueError(f"{what} raster has no CRS; write one with .rio.write_crs()")
     # Through the authority code ("EPSG:3067") where there is one: GDAL's WKT
     # of TM35FIN is ambiguous with UTM 35N and would lose the EPSG identity.
-    crs = pyproj.CRS.from_user_input(landcover.rio.crs.to_string())
+    crs = pyproj.CRS.from_user_input(raster.rio.crs.to_string())
     if not crs.is_projected:
-        raise ValueError(f"landcover raster must be in a projected CRS, got {crs.to_string()}")
-    data = landcover.squeeze(drop=True)
+        raise ValueError(f"{what} raster must be in a projected CRS, got {crs.to_string()}")
+    data = raster.squeeze(drop=True)
     if data.ndim != 2:
-        raise ValueError(f"landcover raster must have a single band, got dims {landcover.dims}")
-    return np.asarray(data.values), landcover.rio.transform(), crs, landcover.rio.nodata
+        raise ValueError(f"{what} raster must have a single band, got dims {raster.dims}")
+    return np.asarray(data.values), raster.rio.transform(), crs, raster.rio.nodata
+
+
+def _landcover_grid(landcover: xr.DataArray) -> tuple[np.ndarray, Affine, pyproj.CRS, float | None]:
+    """The 2-D class array of a land-cover raster with its transform, CRS and nodata."""
+    return _raster_grid(landcover, "landcover")
+
+
+@dataclass(frozen=True, eq=False)
+class Footprints:
+    """Building footprints of a raster (1 = roof), ready to draw and count.
+
+    ``roof`` is the boolean raster on ``transform``. A building is a
+    4-connected component of roof pixels (footprints that share a wall merge
+    into one: the raster cannot tell them apart); ``points`` (n, 2) holds one
+    point per building in the raster's CRS, the centre of the building's pixel
+    nearest its centroid, so that it lies inside the footprint like the
+    representative points that count OSM buildings.
+    """
+
+    roof: np.ndarray
+    transform: Affine
+    crs: pyproj.CRS
+    points: np.ndarray
+
+    @classmethod
+    def from_raster(cls, buildings: xr.DataArray) -> Footprints:
+        """Label the footprints of a building raster (rioxarray; nonzero = roof, nodata = none)."""
+        values, transform, crs, nodata = _raster_grid(buildings, "buildings")
+        if transform.b != 0 or transform.d != 0 or transform.a <= 0 or transform.e >= 0:
+            raise ValueError(f"buildings raster must be north-up without rotation, got transform {tuple(transform)}")
+        roof = values != 0
+        if nodata is not None and nodata != 0:
+            roof &= values != nodata
+        labels, count = ndimage.label(roof)
+        if count == 0:
+            return cls(roof, transform, crs, np.empty((0, 2)))
+        rows, cols = np.nonzero(labels)  # raster order
+        label = labels[rows, cols]
+        size = np.bincount(label, minlength=count + 1)[1:]
+        centre_row = np.bincount(label, weights=rows, minlength=count + 1)[1:] / size
+        centre_col = np.bincount(label, weights=cols, minlength=count + 1)[1:] / size
+        distance = (rows - centre_row[label - 1]) ** 2 + (cols - centre_col[label - 1]) ** 2
+        order = np.lexsort((distance, label))  # by building, nearest first; ties in raster order
+        first = order[np.r_[0, np.flatnonzero(np.diff(label[order])) + 1]]
+        x, y = transform @ (cols[first] + 0.5, rows[first] + 0.5)
+        return cls(roof, transform, crs, np.column_stack([x, y]))
+
+    def area_fraction(self, window: tuple[float, float, float, float]) -> float:
+        """Roof area inside ``window`` (minx, miny, maxx, maxy) over the window's area, pixels clipped exactly."""
+        minx, miny, maxx, maxy = window
+        t = self.transform
+        n_rows, n_cols = self.roof.shape
+        c0 = max(int(np.floor((minx - t.c) / t.a)), 0)
+        c1 = min(int(np.ceil((maxx - t.c) / t.a)), n_cols)
+        r0 = max(int(np.floor((t.f - maxy) / -t.e)), 0)
+        r1 = min(int(np.ceil((t.f - miny) / -t.e)), n_rows)
+        if c0 >= c1 or r0 >= r1:
+            return 0.0
+        left = t.c + np.arange(c0, c1) * t.a
+        top = t.f + np.arange(r0, r1) * t.e
+        wx = np.clip(np.minimum(maxx, left + t.a) - np.maximum(minx, left), 0, None)
+        wy = np.clip(np.minimum(maxy, top) - np.maximum(miny, top + t.e), 0, None)
+        area = wy @ self.roof[r0:r1, c0:c1].astype(np.float64) @ wx
+        return float(area / ((maxx - minx) * (maxy - miny)))
+
+    def count(self, window: tuple[float, float, float, float]) -> int:
+        """Buildings whose point lies inside ``window`` (minx, miny, maxx, maxy)."""
+        minx, miny, maxx, maxy = window
+        x, y = self.points[:, 0], self.points[:, 1]
+        return int(((x > minx) & (x < maxx) & (y > miny) & (y < maxy)).sum())
+
+
+def _sample_nearest(values: np.ndarray, transform: Affine, x: np.ndarray, y: np.ndarray, fill):
+    """``values`` at the points (x, y) (nearest neighbour); ``fill`` and False beyond the raster."""
+    col, row = ~transform @ (x, y)
+    col, row = np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
+    inside = (row >= 0) & (row < values.shape[0]) & (col >= 0) & (col < values.shape[1])
+    out = np.full(x.shape, fill, dtype=values.dtype)
+    out[inside] = values[row[inside], col[inside]]
+    return out, inside
+
+
+def _edge(mask: np.ndarray) -> np.ndarray:
+    """Pixels of ``mask`` with a 4-neighbour outside it (the array's border pixels excluded)."""
+    edge = np.zeros_like(mask)
+    core = mask[1:-1, 1:-1]
+    outside = ~mask[:-2, 1:-1] | ~mask[2:, 1:-1] | ~mask[1:-1, :-2] | ~mask[1:-1, 2:]
+    edge[1:-1, 1:-1] = core & outside
+    return edge
 
 
 def _render_landcover_projected(
-    classes: np.ndarray, transform: Affine, nodata, lookup, center_xy, size_px: int, metres_per_px: float
+    classes: np.ndarray,
+    transform: Affine,
+    nodata,
+    lookup,
+    center_xy,
+    size_px: int,
+    metres_per_px: float,
+    footprints: Footprints | None = None,
 ) -> MapTile:
-    """Nearest-neighbour resampling of the class raster onto the map window, then styling."""
-    _, window_transform = _window(center_xy, size_px, metres_per_px)
-    centres = np.arange(size_px) + 0.5
-    cols_w, rows_w = np.meshgrid(centres, centres)
-    x, y = window_transform @ (cols_w, rows_w)
-    col, row = ~transform @ (x, y)
-    col, row = np.floor(col).astype(np.int64), np.floor(row).astype(np.int64)
-    inside = (row >= 0) & (row < classes.shape[0]) & (col >= 0) & (col < classes.shape[1])
-    values = np.zeros((size_px, size_px), dtype=classes.dtype)
-    values[inside] = classes[row[inside], col[inside]]
+    """Nearest-neighbour resampling of the class raster onto the map window, then styling.
+
+    With ``footprints``, the window is sampled one pixel wider on each side so
+    that the outlines of roofs and the casings of roads, which depend on the
+    neighbouring pixels, do not depend on where the window is cut.
+    """
+    pad = 1 if footprints is not None else 0
+    cx, cy = (float(v) for v in center_xy)
+    half = size_px * metres_per_px / 2
+    grid = Affine(metres_per_px, 0.0, cx - half - pad * metres_per_px, 0.0, -metres_per_px, cy + half + pad * metres_per_px)
+    centres = np.arange(size_px + 2 * pad) + 0.5
+    x, y = grid @ np.meshgrid(centres, centres)
+    values, inside = _sample_nearest(classes, transform, x, y, 0)
     valid = inside if nodata is None else inside & (values != nodata)
 
     codes, style_codes = lookup
@@ -753,9 +897,25 @@ def _render_landcover_projected(
         missing = np.unique(values[valid & ~known]).tolist()
         raise ValueError(f"land-cover code(s) {missing} have no entry in class_to_style")
     styles = np.where(valid, style_codes[position], 0).astype(np.uint8)
-    # A raster has no footprints to count; the roof share is its building pixels.
-    building_fraction = float((_STYLE_CLASS[styles] == _BUILDING_CLASS).mean())
-    return _tile_from_styles(styles, building_fraction, float("nan"))
+    if footprints is None:
+        # No footprints to count; the roof share is the building pixels.
+        building_fraction = float((_STYLE_CLASS[styles] == _BUILDING_CLASS).mean())
+        return _tile_from_styles(styles, building_fraction, float("nan"))
+
+    # Roads get their grey casing along their edges, as OSM's streets do.
+    road = _ROAD_STYLES[styles]
+    styles[_edge(road)] = _STYLE_CODE["road_casing"]
+    # Roofs are painted over land use and under roads (the draw order of STYLES),
+    # with a darker one-pixel outline along their edges.
+    roof, _ = _sample_nearest(footprints.roof, footprints.transform, x, y, False)
+    drawn = roof & (styles < _STYLE_CODE["building"])
+    styles[drawn] = _STYLE_CODE["building"]
+    styles[_edge(drawn)] = _STYLE_CODE["building_outline"]
+    styles = styles[pad : pad + size_px, pad : pad + size_px]
+
+    window = (cx - half, cy - half, cx + half, cy + half)
+    per_km2 = footprints.count(window) / ((2 * half) ** 2 / 1e6)
+    return _tile_from_styles(styles, footprints.area_fraction(window), float(per_km2))
 
 
 def render_landcover_map(
@@ -764,6 +924,7 @@ def render_landcover_map(
     size_px: int = 64,
     metres_per_px: float = 4.0,
     class_to_style: Mapping[int, str] | None = None,
+    buildings: xr.DataArray | Footprints | None = None,
 ) -> MapTile:
     """Render a land-cover raster around ``center_xy`` in the OSM maps' style.
 
@@ -772,10 +933,27 @@ def render_landcover_map(
     code is drawn in the style ``class_to_style`` gives it (default: from the
     raster's CF flag attributes through :data:`LANDCOVER_STYLES`), sampled at
     pixel centres (nearest neighbour); nodata and the area beyond the raster
-    are background. ``building_density`` is NaN: a raster has no footprints.
+    are background.
+
+    ``buildings`` (the city's ``buildings.tif``, 1 on roofs, or its
+    :class:`Footprints`) draws the footprints as OSM draws buildings: the
+    ``building`` style with a one-pixel ``building_outline``, over land use
+    and under roads, while roads get a ``road_casing`` edge. The default style
+    table then is :data:`LANDCOVER_STYLES_WITH_FOOTPRINTS` (every residential
+    density as ``residential`` land use), and the building measures are those
+    of the OSM maps: ``building_fraction`` the roof area over the window area
+    (raster pixels clipped to the window), ``building_density`` the buildings
+    (see :class:`Footprints`) per km^2 whose point lies in the window. Without
+    ``buildings``, ``building_density`` is NaN and ``building_fraction`` the
+    share of pixels drawn as building.
     """
     return render_landcover_maps(
-        landcover, [center_xy], size_px=size_px, metres_per_px=metres_per_px, class_to_style=class_to_style
+        landcover,
+        [center_xy],
+        size_px=size_px,
+        metres_per_px=metres_per_px,
+        class_to_style=class_to_style,
+        buildings=buildings,
     ).tile(0)
 
 
@@ -786,16 +964,26 @@ def render_landcover_maps(
     size_px: int = 64,
     metres_per_px: float = 4.0,
     class_to_style: Mapping[int, str] | None = None,
+    buildings: xr.DataArray | Footprints | None = None,
 ) -> MapBatch:
     """Render one land-cover map per row of ``coords`` (n, 2); see :func:`render_landcover_map`.
 
     ``coords`` are in the raster's CRS unless ``coords_crs`` says otherwise.
     Centres outside the raster's extent raise a ``ValueError`` naming them.
+    The footprints of ``buildings`` are labelled once per call; pass a
+    :class:`Footprints` to reuse them across calls.
     """
     _check_geometry_args(size_px, metres_per_px)
     classes, transform, crs, nodata = _landcover_grid(landcover)
+    footprints = Footprints.from_raster(buildings) if isinstance(buildings, xr.DataArray) else buildings
+    if footprints is not None and footprints.crs != crs:
+        raise ValueError(
+            f"buildings raster CRS {footprints.crs.to_string()} differs from the landcover's {crs.to_string()}"
+        )
     lookup = _style_lookup(
-        class_to_style if class_to_style is not None else landcover_class_to_style(landcover)
+        class_to_style
+        if class_to_style is not None
+        else landcover_class_to_style(landcover, footprints=footprints is not None)
     )
     given = _as_coords(coords)
     xy = _project(given, coords_crs, crs)
@@ -806,17 +994,168 @@ def render_landcover_maps(
     if outside.any():
         raise _outside_bounds_error(given, outside, bounds, crs.to_string(), "the land-cover raster")
     tiles = [
-        _render_landcover_projected(classes, transform, nodata, lookup, c, int(size_px), metres_per_px)
+        _render_landcover_projected(classes, transform, nodata, lookup, c, int(size_px), metres_per_px, footprints)
         for c in xy
     ]
     return _stack(tiles, xy, crs, metres_per_px, "landcover")
+
+
+def map_class_at_centre(maps: MapBatch) -> np.ndarray:
+    """The :data:`MAP_CLASSES` code of each map's centre pixel (n,).
+
+    The centre pixel is ``mask[size // 2, size // 2]``: for an even size, the
+    pixel whose north-west corner is the map's centre.
+    """
+    size = maps.masks.shape[1]
+    return maps.masks[:, size // 2, size // 2].copy()
+
+
+# --------------------------------------------------------------------------
+# Labels of the maps of generated cities
+
+#: The outcomes of a generated city stored with each of its maps: the value of
+#: the city tile that holds the map's centre. ``land_price``,
+#: ``population_density`` and ``environment_index`` are the map study's
+#: labels; ``income`` and ``liveability`` come along at no cost.
+CITY_LABELS: tuple[str, ...] = ("land_price", "population_density", "environment_index", "income", "liveability")
+
+#: The place name of the OpenStreetMap maps (``datasets/maps/helsinki.nc``).
+OSM_PLACE = "helsinki"
+
+_CITY_FILES = ("landcover.tif", "buildings.tif", "tiles.nc")
+
+
+@dataclass(frozen=True)
+class CityGrid:
+    """The tile grid of a generated city (from its ``tiles.nc``).
+
+    Tiles are ``tile_m`` squares in ``rows`` x ``cols``, row-major from the
+    north-west corner (``origin_easting``, ``origin_northing``) in ``crs``;
+    ``tile_id[row, col]`` is the ``tile`` coordinate of each, ``inhabited``
+    (rows, cols) whether its water fraction is under 0.5.
+    """
+
+    name: str
+    crs: pyproj.CRS
+    origin_easting: float
+    origin_northing: float
+    tile_m: float
+    tile_id: np.ndarray
+    inhabited: np.ndarray
+
+    @classmethod
+    def from_tiles(cls, tiles: xr.Dataset) -> CityGrid:
+        rows, cols = tiles["row"].values.astype(np.int64), tiles["col"].values.astype(np.int64)
+        shape = (int(rows.max()) + 1, int(cols.max()) + 1)
+        tile_id = np.full(shape, -1, dtype=np.int64)
+        tile_id[rows, cols] = tiles["tile"].values
+        inhabited = np.zeros(shape, dtype=bool)
+        inhabited[rows, cols] = tiles["inhabited"].values.astype(bool)
+        return cls(
+            name=str(tiles.attrs.get("city", "")),
+            crs=pyproj.CRS.from_user_input(str(tiles.attrs["crs"])),
+            origin_easting=float(tiles.attrs["origin_easting"]),
+            origin_northing=float(tiles.attrs["origin_northing"]),
+            tile_m=float(tiles.attrs["tile_px"]) * float(tiles.attrs["resolution_m"]),
+            tile_id=tile_id,
+            inhabited=inhabited,
+        )
+
+    @property
+    def bounds(self) -> tuple[float, float, float, float]:
+        """(minx, miny, maxx, maxy) of the whole city."""
+        rows, cols = self.tile_id.shape
+        return (
+            self.origin_easting,
+            self.origin_northing - rows * self.tile_m,
+            self.origin_easting + cols * self.tile_m,
+            self.origin_northing,
+        )
+
+    def row_col(self, xy: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Row and column of the tile holding each point (n, 2), and whether it lies in the city."""
+        xy = np.asarray(xy, dtype=float)
+        col = np.floor((xy[:, 0] - self.origin_easting) / self.tile_m).astype(np.int64)
+        row = np.floor((self.origin_northing - xy[:, 1]) / self.tile_m).astype(np.int64)
+        inside = (row >= 0) & (row < self.tile_id.shape[0]) & (col >= 0) & (col < self.tile_id.shape[1])
+        return row, col, inside
+
+
+def sample_city_centres(tiles: xr.Dataset, n: int, seed: int, margin_m: float = 0.0) -> np.ndarray:
+    """``n`` map centres (x, y) in the city's CRS, uniform over its inhabited tiles.
+
+    Each centre picks an inhabited tile uniformly (``numpy.random.default_rng(seed)``),
+    then a uniform point inside the part of that tile at least ``margin_m``
+    from the city's edge (half the map width keeps every whole map inside the
+    city). Tiles with no such part are never picked; if no inhabited tile has
+    one, ``ValueError``.
+    """
+    grid = CityGrid.from_tiles(tiles)
+    minx, miny, maxx, maxy = grid.bounds
+    rows, cols = np.nonzero(grid.inhabited)  # row-major: the order of the tile ids
+    # Per candidate tile, the allowed x range and the allowed range of the
+    # distance below the north edge (so that a draw never reaches the next tile).
+    x_lo = np.maximum(minx + cols * grid.tile_m, minx + margin_m)
+    x_hi = np.minimum(minx + (cols + 1) * grid.tile_m, maxx - margin_m)
+    d_lo = np.maximum(rows * grid.tile_m, margin_m)
+    d_hi = np.minimum((rows + 1) * grid.tile_m, (maxy - miny) - margin_m)
+    usable = (x_hi > x_lo) & (d_hi > d_lo)
+    if not usable.any():
+        raise ValueError(
+            f"no inhabited tile of {grid.name or 'the city'} has room for a centre {margin_m} m from the city's edge"
+        )
+    x_lo, x_hi, d_lo, d_hi = x_lo[usable], x_hi[usable], d_lo[usable], d_hi[usable]
+    rng = np.random.default_rng(seed)
+    pick = rng.integers(0, usable.sum(), size=n)
+    u, v = rng.random(n), rng.random(n)
+    # u, v < 1: a point stays west of the tile's east edge and north of its south edge.
+    x = np.minimum(x_lo[pick] + u * (x_hi[pick] - x_lo[pick]), np.nextafter(x_hi[pick], -np.inf))
+    d = np.minimum(d_lo[pick] + v * (d_hi[pick] - d_lo[pick]), np.nextafter(d_hi[pick], -np.inf))
+    return np.column_stack([x, maxy - d])
+
+
+def city_labels(tiles: xr.Dataset, xy, landcover: xr.DataArray | None = None) -> dict[str, np.ndarray]:
+    """The labels of map centres ``xy`` (n, 2, in the city's CRS) of a generated city.
+
+    ``city_tile`` is the tile holding each centre (-1 outside the city), each
+    of :data:`CITY_LABELS` that tile's value (NaN outside or where
+    uninhabited), ``landcover_at_centre`` the class code of the ``landcover``
+    pixel under the centre (-1 outside it, or without a raster).
+    """
+    xy = _as_coords(xy)
+    grid = CityGrid.from_tiles(tiles)
+    row, col, inside = grid.row_col(xy)
+    tile = np.full(len(xy), -1, dtype=np.int64)
+    tile[inside] = grid.tile_id[row[inside], col[inside]]
+    position = {int(t): i for i, t in enumerate(tiles["tile"].values)}
+    index = np.array([position.get(int(t), -1) for t in tile], dtype=np.int64)
+    labels: dict[str, np.ndarray] = {"city_tile": tile.astype(np.int32)}
+    for name in CITY_LABELS:
+        values = np.full(len(xy), np.nan, dtype=np.float32)
+        if name in tiles:
+            found = index >= 0
+            values[found] = tiles[name].values[index[found]]
+        labels[name] = values
+    centre = np.full(len(xy), -1, dtype=np.int8)
+    if landcover is not None:
+        classes, transform, _, nodata = _landcover_grid(landcover)
+        values, within = _sample_nearest(classes, transform, xy[:, 0], xy[:, 1], 0)
+        keep = within if nodata is None else within & (values != nodata)
+        centre[keep] = values[keep]
+    labels["landcover_at_centre"] = centre
+    return labels
 
 
 # --------------------------------------------------------------------------
 # Dataset
 
 
-def build_map_dataset(maps: MapBatch, out_path: str | os.PathLike | None = None) -> xr.Dataset:
+def build_map_dataset(
+    maps: MapBatch,
+    out_path: str | os.PathLike | None = None,
+    labels: Mapping[str, np.ndarray | tuple[np.ndarray, Mapping]] | None = None,
+    attrs: Mapping[str, object] | None = None,
+) -> xr.Dataset:
     """Store a batch of maps as an xarray Dataset, written to NetCDF if ``out_path`` is given.
 
     Schema (``n`` tiles of ``s`` x ``s`` pixels):
@@ -825,13 +1164,18 @@ def build_map_dataset(maps: MapBatch, out_path: str | os.PathLike | None = None)
     - ``mask`` (tile, y, x) uint8 codes into the ``map_class`` coordinate
     - ``fractions`` (tile, map_class) float32, pixel share of each class
     - ``building_fraction`` (tile) float32, footprint area / window area
-    - ``building_density`` (tile) float32, buildings per km^2 (NaN for rasters)
+    - ``building_density`` (tile) float32, buildings per km^2 (NaN for rasters
+      drawn without footprints)
+    - ``map_class_at_centre`` (tile) uint8, the mask code of the centre pixel
+      (:func:`map_class_at_centre`)
+    - ``labels``: one more (tile) variable per entry, an array or
+      ``(array, attrs)`` (see :func:`render_city_maps`)
     - coords ``tile`` (0..n-1), ``lon``/``lat`` (WGS84) and ``easting``/
       ``northing`` (map centres in the dataset CRS) along tile; ``y``/``x``
       pixel-centre offsets from the map centre in metres (y grows north);
       ``map_class`` names, ``band`` names
     - attrs ``metres_per_px``, ``size_px``, ``source`` ("openstreetmap" or
-      "landcover"); the CRS via rioxarray (``spatial_ref``).
+      "landcover"), ``crs`` (also via rioxarray: ``spatial_ref``) and ``attrs``.
 
     The file is written with h5netcdf to a temporary name and renamed into
     place, so a failed write leaves no partial file; read it with
@@ -846,6 +1190,7 @@ def build_map_dataset(maps: MapBatch, out_path: str | os.PathLike | None = None)
             "fractions": (("tile", "map_class"), maps.fractions.astype(np.float32)),
             "building_fraction": ("tile", maps.building_fraction.astype(np.float32)),
             "building_density": ("tile", maps.building_density.astype(np.float32)),
+            "map_class_at_centre": ("tile", map_class_at_centre(maps)),
         },
         coords={
             "tile": np.arange(n),
@@ -864,12 +1209,254 @@ def build_map_dataset(maps: MapBatch, out_path: str | os.PathLike | None = None)
             "source": maps.source,
         },
     )
-    ds["mask"].attrs["flag_values"] = np.arange(len(MAP_CLASSES), dtype=np.uint8)
-    ds["mask"].attrs["flag_meanings"] = " ".join(MAP_CLASSES)
+    for name in ("mask", "map_class_at_centre"):
+        ds[name].attrs["flag_values"] = np.arange(len(MAP_CLASSES), dtype=np.uint8)
+        ds[name].attrs["flag_meanings"] = " ".join(MAP_CLASSES)
     ds["building_density"].attrs["units"] = "km-2"
     ds["y"].attrs["units"] = ds["x"].attrs["units"] = "m"
+    for name, value in (labels or {}).items():
+        values, var_attrs = value if isinstance(value, tuple) else (value, {})
+        ds[name] = xr.Variable("tile", np.asarray(values), attrs=dict(var_attrs))
+    ds.attrs.update(attrs or {})
     # The authority code where there is one (see _landcover_grid), else WKT.
     ds = ds.rio.write_crs(maps.crs.to_string())
+    ds.attrs["crs"] = maps.crs.to_string()
     if out_path is not None:
         write_dataset_atomic(ds, out_path)
     return ds
+
+
+def place_seed(seed: int, place: str) -> int:
+    """The seed of one place's centres: from the stage's ``seed`` and the place's name, so adding a place shifts no other."""
+    return int(np.random.SeedSequence([int(seed), zlib.crc32(place.encode())]).generate_state(1)[0])
+
+
+def _label_variables(n: int, place: str, tile_labels: Mapping[str, np.ndarray] | None, units: Mapping[str, str],
+                     landcover_flags: Mapping[str, object] | None) -> dict[str, tuple[np.ndarray, dict]]:
+    """The label variables of ``n`` maps of ``place``; NaN / -1 where the place has no such label."""
+    tile_labels = tile_labels or {}
+    out: dict[str, tuple[np.ndarray, dict]] = {
+        "city": (np.full(n, place, dtype=object).astype(str), {"long_name": "place of the map"}),
+        "city_tile": (
+            np.asarray(tile_labels.get("city_tile", np.full(n, -1)), dtype=np.int32),
+            {"long_name": "tile of the city's tiles.nc holding the centre (-1: none)"},
+        ),
+    }
+    for name in CITY_LABELS:
+        values = np.asarray(tile_labels.get(name, np.full(n, np.nan)), dtype=np.float32)
+        out[name] = (values, {"long_name": f"{name.replace('_', ' ')} of the city tile holding the centre",
+                              **({"units": units[name]} if name in units else {})})
+    centre_attrs = {"long_name": "land-cover class of the pixel under the centre (-1: none)",
+                    **(landcover_flags or {})}
+    out["landcover_at_centre"] = (
+        np.asarray(tile_labels.get("landcover_at_centre", np.full(n, -1)), dtype=np.int8), centre_attrs,
+    )
+    return out
+
+
+def render_osm_maps(
+    layers: OsmLayers,
+    n: int,
+    seed: int,
+    size_px: int = 64,
+    metres_per_px: float = 2.0,
+    place: str = OSM_PLACE,
+) -> xr.Dataset:
+    """``n`` maps of an OSM extract, centres uniform over its coverage, as a labelled map dataset.
+
+    The OSM maps serve self-supervised training; their labels are what
+    OpenStreetMap itself provides: ``building_density`` and
+    ``building_fraction`` (from the footprints), ``map_class_at_centre``, the
+    class ``fractions``, ``lon``/``lat``, and ``city`` = ``place``. The
+    socioeconomic labels of :data:`CITY_LABELS` are NaN, ``city_tile`` and
+    ``landcover_at_centre`` -1: OSM knows none of them. Centres are drawn with
+    :func:`sample_coordinates` (whole maps inside the extract) seeded by
+    :func:`place_seed`.
+    """
+    margin = size_px * metres_per_px / 2
+    xy = sample_coordinates(layers, n, seed=place_seed(seed, place), margin_m=margin, coords_crs=None)
+    maps = render_maps(layers, xy, coords_crs=None, size_px=size_px, metres_per_px=metres_per_px)
+    labels = _label_variables(n, place, None, {}, None)
+    return build_map_dataset(maps, labels=labels, attrs={
+        "place": place,
+        "labels": "OpenStreetMap's own: building_density, building_fraction, map_class_at_centre, fractions; "
+                  "no socioeconomic labels (NaN): for self-supervised training",
+    })
+
+
+def check_city_files(city_dir: str | os.PathLike) -> dict[str, Path]:
+    """The paths of a generated city's ``landcover.tif``, ``buildings.tif`` and ``tiles.nc``.
+
+    Raises ``FileNotFoundError`` naming the first missing file and the
+    ``city@<name>`` stage that builds it.
+    """
+    city_dir = Path(city_dir)
+    paths = {name: city_dir / name for name in _CITY_FILES}
+    for path in paths.values():
+        if not path.is_file():
+            raise FileNotFoundError(
+                f"{path} not found: the city {city_dir.name!r} (in maps.cities) is not built; it needs an entry "
+                f"under `cities` in params.yaml and a run of its `city@{city_dir.name}` stage "
+                f"(dvc repro city@{city_dir.name})"
+            )
+    return paths
+
+
+def render_city_maps(
+    city_dir: str | os.PathLike,
+    n: int,
+    seed: int,
+    size_px: int = 64,
+    metres_per_px: float = 2.0,
+) -> xr.Dataset:
+    """``n`` labelled maps of the generated city in ``city_dir`` (its name: the folder's name).
+
+    Centres are uniform over the inhabited tiles with whole maps inside the
+    city (:func:`sample_city_centres`, seeded by :func:`place_seed`); the maps
+    draw ``landcover.tif`` with the footprints of ``buildings.tif`` in the OSM
+    style (:func:`render_landcover_maps`). Labels per map: ``city``,
+    ``lon``/``lat``/``easting``/``northing``, :data:`CITY_LABELS` (the values
+    of the tile holding the centre, ``city_tile``), ``landcover_at_centre``
+    (LandCover code of the pixel under the centre), ``map_class_at_centre``,
+    ``fractions``, ``building_density`` and ``building_fraction``.
+    """
+    paths = check_city_files(city_dir)
+    place = Path(city_dir).name
+    landcover = rioxarray.open_rasterio(paths["landcover.tif"], mask_and_scale=False).squeeze("band", drop=True)
+    buildings = rioxarray.open_rasterio(paths["buildings.tif"], mask_and_scale=False).squeeze("band", drop=True)
+    with xr.open_dataset(paths["tiles.nc"], engine="h5netcdf", decode_coords="all") as opened:
+        names = ["tile", "row", "col", "inhabited", *(v for v in CITY_LABELS if v in opened)]
+        tiles = opened[names].load()
+    margin = size_px * metres_per_px / 2
+    xy = sample_city_centres(tiles, n, seed=place_seed(seed, place), margin_m=margin)
+    maps = render_landcover_maps(
+        landcover, xy, size_px=size_px, metres_per_px=metres_per_px, buildings=buildings
+    )
+    units = {v: tiles[v].attrs["units"] for v in CITY_LABELS if v in tiles and "units" in tiles[v].attrs}
+    names = _flag_table(landcover)
+    flags = {"flag_values": np.array(sorted(names), dtype=np.int8),
+             "flag_meanings": " ".join(names[c] for c in sorted(names))}
+    labels = _label_variables(n, place, city_labels(tiles, xy, landcover), units, flags)
+    return build_map_dataset(maps, labels=labels, attrs={
+        "place": place,
+        "labels": "the city's outcomes of the tile holding the centre, land cover under the centre, "
+                  "building measures from buildings.tif",
+    })
+
+
+def build_map_datasets(
+    pbf: str | os.PathLike,
+    cities: list[str] | tuple[str, ...],
+    n: int,
+    seed: int,
+    size_px: int = 64,
+    metres_per_px: float = 2.0,
+    datasets_dir: str | os.PathLike = "datasets",
+    out_dir: str | os.PathLike | None = "datasets/maps",
+) -> dict[str, xr.Dataset]:
+    """The ``maps`` stage: ``n`` labelled maps of Helsinki's OSM extract and of each generated city.
+
+    Writes one file per place, ``<out_dir>/helsinki.nc`` (:func:`render_osm_maps`)
+    and ``<out_dir>/<city>.nc`` (:func:`render_city_maps`, reading
+    ``<datasets_dir>/<city>/``), all with the schema of
+    :func:`build_map_dataset` and the same label variables, so
+    :func:`load_map_datasets` / :func:`label_table` combine them. Every city's
+    files are checked before anything is rendered or written. Returns the
+    datasets by place (nothing is written when ``out_dir`` is None).
+    """
+    if OSM_PLACE in cities:
+        raise ValueError(f"{OSM_PLACE!r} is the OpenStreetMap place; a generated city cannot take its name")
+    for city in cities:
+        check_city_files(Path(datasets_dir) / city)
+    layers = load_osm_layers(pbf)
+    datasets = {OSM_PLACE: render_osm_maps(layers, n, seed, size_px, metres_per_px)}
+    for city in cities:
+        datasets[city] = render_city_maps(Path(datasets_dir) / city, n, seed, size_px, metres_per_px)
+    if out_dir is not None:
+        for place, ds in datasets.items():
+            write_dataset_atomic(ds, Path(out_dir) / f"{place}.nc")
+    return datasets
+
+
+def load_map_datasets(directory: str | os.PathLike = "datasets/maps", places=None) -> dict[str, xr.Dataset]:
+    """The map datasets written by :func:`build_map_datasets`, loaded, by place (default: every ``*.nc``)."""
+    directory = Path(directory)
+    places = places if places is not None else sorted(p.stem for p in directory.glob("*.nc"))
+    out = {}
+    for place in places:
+        with xr.open_dataset(directory / f"{place}.nc", engine="h5netcdf", decode_coords="all") as ds:
+            out[place] = ds.load()
+    return out
+
+
+def label_table(datasets: Mapping[str, xr.Dataset]) -> pd.DataFrame:
+    """One row per map of every place: ``city``, ``tile``, coordinates and every label (no images).
+
+    ``map_class_at_centre`` comes as its :data:`MAP_CLASSES` name; the class
+    fractions as ``fraction_<class>`` columns. ``easting``/``northing`` are in
+    each place's own CRS; compare places by ``lon``/``lat``.
+    """
+    frames = []
+    for place, ds in datasets.items():
+        scalars = [v for v in ds.data_vars if ds[v].dims == ("tile",)]
+        frame = ds[scalars].reset_coords(["lon", "lat", "easting", "northing"]).drop_vars(
+            "spatial_ref", errors="ignore").to_dataframe().reset_index()
+        frame["city"] = place
+        frame["map_class_at_centre"] = np.asarray(MAP_CLASSES)[frame["map_class_at_centre"].to_numpy()]
+        fractions = pd.DataFrame(ds["fractions"].values, columns=[f"fraction_{c}" for c in MAP_CLASSES])
+        frames.append(pd.concat([frame, fractions], axis=1))
+    return pd.concat(frames, ignore_index=True)
+
+
+def label_summary(datasets: Mapping[str, xr.Dataset]) -> pd.DataFrame:
+    """Per place: maps, centre lon/lat, mean of each label, share of residential centres."""
+    table = label_table(datasets)
+    summary = table.groupby("city", sort=False).agg(
+        maps=("tile", "size"),
+        lon=("lon", "mean"),
+        lat=("lat", "mean"),
+        **{name: (name, "mean") for name in CITY_LABELS[:3]},
+        building_density=("building_density", "mean"),
+        building_fraction=("building_fraction", "mean"),
+        residential_centre=("map_class_at_centre", lambda c: float((c == "residential").mean())),
+    )
+    return summary
+
+
+def building_by_centre_class(datasets: Mapping[str, xr.Dataset], measure: str = "building_density") -> pd.DataFrame:
+    """Mean ``measure`` of maps by the class under their centre, per place and for all generated cities together.
+
+    ``measure`` is ``building_density`` (buildings per km^2) or
+    ``building_fraction`` (roof share). Columns: the generated cities' land-cover
+    class under the centre (``landcover_at_centre``: dense, medium, sparse
+    residential, industrial/commercial), then the map class of the centre
+    pixel (``map: residential``, ``map: buildings``), which OSM maps have too;
+    ``all maps`` the mean over every map. Rows: places, then ``generated``
+    (the maps of every place drawn from land cover, pooled). NaN where no map
+    qualifies.
+    """
+    columns = ["dense_residential", "medium_residential", "sparse_residential", "industrial_commercial"]
+
+    def row(ds_list: list[xr.Dataset]) -> dict[str, float]:
+        value = np.concatenate([ds[measure].values.astype(np.float64) for ds in ds_list])
+        out = {}
+        for name in columns:
+            hits = []
+            for ds in ds_list:
+                centre = ds["landcover_at_centre"]
+                meanings = str(centre.attrs.get("flag_meanings", "")).split()
+                codes = dict(zip(meanings, np.atleast_1d(centre.attrs.get("flag_values", [])).tolist(), strict=False))
+                hits.append(centre.values == codes.get(name, -2))
+            hit = np.concatenate(hits)
+            out[name] = float(value[hit].mean()) if hit.any() else np.nan
+        for map_class in ("residential", "buildings"):
+            hit = np.concatenate([ds["map_class_at_centre"].values == MAP_CLASSES.index(map_class) for ds in ds_list])
+            out[f"map: {map_class}"] = float(value[hit].mean()) if hit.any() else np.nan
+        out["all maps"] = float(value.mean())
+        return out
+
+    rows = {place: row([ds]) for place, ds in datasets.items()}
+    generated = [ds for ds in datasets.values() if ds.attrs.get("source") == "landcover"]
+    if generated:
+        rows["generated"] = row(generated)
+    return pd.DataFrame.from_dict(rows, orient="index")

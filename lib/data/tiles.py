@@ -51,7 +51,8 @@ def load_tiles(path: str | os.PathLike, outcome: str | None = None, concept_tabl
     """Read a tile dataset (NetCDF: a city's ``tiles.nc`` or an imported GeoTIFF set).
 
     ``outcome`` defaults to the dataset's ``task`` attribute (generated
-    cities). Concepts come from the ``fractions`` variable when present, else
+    cities). Tiles without a finite outcome, or marked uninhabited (open
+    water), are left out. Concepts come from the ``fractions`` variable when present, else
     from ``concept_table`` (a CSV or Parquet file with a ``tile`` column of
     tile ids and one column of fractions or 0/1 memberships per concept).
     """
@@ -63,6 +64,13 @@ def load_tiles(path: str | os.PathLike, outcome: str | None = None, concept_tabl
         if name not in ds or ds[name].dims != ("tile",):
             candidates = [v for v in ds.data_vars if ds[v].dims == ("tile",)]
             raise KeyError(f"{path} has no outcome {name!r} along 'tile'; it has {candidates}")
+        # Uninhabited tiles (open water in a generated city) have no outcome: they are left out.
+        keep = np.isfinite(ds[name].values)
+        if "inhabited" in ds:
+            keep &= ds["inhabited"].values.astype(bool)
+        if not keep.any():
+            raise ValueError(f"{path}: no tile has a finite {name!r}")
+        ds = ds.isel(tile=np.flatnonzero(keep))
         pixels = ds["image"].values
         scale = 255.0 if pixels.dtype == np.uint8 else float(np.abs(pixels).max()) or 1.0
         tile_ids = ds["tile"].values.astype(str)
@@ -74,8 +82,12 @@ def load_tiles(path: str | os.PathLike, outcome: str | None = None, concept_tabl
             concepts = None
         units = json.loads(ds.attrs["outcome_units"]).get(name, "") if "outcome_units" in ds.attrs else ""
         true_effects = None
-        if "outcome_weights" in ds.attrs and concepts is not None and name in json.loads(ds.attrs["outcome_weights"]):
-            weights = stored_outcome_models(ds)[name].landcover
+        if "outcome_models" in ds.attrs and concepts is not None and name in json.loads(ds.attrs["outcome_models"]):
+            model = stored_outcome_models(ds)[name]
+            weights = dict(model.landcover)
+            if model.interval is not None:
+                # An interval-dependent effect enters at its mean over the tiles (the stored true slope per tile).
+                weights[model.interval.concept] += float(np.mean(ds[f"{name}_slope_{model.interval.concept}"].values))
             true_effects = pd.Series({c: weights[c] for c in concepts.columns if c in weights}, name="true_effect")
         return TileData(
             images=torch.from_numpy(pixels.astype(np.float32) / scale),

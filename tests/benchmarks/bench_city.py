@@ -5,12 +5,13 @@ times larger (80 x 128 = 10,240 tiles), each in a fresh process, and
 prints tiles per second and peak memory: the growth of the process's
 resident-set high-water mark (``ru_maxrss``) from just before the build,
 so the libraries' import footprint is left out. Two peaks are shown: at the
-end of the region-by-region stream that renders and writes the images, land
-cover and street views, and at the end of the build, which adds the tables
-(the flows table has one row per pair of regions, so it grows with the
-square of the city's area). A builder that held every tile image would
-need ten times the memory for the larger city; a streaming one about the
-same.
+end of the stream that renders and writes the tiles (a block of 4 x 4 at a
+time) and the regions (a row at a time: aerial image, POIs, street views),
+and at the end of the build, which adds the outcomes, the tables and the
+flows (gravity-model trips, computed a chunk of origins at a time, so the
+pairs of regions, which grow with the square of the area, are never all in
+memory). A builder that held every tile image would need ten times the
+memory for the larger city; a streaming one about the same.
 
 Run with ``python tests/benchmarks/bench_city.py`` (``make bench``); it takes
 two to three minutes on two cores.

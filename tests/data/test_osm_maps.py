@@ -9,7 +9,7 @@ import geopandas as gpd
 import numpy as np
 import pyrosm
 import pytest
-import rioxarray  # noqa: F401  (registers the .rio accessor)
+import rioxarray
 import shapely
 import xarray as xr
 from PIL import Image
@@ -297,3 +297,258 @@ def test_landcover_dataset_round_trip(landcover, tmp_path):
     assert (back["image"].values[0] == STYLE_RGB["building"]).all()
     assert (back["image"].values[1] == STYLE_RGB["water"]).all()
     np.testing.assert_allclose(back["easting"].values, [WEST + 50, WEST + 250])
+
+
+# --- footprints of generated cities ----------------------------------------------
+
+LC_CLASSES = [
+    "dense_residential", "medium_residential", "sparse_residential", "industrial_commercial", "roads",
+    "green_urban", "forest", "agriculture", "water",
+]
+CODE = {name: code for code, name in enumerate(LC_CLASSES)}
+PX_M, WEST2, NORTH2 = 2.0, 500_000.0, 6_600_000.0
+
+
+def raster(values: np.ndarray, **attrs) -> xr.DataArray:
+    """A 2 m raster of ``values`` with its north-west corner at (WEST2, NORTH2), in EPSG:3067."""
+    rows, cols = values.shape
+    out = xr.DataArray(
+        values,
+        dims=("y", "x"),
+        coords={"y": NORTH2 - (np.arange(rows) + 0.5) * PX_M, "x": WEST2 + (np.arange(cols) + 0.5) * PX_M},
+        attrs=attrs,
+    )
+    return out.rio.write_crs("EPSG:3067")
+
+
+def classes(values: np.ndarray) -> xr.DataArray:
+    return raster(values.astype(np.uint8), flag_values=" ".join(map(str, range(9))), flag_meanings=" ".join(LC_CLASSES))
+
+
+def blocks(size: int, side: int, spacing: int, offset: int = 1) -> np.ndarray:
+    """A ``size`` square raster of ``side`` square roofs every ``spacing`` pixels."""
+    roof = np.zeros((size, size), dtype=np.uint8)
+    for r in range(offset, size - side + 1, spacing):
+        for c in range(offset, size - side + 1, spacing):
+            roof[r : r + side, c : c + side] = 1
+    return roof
+
+
+def whole(size: int) -> tuple[float, float]:
+    """The centre of a window that covers a ``size`` x ``size`` raster pixel for pixel."""
+    return WEST2 + size * PX_M / 2, NORTH2 - size * PX_M / 2
+
+
+def test_footprints_are_drawn_exactly_on_the_roof_pixels():
+    size = 40
+    cover = np.full((size, size), CODE["medium_residential"])
+    cover[:, 30:33] = CODE["roads"]
+    cover[:20, :10] = CODE["industrial_commercial"]
+    roof = blocks(size, 5, 9)
+    roof[cover == CODE["roads"]] = 0
+    roof[2:4, 36:39] = 1  # a small shed ...
+    roof[4, 37] = 1  # ... with a one-pixel annex: one building, not two
+    tile = render_landcover_map(
+        classes(cover), whole(size), size_px=size, metres_per_px=PX_M, buildings=raster(roof)
+    )
+    is_roof = roof == 1
+    np.testing.assert_array_equal(tile.mask == CLASS["buildings"], is_roof)
+    # Roofs: the building fill inside, a one-pixel outline along their edges, as OSM buildings.
+    padded = np.pad(is_roof, 1)
+    interior = is_roof & padded[:-2, 1:-1] & padded[2:, 1:-1] & padded[1:-1, :-2] & padded[1:-1, 2:]
+    assert (tile.image[interior] == STYLE_RGB["building"]).all()
+    assert (tile.image[is_roof & ~interior] == STYLE_RGB["building_outline"]).all()
+    assert interior.sum() > 50 and (is_roof & ~interior).sum() > 50
+    # Land use under the roofs' surroundings; roads white with a grey casing.
+    assert (tile.image[~is_roof & (cover == CODE["medium_residential"])] == STYLE_RGB["residential"]).all()
+    assert (tile.image[~is_roof & (cover == CODE["industrial_commercial"])] == STYLE_RGB["industrial"]).all()
+    road = tile.image[1:-1, 30:33]  # (the road ends at the raster's edge: casing there too)
+    assert (road[:, 1] == STYLE_RGB["road_minor"]).all() and (road[:, [0, 2]] == STYLE_RGB["road_casing"]).all()
+    assert (tile.mask[:, 30:33] == CLASS["roads"]).all()
+    # The building measures of the OSM maps, on the footprints: roof area and buildings per km^2.
+    n_buildings = 16 + 1  # 4 x 4 blocks (the road cuts the last column of them short) and the shed
+    assert tile.building_fraction == pytest.approx(is_roof.mean())
+    assert tile.building_density == pytest.approx(n_buildings / (size * PX_M) ** 2 * 1e6)
+    np.testing.assert_allclose(tile.fractions[CLASS["buildings"]], is_roof.mean())
+
+
+def test_footprints_do_not_depend_on_where_the_window_is_cut():
+    size = 48
+    cover = np.full((size, size), CODE["sparse_residential"])
+    roof = raster(blocks(size, 3, 6))
+    lc = classes(cover)
+    centre = np.array(whole(size))
+    big = render_landcover_map(lc, centre, size_px=32, metres_per_px=PX_M, buildings=roof)
+    # A window shifted by whole pixels shows the same pixels, outlines included.
+    shifted = render_landcover_map(lc, centre + [4 * PX_M, -6 * PX_M], size_px=32, metres_per_px=PX_M, buildings=roof)
+    np.testing.assert_array_equal(big.image[6:, 4:], shifted.image[:-6, :-4])
+    # Without footprints, the old table: dense residential drawn as roof, no count.
+    old = render_landcover_map(classes(np.full((size, size), CODE["dense_residential"])), centre, size_px=8)
+    assert (old.image == STYLE_RGB["building"]).all() and np.isnan(old.building_density)
+
+
+def test_dense_blocks_cover_more_ground_than_sparse_houses():
+    size = 60
+    maps = {}
+    for name, roof in {"dense_residential": blocks(size, 8, 10), "sparse_residential": blocks(size, 3, 10)}.items():
+        maps[name] = render_landcover_map(
+            classes(np.full((size, size), CODE[name])), whole(size), size_px=size, metres_per_px=PX_M,
+            buildings=raster(roof),
+        )
+    dense, sparse = maps["dense_residential"], maps["sparse_residential"]
+    # Both densities are the residential land use of OSM, told apart by their roofs only.
+    assert dense.fractions[CLASS["residential"]] > 0 and sparse.fractions[CLASS["residential"]] > 0
+    assert dense.building_fraction == pytest.approx(36 * 64 / size**2)
+    assert sparse.building_fraction == pytest.approx(36 * 9 / size**2)
+    assert dense.fractions[CLASS["buildings"]] > 5 * sparse.fractions[CLASS["buildings"]]
+
+
+def test_footprints_must_share_the_landcover_crs():
+    size = 16
+    roof = raster(blocks(size, 3, 6)).rio.write_crs("EPSG:32633")
+    with pytest.raises(ValueError, match="buildings raster CRS EPSG:32633 differs"):
+        render_landcover_map(classes(np.zeros((size, size))), whole(size), size_px=8, buildings=roof)
+
+
+# --- labelled maps of small generated cities -------------------------------------
+
+
+@pytest.fixture(scope="module")
+def cities(tmp_path_factory):
+    """Three small generated cities (8 x 8 tiles of 64 m) in datasets/<city>/ of a temporary folder."""
+    from lib.data.city import build_city, coastal_city, lake_city, river_city
+
+    root = tmp_path_factory.mktemp("datasets")
+    small = {"grid": (8, 8), "tile_px": 32, "view_px": 32, "regions": {"spacing_m": 64.0}}
+    for make in (river_city, coastal_city, lake_city):
+        config = make(**small)
+        build_city(config, root / config.name)
+    return root
+
+
+def open_city(city_dir: Path):
+    landcover = rioxarray.open_rasterio(city_dir / "landcover.tif").squeeze("band", drop=True)
+    with xr.open_dataset(city_dir / "tiles.nc", engine="h5netcdf", decode_coords="all") as tiles:
+        return landcover, tiles.load()
+
+
+def test_city_maps_carry_the_labels_of_the_tile_under_their_centre(cities):
+    from lib.data.osm_maps import CITY_LABELS, render_city_maps
+
+    city_dir = cities / "river_city"
+    ds = render_city_maps(city_dir, 120, seed=4, size_px=16, metres_per_px=2.0)
+    landcover, tiles = open_city(city_dir)
+    half_tile = tiles.attrs["tile_px"] * tiles.attrs["resolution_m"] / 2
+    # Independent lookup: the tile whose centre lies within half a tile of the map's centre.
+    east, north = ds["easting"].values[:, None], ds["northing"].values[:, None]
+    near = (np.abs(east - tiles["easting"].values) <= half_tile) & (np.abs(north - tiles["northing"].values) <= half_tile)
+    assert (near.sum(axis=1) == 1).all()
+    tile = near.argmax(axis=1)
+    np.testing.assert_array_equal(ds["city_tile"].values, tiles["tile"].values[tile])
+    assert (tiles["inhabited"].values[tile] == 1).all()
+    for name in CITY_LABELS:
+        np.testing.assert_array_equal(ds[name].values, tiles[name].values[tile])
+        assert np.isfinite(ds[name].values).all()
+    assert ds["land_price"].attrs["units"] == tiles["land_price"].attrs["units"]
+    # Whole maps inside the city.
+    minx, miny, maxx, maxy = landcover.rio.bounds()
+    assert (ds["easting"] - 16 >= minx).all() and (ds["easting"] + 16 <= maxx).all()
+    assert (ds["northing"] - 16 >= miny).all() and (ds["northing"] + 16 <= maxy).all()
+    # The land cover under the centre, and the map class of the map's centre pixel.
+    under = landcover.sel(x=ds["easting"], y=ds["northing"], method="nearest").values
+    np.testing.assert_array_equal(ds["landcover_at_centre"].values, under)
+    np.testing.assert_array_equal(ds["map_class_at_centre"].values, ds["mask"].values[:, 8, 8])
+    assert (ds["city"].values == "river_city").all() and ds.attrs["crs"] == "EPSG:3067"
+
+
+def test_centres_are_uniform_over_inhabited_tiles(cities):
+    from lib.data.osm_maps import sample_city_centres
+
+    _, tiles = open_city(cities / "coastal_city")
+    tile_m = tiles.attrs["tile_px"] * tiles.attrs["resolution_m"]
+    xy = sample_city_centres(tiles, 4000, seed=1, margin_m=0.0)
+    col = np.floor((xy[:, 0] - tiles.attrs["origin_easting"]) / tile_m).astype(int)
+    row = np.floor((tiles.attrs["origin_northing"] - xy[:, 1]) / tile_m).astype(int)
+    grid = np.zeros((8, 8), dtype=int)
+    np.add.at(grid, (row, col), 1)
+    inhabited = np.zeros((8, 8), dtype=bool)
+    inhabited[tiles["row"].values, tiles["col"].values] = tiles["inhabited"].values == 1
+    assert (~inhabited).any() and (grid[~inhabited] == 0).all()
+    expected = 4000 / inhabited.sum()
+    assert np.abs(grid[inhabited] - expected).max() < 5 * np.sqrt(expected)
+
+
+def test_city_maps_are_deterministic_with_a_seed(cities):
+    from lib.data.osm_maps import render_city_maps
+
+    first = render_city_maps(cities / "lake_city", 12, seed=3, size_px=16)
+    xr.testing.assert_identical(first, render_city_maps(cities / "lake_city", 12, seed=3, size_px=16))
+    other = render_city_maps(cities / "lake_city", 12, seed=4, size_px=16)
+    assert not np.allclose(first["easting"].values, other["easting"].values)
+
+
+def test_dense_residential_maps_have_more_roof_than_sparse_ones(cities):
+    from lib.data.osm_maps import render_city_maps
+
+    by_class = {"dense": [], "sparse": []}
+    for city in ("river_city", "coastal_city", "lake_city"):
+        ds = render_city_maps(cities / city, 200, seed=0, size_px=16, metres_per_px=2.0)
+        centre = ds["landcover_at_centre"].values
+        by_class["dense"].append(ds["building_fraction"].values[centre == CODE["dense_residential"]])
+        by_class["sparse"].append(ds["building_fraction"].values[centre == CODE["sparse_residential"]])
+    dense, sparse = np.concatenate(by_class["dense"]), np.concatenate(by_class["sparse"])
+    assert len(dense) >= 10 and len(sparse) >= 10
+    assert dense.mean() > 1.5 * sparse.mean()
+
+
+def test_stage_writes_every_place_with_one_schema_and_far_apart_coordinates(cities, tmp_path):
+    from lib.data.osm_maps import (
+        build_map_datasets,
+        label_summary,
+        label_table,
+        load_map_datasets,
+    )
+
+    names = ["river_city", "coastal_city", "lake_city"]
+    build_map_datasets(HELSINKI_PBF, names, 10, seed=0, size_px=16, metres_per_px=2.0,
+                       datasets_dir=cities, out_dir=tmp_path / "maps")
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted(f"{p}.nc" for p in ["helsinki", *names])
+    datasets = load_map_datasets(tmp_path / "maps")
+    schema = {name: set(ds.data_vars) for name, ds in datasets.items()}
+    assert len({frozenset(s) for s in schema.values()}) == 1
+    # Helsinki: OSM's own labels only.
+    helsinki = datasets["helsinki"]
+    assert np.isnan(helsinki["land_price"].values).all() and (helsinki["city"].values == "helsinki").all()
+    assert np.isfinite(helsinki["building_density"].values).all()
+    assert (helsinki["landcover_at_centre"].values == -1).all() and helsinki.attrs["crs"] == "EPSG:3067"
+    # The cities lie where their CRSs say: Helsinki, Split, Berlin, hundreds of kilometres apart.
+    table = label_table(datasets)
+    centre = table.groupby("city")[["lon", "lat"]].mean()
+    lon, lat = np.radians(centre["lon"].to_numpy()), np.radians(centre["lat"].to_numpy())
+    cos = np.sin(lat[:, None]) * np.sin(lat) + np.cos(lat[:, None]) * np.cos(lat) * np.cos(lon[:, None] - lon)
+    km = 6371 * np.arccos(np.clip(cos, -1, 1))
+    cities_km = km[np.ix_([centre.index.get_loc(n) for n in names], [centre.index.get_loc(n) for n in names])]
+    assert (cities_km[~np.eye(3, dtype=bool)] > 500).all()
+    assert km[centre.index.get_loc("helsinki"), centre.index.get_loc("river_city")] < 20
+    assert label_summary(datasets).loc["lake_city", "maps"] == 10
+
+
+def test_missing_city_names_the_file_and_the_stage(cities, tmp_path):
+    from lib.data.osm_maps import build_map_datasets
+
+    with pytest.raises(FileNotFoundError, match=r"atlantis/landcover\.tif not found.*`city@atlantis`"):
+        build_map_datasets(HELSINKI_PBF, ["river_city", "atlantis"], 2, seed=0, datasets_dir=cities,
+                           out_dir=tmp_path / "maps")
+    assert not (tmp_path / "maps").exists()
+
+
+def test_maps_params_check_city_names():
+    from lib import params as P
+    from lib.studies.geodata.params import MapsParams
+
+    base = {"seed": 0, "pbf": "data/osm/Helsinki.osm.pbf", "n_tiles": 4, "size_px": 64, "metres_per_px": 2.0}
+    assert P.validate("maps", base | {"cities": ["river_city"]}, MapsParams).cities == ["river_city"]
+    for cities, message in ((["river city"], "not a city name"), (["helsinki"], "OpenStreetMap place"),
+                            (["a", "a"], "more than once")):
+        with pytest.raises(P.ParameterError, match=rf"maps\.cities: .*{message}"):
+            P.validate("maps", base | {"cities": cities}, MapsParams)

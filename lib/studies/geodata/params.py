@@ -6,10 +6,15 @@ the ``city@<name>`` stage reads only its own entry.
 
 from __future__ import annotations
 
-from pydantic import ConfigDict, Field, RootModel, model_validator
+import re
+
+from pydantic import ConfigDict, Field, RootModel, field_validator, model_validator
 
 from lib.data.city import CityConfig
 from lib.params import Seeded
+
+_CITY_NAME = re.compile(r"[A-Za-z0-9_-]+")  # CityConfig.name's pattern
+_OSM_PLACE = "helsinki"  # lib.data.osm_maps.OSM_PLACE (not imported: it loads pyrosm)
 
 
 class CitiesParams(RootModel[dict[str, CityConfig]]):
@@ -26,10 +31,35 @@ class CitiesParams(RootModel[dict[str, CityConfig]]):
 
 
 class MapsParams(Seeded):
-    """The ``maps`` section of params.yaml: map tiles of Helsinki and of the generated cities."""
+    """The ``maps`` section of params.yaml: map tiles of Helsinki and of the generated cities.
+
+    Every place gets ``n_tiles`` maps of ``size_px`` pixels at ``metres_per_px``
+    (``datasets/maps/helsinki.nc`` and ``datasets/maps/<city>.nc``, see
+    :func:`lib.data.osm_maps.build_map_datasets`). The model cannot see the
+    ``cities`` section, so a name in ``cities`` without a built city fails when
+    the stage runs, with a ``FileNotFoundError`` naming the missing file and the
+    ``city@<name>`` stage that builds it.
+    """
 
     pbf: str = Field(description="the OpenStreetMap extract under data/")
     n_tiles: int = Field(ge=1, description="maps per place")
     size_px: int = Field(ge=8, le=1024)
     metres_per_px: float = Field(gt=0)
-    cities: list[str] = Field(description="generated cities (datasets/<city>/landcover.tif) to render alike")
+    cities: list[str] = Field(
+        description="generated cities (datasets/<city>/landcover.tif, buildings.tif, tiles.nc) to render alike"
+    )
+
+    @field_validator("cities")
+    @classmethod
+    def _city_names(cls, value: list[str]) -> list[str]:
+        for name in value:
+            if not _CITY_NAME.fullmatch(name):
+                raise ValueError(
+                    f"{name!r} is not a city name (letters, digits, '_' and '-', as in the cities section)"
+                )
+            if name == _OSM_PLACE:
+                raise ValueError(f"{name!r} is the OpenStreetMap place, not a generated city")
+        duplicates = sorted({name for name in value if value.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"{duplicates} listed more than once")
+        return value

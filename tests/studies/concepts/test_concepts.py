@@ -118,7 +118,7 @@ def test_concept_sets_keep_dominant_tiles_and_skip_rare_concepts():
 @pytest.fixture(scope="module")
 def tiny_city(tmp_path_factory):
     out = tmp_path_factory.mktemp("city") / "tiny"
-    build_city(river_city(name="tiny", grid=(4, 4), tile_px=32, region_tiles=2, views_per_region=0), out)
+    build_city(river_city(name="tiny", grid=(4, 4), tile_px=32, regions={"spacing_m": 64.0}, views_per_region=1), out)
     return out / "tiles.nc"
 
 
