@@ -19,7 +19,9 @@ QUESTION = (
 )
 FIGURES = (  # under results/, for the front page
     "cities/*/mosaic.png",
-    "cities/*/outcomes.png",
+    "cities/*/modalities.png",
+    "cities/*/oracle_r2.png",
+    "maps/figures/map_rows.png",
 )
 SECTIONS = {"cities": CitiesParams, "maps": MapsParams}
 STAGES = (
