@@ -18,6 +18,13 @@ on the tile grid, independent per region). Outcomes are defined only where
 people live: units whose water fraction is 0.5 or more are uninhabited and
 get NaN.
 
+The outcomes are indices on a linear scale, not clipped: at the outskirts (far
+from the centre, on fields) the distance term and the noise can take
+population density or land price a little below zero. Clipping would break
+the stated model (the stored weights reproduce the noise-free outcome
+exactly) and bias the oracle fits; a study that needs positive values can
+shift or transform the outcome it reads.
+
 Modalities and their true factors (:data:`MODALITY_FACTORS`): the aerial
 image shows land cover, water and centrality; street-level views show
 affluence; POIs carry commercial character; mobility flows carry
