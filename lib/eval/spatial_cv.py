@@ -1,0 +1,237 @@
+"""Spatial block cross-validation and linear probes evaluated with it.
+
+Neighbouring map tiles overlap and share their surroundings, so a random
+split lets a probe score by memorising places (Roberts et al., "Cross-
+validation strategies for data with temporal, spatial, hierarchical, or
+phylogenetic structure", Ecography 2017). Here:
+
+* :func:`spatial_blocks` - point i of group g (a place, a city) lies in the
+  square block (g, floor((x_i - min_g x) / b), floor((y_i - min_g y) / b)) of
+  side b = ``block_m``, the grid anchored at the group's south-west corner;
+  blocks of different groups never merge.
+* :func:`spatial_block_folds` - the blocks are dealt to the folds at random
+  and in turn (group by group, in a random order within each group), so every
+  fold gets the same number of blocks up to one, overall and within each
+  group. Fold k tests on the points of its blocks and trains on every other
+  point at least ``gap_m`` from all of its test points of the same group
+  (nearest test point by a KD-tree per group): the buffer drops training
+  points with d(i, test) < gap_m. Points of different groups are never
+  compared (they may lie in different coordinate systems).
+* :func:`probe_cv` - per fold, a ridge regression (R^2, RMSE) or a
+  multinomial logistic regression (accuracy, macro-F1) on standardised
+  features; the penalty is chosen by an inner cross-validation on the fold's
+  training points only (``GridSearchCV`` over a pipeline of scaler and model,
+  so the scaler too is refitted inside every inner split), by R^2 or accuracy.
+  The inner splits are shuffled k-fold (stratified by class for
+  classification), or group k-fold over ``inner_groups``
+  (e.g. the spatial blocks, for a spatial inner split too). Reported: each
+  fold's metrics, and their mean and sample standard deviation (ddof = 1)
+  over folds.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.spatial import cKDTree
+from sklearn.base import clone
+from sklearn.linear_model import LogisticRegression, Ridge
+from sklearn.metrics import accuracy_score, f1_score, r2_score, root_mean_squared_error
+from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, StratifiedKFold
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import StandardScaler
+from threadpoolctl import threadpool_limits
+
+__all__ = ["ProbeCV", "probe_cv", "probe_estimator", "spatial_block_folds", "spatial_blocks"]
+
+DEFAULT_ALPHAS: tuple[float, ...] = tuple(10.0**k for k in range(-3, 5))
+DEFAULT_CS: tuple[float, ...] = tuple(10.0**k for k in range(-3, 3))
+
+
+def _coordinates(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    x, y = np.asarray(x, dtype=np.float64), np.asarray(y, dtype=np.float64)
+    if x.ndim != 1 or x.shape != y.shape:
+        raise ValueError(f"x and y must be 1-D of one length, got shapes {x.shape} and {y.shape}")
+    if not (np.isfinite(x).all() and np.isfinite(y).all()):
+        raise ValueError("x and y must be finite")
+    if groups is None:
+        groups = np.zeros(len(x), dtype=np.int64)
+    groups = np.asarray(groups)
+    if groups.shape != x.shape:
+        raise ValueError(f"groups must be 1-D with one entry per point ({len(x)}), got shape {groups.shape}")
+    return x, y, groups
+
+
+def spatial_blocks(x: np.ndarray, y: np.ndarray, block_m: float, groups: np.ndarray | None = None) -> np.ndarray:
+    """The block of every point, (n,) integer ids 0 .. n_blocks - 1 (module docstring).
+
+    Ids are numbered in order of (group, block column, block row).
+    """
+    if not block_m > 0:
+        raise ValueError(f"block_m must be > 0, got {block_m}")
+    x, y, groups = _coordinates(x, y, groups)
+    group_code = np.unique(groups, return_inverse=True)[1]
+    column, row = np.empty(len(x), dtype=np.int64), np.empty(len(x), dtype=np.int64)
+    for g in np.unique(group_code):
+        member = group_code == g
+        column[member] = np.floor((x[member] - x[member].min()) / block_m)
+        row[member] = np.floor((y[member] - y[member].min()) / block_m)
+    keys = np.stack([group_code, column, row], axis=1)
+    return np.unique(keys, axis=0, return_inverse=True)[1].reshape(-1)
+
+
+def spatial_block_folds(
+    x: np.ndarray,
+    y: np.ndarray,
+    n_folds: int,
+    block_m: float,
+    gap_m: float,
+    seed: int,
+    groups: np.ndarray | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Spatial block k-fold splits with a buffer: a list of (train_idx, test_idx), sorted int arrays.
+
+    Args:
+        x, y: (n,) projected coordinates in metres (easting, northing).
+        n_folds: k >= 2; there must be at least k blocks.
+        block_m: side of the square blocks, > 0.
+        gap_m: training points closer than this to a test point of their
+            group are dropped from that fold's training set; >= 0.
+        seed: seed of the random deal of blocks to folds.
+        groups: (n,) place of each point (any labels); None = one place.
+    The test sets partition the points; a block lies in one test set only.
+    """
+    if not (isinstance(n_folds, (int, np.integer)) and n_folds >= 2):
+        raise ValueError(f"n_folds must be an integer >= 2, got {n_folds}")
+    if not gap_m >= 0:
+        raise ValueError(f"gap_m must be >= 0, got {gap_m}")
+    block = spatial_blocks(x, y, block_m, groups)
+    x, y, groups = _coordinates(x, y, groups)
+    group_code = np.unique(groups, return_inverse=True)[1]
+    n_blocks = int(block.max()) + 1 if len(block) else 0
+    if n_blocks < n_folds:
+        raise ValueError(
+            f"{n_blocks} blocks of block_m={block_m} cannot fill n_folds={n_folds} folds; use smaller blocks"
+        )
+
+    rng = np.random.default_rng(seed)
+    block_group = np.zeros(n_blocks, dtype=np.int64)
+    block_group[block] = group_code
+    # Blocks in group order, shuffled within each group, dealt in turn to the folds in a random order.
+    order = np.lexsort((rng.permutation(n_blocks), block_group))
+    block_fold = np.empty(n_blocks, dtype=np.int64)
+    block_fold[order] = rng.permutation(n_folds)[np.arange(n_blocks) % n_folds]
+    point_fold = block_fold[block]
+
+    folds = []
+    for k in range(n_folds):
+        test = point_fold == k
+        train = ~test
+        if gap_m > 0:
+            for g in np.unique(group_code[test]):
+                in_group = group_code == g
+                tree = cKDTree(np.stack([x[test & in_group], y[test & in_group]], axis=1))
+                candidates = np.flatnonzero(train & in_group)
+                distance, _ = tree.query(np.stack([x[candidates], y[candidates]], axis=1), k=1)
+                train[candidates[distance < gap_m]] = False
+        if not train.any():
+            raise ValueError(f"fold {k} has no training point left after a gap_m={gap_m} buffer; use a smaller gap_m")
+        folds.append((np.flatnonzero(train), np.flatnonzero(test)))
+    return folds
+
+
+def probe_estimator(task: str, alphas=DEFAULT_ALPHAS, cs=DEFAULT_CS, max_iter: int = 1000) -> tuple[Pipeline, dict]:
+    """The probe of a task (scaler + Ridge or LogisticRegression) and its penalty grid for GridSearchCV."""
+    if task == "regression":
+        return Pipeline([("scale", StandardScaler()), ("model", Ridge())]), {"model__alpha": list(alphas)}
+    if task == "classification":
+        # lbfgs fits the multinomial (softmax) model for more than two classes.
+        model = LogisticRegression(max_iter=max_iter)
+        return Pipeline([("scale", StandardScaler()), ("model", model)]), {"model__C": list(cs)}
+    raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+
+
+@dataclass(frozen=True)
+class ProbeCV:
+    """Cross-validated probe results.
+
+    ``per_fold``: each fold's metrics, its chosen penalty (``alpha`` or
+    ``C``) and sizes; ``mean`` and ``sd`` (ddof = 1) of the metrics over
+    folds; ``predictions``: (n,) the out-of-fold prediction of every point
+    (each point is tested in exactly one fold).
+    """
+
+    per_fold: list[dict[str, float]]
+    mean: dict[str, float]
+    sd: dict[str, float]
+    predictions: np.ndarray
+
+    def summary(self) -> dict[str, float]:
+        """``{metric}_mean`` and ``{metric}_sd`` for every metric, one flat dict of floats."""
+        out = {f"{name}_mean": value for name, value in self.mean.items()}
+        out.update({f"{name}_sd": value for name, value in self.sd.items()})
+        return out
+
+
+def probe_cv(
+    features: np.ndarray,
+    target: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    task: str = "regression",
+    alphas=DEFAULT_ALPHAS,
+    cs=DEFAULT_CS,
+    inner_folds: int = 5,
+    inner_groups: np.ndarray | None = None,
+    seed: int = 0,
+    max_iter: int = 1000,
+) -> ProbeCV:
+    """Linear probe of ``target`` from ``features`` evaluated over ``folds`` (module docstring).
+
+    Args:
+        features: (n, d) embeddings; target: (n,) outcome or class labels.
+        folds: (train_idx, test_idx) pairs, e.g. from :func:`spatial_block_folds`.
+        task: 'regression' (Ridge; R^2, RMSE) or 'classification'
+            (multinomial LogisticRegression; accuracy, macro-F1).
+        alphas / cs: the penalty grid of Ridge's alpha / LogisticRegression's C.
+        inner_folds: splits of the inner cross-validation that picks the penalty.
+        inner_groups: (n,) labels kept together by the inner splits (GroupKFold);
+            None = shuffled KFold (StratifiedKFold for classes) seeded by ``seed``.
+    """
+    features, target = np.asarray(features, dtype=np.float64), np.asarray(target)
+    if features.ndim != 2 or target.shape != (features.shape[0],):
+        raise ValueError(f"features must be (n, d) and target (n,), got {features.shape} and {target.shape}")
+    if not folds:
+        raise ValueError("folds must hold at least one (train_idx, test_idx) pair")
+    estimator, grid = probe_estimator(task, alphas, cs, max_iter)
+    penalty = "alpha" if task == "regression" else "C"
+    # Out-of-fold predictions; NaN (regression) or None (classification) where no fold tests a point.
+    predictions = np.full(len(target), np.nan) if task == "regression" else np.full(len(target), None, dtype=object)
+    per_fold = []
+    for train, test in folds:
+        if inner_groups is None:
+            splitter = KFold if task == "regression" else StratifiedKFold
+            inner, fit_groups = splitter(inner_folds, shuffle=True, random_state=seed), None
+        else:
+            inner, fit_groups = GroupKFold(inner_folds), np.asarray(inner_groups)[train]
+        search = GridSearchCV(clone(estimator), grid, cv=inner)
+        # One BLAS thread: the problems are small, and threads waiting on a busy CPU slow them down.
+        with threadpool_limits(1):
+            search.fit(features[train], target[train], groups=fit_groups)
+        predicted = search.predict(features[test])
+        predictions[test] = predicted
+        if task == "regression":
+            scores = {"r2": r2_score(target[test], predicted), "rmse": root_mean_squared_error(target[test], predicted)}
+        else:
+            scores = {"accuracy": accuracy_score(target[test], predicted),
+                      "macro_f1": f1_score(target[test], predicted, average="macro", zero_division=0)}
+        per_fold.append({**{k: float(v) for k, v in scores.items()},
+                         penalty: float(search.best_params_[f"model__{penalty}"]),
+                         "n_train": float(len(train)), "n_test": float(len(test))})
+    names = ["r2", "rmse"] if task == "regression" else ["accuracy", "macro_f1"]
+    table = np.array([[fold[name] for name in names] for fold in per_fold])
+    sd = table.std(axis=0, ddof=1) if len(per_fold) > 1 else np.full(len(names), np.nan)
+    if task == "classification" and all(p is not None for p in predictions):
+        predictions = predictions.astype(target.dtype)
+    return ProbeCV(per_fold, dict(zip(names, table.mean(axis=0).tolist(), strict=True)),
+                   dict(zip(names, sd.tolist(), strict=True)), predictions)

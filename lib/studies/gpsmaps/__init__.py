@@ -1,0 +1,33 @@
+"""The gpsmaps study: self-supervised embeddings of GPS coordinates from map images.
+
+Bougie, Vazhenina and Watanabe, "Lost and Found: How Self-Supervised Learning
+Helps GPS Coordinates Find Their Way" (ACML 2023); no public code exists, this
+is a first implementation. A coordinate is embedded by encoding the map
+centred on it (``datasets/maps``, :mod:`lib.data.osm_maps`): DINO
+self-distillation (:mod:`lib.losses.dino`) plus geo-predictive tasks, a
+masked reconstruction and an intermediate clustering term (:mod:`.model`).
+
+Stages: ``gpsmaps_train@<variant>`` trains the full method, each ablation and
+DINO alone (:mod:`.train`); ``gpsmaps_eval`` probes their frozen embeddings
+against coordinate encodings under spatial block cross-validation
+(:mod:`.evaluate`).
+"""
+
+from lib.stage import Stage
+from lib.studies.gpsmaps.params import VARIANTS, GpsMapsEvalParams, GpsMapsParams, GpsMapsTrainParams
+
+TITLE = "GPS maps: self-supervised coordinate embeddings from map images"
+QUESTION = (
+    "Do embeddings of the map around a coordinate, learned by self-distillation with geo tasks, "
+    "predict what a place is like better than encodings of the coordinates themselves?"
+)
+FIGURES = (  # under results/, for the front page
+    "gpsmaps/figures/probes.png",
+    "gpsmaps/figures/embedding_maps.png",
+    "gpsmaps/figures/training_curves.png",
+)
+SECTIONS = {"gpsmaps": GpsMapsParams}
+STAGES = (
+    Stage("gpsmaps_train", "gpsmaps", "gpsmaps", GpsMapsTrainParams, {"variant": VARIANTS}),
+    Stage("gpsmaps_eval", "gpsmaps", "gpsmaps", GpsMapsEvalParams),
+)

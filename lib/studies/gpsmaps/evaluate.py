@@ -1,0 +1,118 @@
+"""Evaluation of the gpsmaps embeddings: linear probes under spatial block cross-validation, against baselines.
+
+Every feature set embeds the maps held out of the geo tasks
+(:mod:`lib.studies.gpsmaps.data`) and is probed by the same spatial block
+cross-validation (:func:`lib.eval.spatial_cv.probe_cv`: ridge regression or
+multinomial logistic regression, the penalty chosen inside each fold's
+training part; folds of ``block_m`` blocks per city with a ``gap_m`` buffer;
+mean and sd over folds). Feature sets:
+
+* each trained variant's teacher embedding (``full``, the ablations, ``dino``);
+* ``random_init``: the same encoder with random weights (what the architecture alone gives);
+* ``coordinates``: the planar coordinates in km (a linear probe of raw lon/lat);
+* ``rff``: multi-scale random Fourier features of the coordinates (the location
+  encoding of GeoCLIP and SatCLIP), probed linearly;
+* ``coordinates_mlp``: an MLP on the coordinates, fitted per fold (scikit-learn,
+  early stopping on a tenth of the fold's training part).
+
+Helsinki's maps (OpenStreetMap) are probed the same way for the labels OSM
+itself gives: building density and the map class at the centre.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.metrics import accuracy_score, f1_score, r2_score, root_mean_squared_error
+from sklearn.neural_network import MLPClassifier, MLPRegressor
+from sklearn.pipeline import make_pipeline
+from sklearn.preprocessing import StandardScaler
+
+from lib.eval.encode import encode
+from lib.eval.spatial_cv import probe_cv, spatial_block_folds
+from lib.models.location import RandomFourierFeatures
+from lib.runtime import Runtime
+
+EARTH_RADIUS_KM = 6371.0
+
+
+def planar_km(lon: np.ndarray, lat: np.ndarray, groups: np.ndarray | None = None) -> np.ndarray:
+    """Equirectangular km, ``x = R lon cos(lat_g), y = R lat`` (radians), ``lat_g`` the mean latitude of the
+    point's group (its place): within a place, distances are right to well under 1 %."""
+    lon, lat = np.radians(np.asarray(lon, float)), np.radians(np.asarray(lat, float))
+    groups = np.zeros(len(lon)) if groups is None else np.asarray(groups)
+    reference = np.empty_like(lat)
+    for g in np.unique(groups):
+        reference[groups == g] = lat[groups == g].mean()
+    return np.stack([EARTH_RADIUS_KM * lon * np.cos(reference), EARTH_RADIUS_KM * lat], axis=1)
+
+
+def rff_features(xy_km: np.ndarray, scales_m: list[float], n_features: int, seed: int) -> np.ndarray:
+    """Random Fourier features of planar coordinates at each scale (metres)."""
+    rff = RandomFourierFeatures(2, n_features, [s / 1000 for s in scales_m], seed=seed)
+    with torch.no_grad():
+        return rff(torch.as_tensor(xy_km - xy_km.mean(0), dtype=torch.float32)).numpy().astype(np.float64)
+
+
+def embed(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime) -> np.ndarray:
+    """The encoder's embeddings of ``images`` (N, 3, H, W), as float64 NumPy."""
+    encoder = encoder.to(runtime.device).eval()
+    return encode(encoder, images, batch_size=batch_size, runtime=runtime).numpy().astype(np.float64)
+
+
+def mlp_cv(xy: np.ndarray, target: np.ndarray, folds, task: str, seed: int) -> dict[str, float]:
+    """An MLP on standardised coordinates, fitted per fold; the same metrics as :func:`probe_cv`."""
+    scores = []
+    for train, test in folds:
+        # Early stopping holds out a tenth of the fold's training part; too few maps for that, a plain fit.
+        model = (MLPRegressor if task == "regression" else MLPClassifier)(
+            hidden_layer_sizes=(128, 128), early_stopping=len(train) >= 100, max_iter=2000, random_state=seed)
+        pipe = make_pipeline(StandardScaler(), model).fit(xy[train], target[train])
+        predicted = pipe.predict(xy[test])
+        if task == "regression":
+            scores.append({"r2": r2_score(target[test], predicted),
+                           "rmse": root_mean_squared_error(target[test], predicted)})
+        else:
+            scores.append({"accuracy": accuracy_score(target[test], predicted),
+                           "macro_f1": f1_score(target[test], predicted, average="macro", zero_division=0)})
+    table = pd.DataFrame(scores)
+    return {**{f"{k}_mean": float(v) for k, v in table.mean().items()},
+            **{f"{k}_sd": float(v) for k, v in table.std(ddof=1).items()}}
+
+
+def probe_all(features: dict[str, np.ndarray], table: pd.DataFrame, targets: dict[str, str], folds,
+              xy: np.ndarray, seed: int) -> pd.DataFrame:
+    """One row per (feature set, target): mean and sd over folds of each metric.
+
+    ``targets``: label -> 'regression' | 'classification'. ``coordinates_mlp`` is added from ``xy``.
+    """
+    rows = []
+    for target, task in targets.items():
+        y = table[target].to_numpy()
+        y = y.astype(np.int64) if task == "classification" else y.astype(float)
+        # Inner splits that pick the penalty: 5, or fewer where a fold's training part is small
+        # (stratified splits need that many members of its largest class).
+        sizes = [len(train) if task == "regression" else np.bincount(y[train]).max() for train, _ in folds]
+        inner = int(max(2, min(5, min(sizes))))
+        for name, x in features.items():
+            rows.append({"features": name, "target": target, "task": task,
+                         **probe_cv(x, y, folds, task=task, inner_folds=inner, seed=seed).summary()})
+        rows.append({"features": "coordinates_mlp", "target": target, "task": task,
+                     **mlp_cv(xy, y, folds, task, seed)})
+    return pd.DataFrame(rows)
+
+
+def folds_for(table: pd.DataFrame, n_folds: int, block_m: float, gap_m: float, seed: int):
+    """Spatial block folds over the maps of ``table``, each place a group of its own."""
+    return spatial_block_folds(table["easting"].to_numpy(), table["northing"].to_numpy(), n_folds, block_m, gap_m,
+                               seed, groups=table["place"].to_numpy())
+
+
+def pca_rgb(features: np.ndarray) -> np.ndarray:
+    """The first three principal components of ``features``, each scaled to [0, 1] (robustly: 2-98 %)."""
+    centred = features - features.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    pcs = centred @ vt[:3].T
+    low, high = np.percentile(pcs, 2, axis=0), np.percentile(pcs, 98, axis=0)
+    return np.clip((pcs - low) / np.where(high > low, high - low, 1), 0, 1)

@@ -1,0 +1,176 @@
+"""The gpsmaps study: parameters, the held-out split, geo targets, a training step, the evaluation helpers."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+import xarray as xr
+
+from lib.params import ParameterError, validate
+from lib.runtime import runtime
+from lib.studies.gpsmaps import data as gdata
+from lib.studies.gpsmaps import evaluate as ev
+from lib.studies.gpsmaps.params import VARIANTS, GpsMapsTrainParams
+from lib.studies.gpsmaps.train import train_variant, variant_loss
+
+PARAMS = {
+    "seed": 0, "device": "cpu", "inference_batch_size": 16,
+    "data": {"places": ["helsinki", "town"], "entropy_threshold": 0.1, "block_m": 100.0, "gap_m": 30.0,
+             "holdout_fraction": 0.4},
+    "views": {"n_global": 2, "n_local": 1, "global_size": 16, "local_size": 16, "global_scale": [0.5, 1.0],
+              "local_scale": [0.2, 0.5], "rotation": 90.0},
+    "model": {"width": 4, "embedding_dim": 8, "head_hidden": 16, "head_bottleneck": 8, "head_out": 16},
+    "loss": {"geo_weight": 1.0, "reconstruction_weight": 1.0, "clustering_weight": 1.0, "student_temperature": 0.1,
+             "teacher_temperature": 0.04, "teacher_warmup_temperature": 0.04, "teacher_warmup_epochs": 0,
+             "center_momentum": 0.9, "teacher_momentum": 0.996, "density_clusters": 2, "n_centroids": 4,
+             "cluster_temperature": 0.1, "hidden_fraction": 0.3},
+    "train": {"epochs": 1, "lr": 1e-3, "weight_decay": 0.0, "batch_size": 8, "max_steps_per_epoch": 2},
+}
+
+
+def _params(**changes) -> GpsMapsTrainParams:
+    values = {k: (dict(v) if isinstance(v, dict) else v) for k, v in PARAMS.items()}
+    for path, value in changes.items():
+        section, key = path.split("__")
+        values[section][key] = value
+    return validate("gpsmaps", values, GpsMapsTrainParams)
+
+
+def _write_place(directory, place: str, n: int, labelled: bool, seed: int) -> None:
+    rng = np.random.default_rng(seed)
+    side = math.ceil(math.sqrt(n))
+    east = 400000.0 + 40.0 * (np.arange(n) % side)
+    north = 6600000.0 + 40.0 * (np.arange(n) // side)
+    mask = rng.integers(0, 8, (n, 16, 16)).astype(np.uint8)
+    mask[0] = 3  # one uniform map: entropy 0, dropped
+    image = rng.integers(0, 255, (n, 16, 16, 3)).astype(np.uint8)
+    labels = {"land_price": rng.normal(3, 1, n), "population_density": rng.gamma(2, 2, n),
+              "environment_index": rng.normal(50, 10, n), "landcover_at_centre": rng.integers(0, 3, n)}
+    if not labelled:
+        labels = {k: np.full(n, np.nan) for k in labels}
+        labels["landcover_at_centre"] = np.full(n, -1)
+    ds = xr.Dataset(
+        {"image": (("tile", "y", "x", "band"), image), "mask": (("tile", "y", "x"), mask),
+         **{k: ("tile", v) for k, v in labels.items()}},
+        coords={"tile": np.arange(n), "easting": ("tile", east), "northing": ("tile", north),
+                "lon": ("tile", 24 + (east - 400000) / 55000), "lat": ("tile", 60 + (north - 6600000) / 111000)},
+    )
+    ds.to_netcdf(directory / f"{place}.nc", engine="h5netcdf")
+
+
+@pytest.fixture
+def maps_dir(tmp_path):
+    _write_place(tmp_path, "helsinki", 36, labelled=False, seed=1)
+    _write_place(tmp_path, "town", 64, labelled=True, seed=2)
+    return tmp_path
+
+
+def test_bad_parameters_name_the_key():
+    with pytest.raises(ParameterError, match="entropy_threshold"):
+        _params(data__entropy_threshold=math.log(8) + 0.01)
+    with pytest.raises(ParameterError, match="n_local"):
+        _params(views__n_local=11)
+    with pytest.raises(ParameterError, match="teacher_warmup_temperature"):
+        _params(loss__teacher_warmup_temperature=0.5)
+
+
+def test_variants_drop_exactly_their_terms():
+    loss = _params().loss
+    assert variant_loss(loss, "full") == loss
+    assert variant_loss(loss, "no_geo").geo_weight == 0 and variant_loss(loss, "no_geo").clustering_weight == 1
+    dino = variant_loss(loss, "dino")
+    assert (dino.geo_weight, dino.reconstruction_weight, dino.clustering_weight) == (0, 0, 0)
+    with pytest.raises(ValueError, match="unknown variant"):
+        variant_loss(loss, "everything")
+
+
+def test_holdout_takes_whole_blocks_and_is_seeded():
+    x, y = np.repeat(np.arange(10) * 30.0, 10), np.tile(np.arange(10) * 30.0, 10)
+    out = gdata.holdout_blocks(x, y, 100.0, 0.4, np.random.default_rng(0))
+    again = gdata.holdout_blocks(x, y, 100.0, 0.4, np.random.default_rng(0))
+    assert np.array_equal(out, again)
+    block = np.floor(x / 100) * 100 + np.floor(y / 100)
+    for b in np.unique(block):  # a block is held out whole or not at all
+        assert len(set(out[block == b])) == 1
+    assert 0 < out.mean() < 1
+
+
+def test_load_maps_keeps_labels_away_from_held_out_maps(maps_dir):
+    cfg = _params()
+    maps = gdata.load_maps(cfg.data, cfg.seed, directory=maps_dir)
+    t = maps.table
+    assert maps.images.shape == (100, 3, 16, 16) and 0 <= float(maps.images.min()) and float(maps.images.max()) <= 1
+    assert list(np.flatnonzero(~t["kept"].to_numpy())) == [0, 36]  # each place's uniform map is dropped
+    assert not (t["place"] == "helsinki").pipe(lambda h: t.loc[h, "holdout"] | t.loc[h, "geo_train"]).any()
+    town = t[t["place"] == "town"]
+    assert town["holdout"].any() and town["geo_train"].any()
+    assert not (town["holdout"] & town["geo_train"]).any()
+    held = town.loc[town["holdout"], ["easting", "northing"]].to_numpy()
+    train = town.loc[town["geo_train"], ["easting", "northing"]].to_numpy()
+    gaps = np.sqrt(((train[:, None] - held[None]) ** 2).sum(-1)).min(1)
+    assert (gaps > cfg.data.gap_m).all()
+
+
+def test_geo_targets_are_fitted_on_training_maps_only(maps_dir):
+    cfg = _params()
+    t = gdata.load_maps(cfg.data, cfg.seed, directory=maps_dir).table
+    targets = gdata.geo_targets(t, 2, cfg.seed)
+    train = t["geo_train"].to_numpy()
+    price = targets.price.numpy()
+    assert np.isnan(price[~train]).all() and np.isfinite(price[train]).all()
+    assert abs(price[train].mean()) < 1e-5 and abs(price[train].std() - 1) < 1e-5
+    clusters = targets.density_cluster.numpy()
+    assert (clusters[~train] == -1).all()
+    density = t["population_density"].to_numpy()[train]
+    assert density[clusters[train] == 1].min() >= density[clusters[train] == 0].max()  # numbered low to high
+
+
+@pytest.mark.parametrize("variant", ["full", "dino"])
+def test_a_variant_trains_and_its_teacher_follows(maps_dir, variant):
+    cfg = _params()
+    maps = gdata.load_maps(cfg.data, cfg.seed, directory=maps_dir)
+    targets = gdata.geo_targets(maps.table, cfg.loss.density_clusters, cfg.seed)
+    result = train_variant(cfg, variant, maps, targets, runtime("cpu"))
+    h = result.history
+    assert len(h) == 1 and np.isfinite(h.select_dtypes("number").to_numpy()).all()
+    assert ("loss_geo" in h) == (variant == "full") and ("loss_clustering" in h) == (variant == "full")
+    student = dict(result.net.student.named_parameters())
+    moved = [name for name, p in result.net.teacher.named_parameters() if not torch.equal(p, student[name])]
+    assert moved, "after a few steps the EMA teacher lags the student"
+    assert all(not p.requires_grad for p in result.net.teacher.parameters())
+    assert set(VARIANTS) >= {variant}
+
+
+def test_planar_km_matches_great_circle_distances_within_a_city():
+    lon, lat = np.array([24.90, 24.98]), np.array([60.15, 60.19])
+    xy = ev.planar_km(lon, lat)
+    planar = float(np.hypot(*(xy[1] - xy[0])))
+    p, q = np.radians(lat), np.radians(lon)
+    a = np.sin((p[1] - p[0]) / 2) ** 2 + np.cos(p[0]) * np.cos(p[1]) * np.sin((q[1] - q[0]) / 2) ** 2
+    haversine = 2 * ev.EARTH_RADIUS_KM * np.arcsin(np.sqrt(a))
+    assert abs(planar - haversine) / haversine < 0.01
+
+
+def test_probe_all_scores_every_feature_set_and_the_mlp():
+    rng = np.random.default_rng(0)
+    n = 120
+    table = pd.DataFrame({"place": "town", "easting": rng.uniform(0, 1000, n), "northing": rng.uniform(0, 1000, n)})
+    table["signal"] = table["easting"] / 100 + rng.normal(0, 0.1, n)
+    table["kind"] = (table["northing"] > 500).astype(int)
+    folds = ev.folds_for(table, 3, 250.0, 0.0, 0)
+    xy = table[["easting", "northing"]].to_numpy() / 1000
+    features = {"good": xy + rng.normal(0, 0.01, (n, 2)), "noise": rng.normal(size=(n, 4))}
+    results = ev.probe_all(features, table, {"signal": "regression", "kind": "classification"}, folds, xy, 0)
+    assert set(results["features"]) == {"good", "noise", "coordinates_mlp"}
+    good = results[(results["features"] == "good") & (results["target"] == "signal")].iloc[0]
+    noise = results[(results["features"] == "noise") & (results["target"] == "signal")].iloc[0]
+    assert good["r2_mean"] > 0.9 > noise["r2_mean"]
+
+
+def test_pca_rgb_lies_in_the_unit_cube():
+    rgb = ev.pca_rgb(np.random.default_rng(0).normal(size=(50, 8)))
+    assert rgb.shape == (50, 3) and rgb.min() >= 0 and rgb.max() <= 1
