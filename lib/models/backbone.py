@@ -83,3 +83,26 @@ def tile_encoder(in_chans: int, width: int) -> ResNet:
         block=BasicBlock, layers=(1, 1, 1, 1), channels=tuple(width * 2**i for i in range(4)),
         in_chans=in_chans, stem_type="deep", stem_width=width // 2, num_classes=0, global_pool="avg",
     )
+
+
+class TileEmbedder(nn.Module):
+    """Image (B, C, H, W) in [0, 1] -> per-band standardisation -> ResNet-10 -> linear embedding (B, D).
+
+    ``band_mean`` and ``band_std`` (C values each; buffers, saved with the
+    weights) standardise the pixels, so that pale or dark imagery reaches the
+    first convolution with unit spread; H, W >= 16.
+    """
+
+    def __init__(self, in_chans: int, width: int, embedding_dim: int, band_mean=None, band_std=None):
+        super().__init__()
+        mean = torch.full((in_chans,), 0.5) if band_mean is None else torch.as_tensor(band_mean, dtype=torch.float32)
+        std = torch.full((in_chans,), 0.25) if band_std is None else torch.as_tensor(band_std, dtype=torch.float32)
+        if mean.numel() != in_chans or std.numel() != in_chans:
+            raise ValueError(f"band_mean and band_std need {in_chans} values, got {mean.numel()} and {std.numel()}")
+        self.register_buffer("band_mean", mean.reshape(1, in_chans, 1, 1).clone())
+        self.register_buffer("band_std", std.reshape(1, in_chans, 1, 1).clone())
+        self.backbone = tile_encoder(in_chans, width)
+        self.project = nn.Linear(self.backbone.num_features, embedding_dim)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.project(self.backbone((x - self.band_mean) / self.band_std))

@@ -123,11 +123,12 @@ def test_ridge_probe_picks_its_penalty_by_inner_cv_on_the_training_part_and_matc
     predicted = model.predict(features[test])
     assert result.per_fold[0]["r2"] == pytest.approx(r2_score(target[test], predicted))
     assert result.per_fold[0]["rmse"] == pytest.approx(root_mean_squared_error(target[test], predicted))
+    assert result.per_fold[0]["mae"] == pytest.approx(np.mean(np.abs(target[test] - predicted)))
     np.testing.assert_allclose(result.predictions[test], predicted)
     assert not np.isnan(result.predictions).any()
     r2 = [fold["r2"] for fold in result.per_fold]
     assert result.mean["r2"] == pytest.approx(np.mean(r2)) and result.sd["r2"] == pytest.approx(np.std(r2, ddof=1))
-    assert set(result.summary()) == {"r2_mean", "r2_sd", "rmse_mean", "rmse_sd"}
+    assert set(result.summary()) == {"r2_mean", "r2_sd", "rmse_mean", "rmse_sd", "mae_mean", "mae_sd"}
 
     # the test fold never informs the fit: scrambling its targets changes no chosen penalty or prediction
     scrambled = target.copy()
@@ -173,3 +174,24 @@ def test_probe_arguments_are_checked():
         probe_cv(features, np.zeros(20), folds, task="ranking")
     with pytest.raises(ValueError, match=r"target \(n,\)"):
         probe_cv(features, np.zeros(19), folds)
+
+
+def test_mlp_probe_fits_each_fold_on_its_training_part_and_learns_a_nonlinear_target():
+    from lib.eval.spatial_cv import mlp_probe_cv
+
+    x, y, _ = _places(n=300)
+    features, rng = _features(d=3)
+    target = np.sin(features[:, 0] / features[:, 0].std() * 2) * 10 + 0.1 * rng.normal(size=300)
+    folds = spatial_block_folds(x, y, 3, BLOCK, GAP, seed=0)
+    result = mlp_probe_cv(features, target, folds, hidden=(32,), seed=0, max_iter=2000)
+    assert set(result.summary()) == {"r2_mean", "r2_sd", "rmse_mean", "rmse_sd", "mae_mean", "mae_sd"}
+    assert result.mean["r2"] > 0.5  # a linear probe of sin(2 u) scores far lower
+    assert probe_cv(features, target, folds, seed=0).mean["r2"] < result.mean["r2"]
+    # the test fold never informs the fit: scrambling its targets leaves its predictions as they were
+    train, test = folds[0]
+    scrambled = target.copy()
+    scrambled[test] = rng.permutation(scrambled[test]) * 100
+    again = mlp_probe_cv(features, scrambled, folds[:1], hidden=(32,), seed=0, max_iter=2000)
+    np.testing.assert_allclose(again.predictions[test], result.predictions[test])
+    with pytest.raises(ValueError, match="features must be"):
+        mlp_probe_cv(features[:, 0], target, folds)

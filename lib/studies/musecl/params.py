@@ -1,0 +1,106 @@
+"""Parameters of the musecl study: the ``musecl`` section of params.yaml.
+
+Three stages read it, each only its own keys: ``musecl_text``
+(:class:`MuseclTextParams`: which cities' POI texts to embed),
+``musecl_train@<city>`` (:class:`MuseclTrainParams`: pairs, encoders,
+baselines, fusion) and ``musecl_eval`` (:class:`MuseclEvalParams`: the
+downstream probes).
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+from pydantic import Field, model_validator
+
+from lib.params import Optimiser, Params, RunParams, Seeded
+
+OUTCOMES = ("population_density", "land_price", "income", "liveability", "environment_index")
+FUSION_OBJECTIVES = ("infonce", "mse")
+
+
+class MuseclData(Params):
+    image_px: int = Field(ge=16, le=512, multiple_of=8,
+                          description="aerial tiles and street views are resampled to this size (area average)")
+
+
+class MuseclPairs(Params):
+    top_k: int = Field(ge=1, description="a positive is drawn from the k most similar regions (the reference: 1)")
+    tile2vec_neighbours: int = Field(ge=1, description="Tile2Vec's positives: one of the k nearest regions")
+
+
+class MuseclModel(Params):
+    width: int = Field(ge=4, multiple_of=2, description="channels of the first ResNet stage")
+    embedding_dim: int = Field(ge=2)
+
+
+class VisualTrain(Optimiser):
+    """The image encoders (aerial, street-level, Tile2Vec): triplets of regions."""
+
+    loss: Literal["triplet", "infonce"] = Field(description="triplet margin loss (the paper) or InfoNCE")
+    margin: float = Field(gt=0, description="triplet margin (the reference uses 5)")
+    temperature: float = Field(gt=0, description="InfoNCE temperature, with loss: infonce")
+    batch_size: int = Field(ge=3, description="anchors per step")
+
+
+class SimclrTrain(Optimiser):
+    """The plain SimCLR baseline on aerial tiles: two augmented views per region, NT-Xent."""
+
+    temperature: float = Field(gt=0)
+    batch_size: int = Field(ge=2)
+    crop_min: float = Field(gt=0, le=1)
+    jitter: float = Field(ge=0, lt=1)
+
+
+class FusionTrain(Optimiser):
+    """Attentional fusion of the aerial and street-level embeddings, aligned with the POI-text embedding."""
+
+    objectives: list[Literal["infonce", "mse"]] = Field(
+        min_length=1, description="infonce (the paper) and/or mse (the reference code)")
+    temperature: float = Field(gt=0, description="InfoNCE temperature")
+    batch_size: int = Field(ge=2)
+    hidden: int = Field(ge=1, description="width of the attention's tanh layer")
+
+    @model_validator(mode="after")
+    def _distinct(self) -> FusionTrain:
+        if len(set(self.objectives)) != len(self.objectives):
+            raise ValueError(f"objectives must be distinct, got {self.objectives}")
+        return self
+
+
+class MuseclProbe(Params):
+    n_folds: int = Field(ge=2, description="spatial block folds")
+    block_m: float = Field(gt=0, description="side of the spatial blocks, metres")
+    gap_m: float = Field(ge=0, description="training regions closer than this to a test region are dropped")
+    targets: list[Literal[OUTCOMES]] = Field(min_length=1, description="outcomes predicted from region embeddings")
+    mlp_hidden: list[int] = Field(min_length=1, description="hidden layers of the MLP probe")
+    mlp_alpha: float = Field(ge=0, description="L2 penalty of the MLP probe")
+
+
+class MuseclTextParams(Seeded):
+    """Stage ``musecl_text``: MiniLM embeddings of every city's POI texts, cached."""
+
+    cities: list[str] = Field(min_length=1, description="entries of the cities section")
+
+
+class MuseclTrainParams(RunParams):
+    """Stage ``musecl_train@<city>``: the encoders, the baselines and the fusion of one city."""
+
+    inference_batch_size: int = Field(ge=1)
+    data: MuseclData
+    pairs: MuseclPairs
+    model: MuseclModel
+    visual: VisualTrain
+    simclr: SimclrTrain
+    fusion: FusionTrain
+
+
+class MuseclEvalParams(RunParams):
+    """Stage ``musecl_eval``: probes of every embedding of every city, against the cities' stored truth."""
+
+    cities: list[str] = Field(min_length=1)
+    probe: MuseclProbe
+
+
+class MuseclParams(MuseclTrainParams, MuseclEvalParams):
+    """The ``musecl`` section of params.yaml."""
