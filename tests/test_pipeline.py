@@ -20,6 +20,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -112,6 +113,16 @@ def test_outputs(repo: Path):
     for place in ("helsinki", "river_city", "coastal_city"):
         with xr.open_dataset(repo / f"datasets/maps/{place}.nc", engine="h5netcdf") as maps:
             assert maps.sizes["tile"] == 16
+    # musecl: text embeddings per city through the cache, every embedding per city, probes against the truth
+    muse = json.loads((repo / "results/musecl/summary.json").read_text())
+    assert set(muse["mean_r2"]["ridge"]) >= {"fusion_infonce", "fusion_mse", "aerial", "street_view", "poi_text"}
+    assert len(muse["scores"]) == 2 * 9 * 2 * 3  # probes x feature sets x targets x cities
+    for city in ("river_city", "coastal_city", "lake_city"):
+        with xr.open_dataset(repo / f"datasets/musecl/{city}/embeddings.nc", engine="h5netcdf") as ds:
+            weights = ds["attention_fusion_infonce"].values
+            assert np.allclose(weights.sum(1), 1, atol=1e-5)
+        assert (repo / f"results/musecl/{city}/figures/pairs.png").stat().st_size > 10_000
+    assert (repo / "datasets/text_cache/minilm.npz").exists()
     assert (repo / "results/index.html").exists()
 
 
