@@ -38,8 +38,7 @@ REPEATS = 3
 def _maps(n: int, size: int, seed: int = 0) -> tuple[MapSet, GeoTargets]:
     rng = np.random.default_rng(seed)
     images = torch.from_numpy(rng.random((n, 3, size, size), dtype=np.float32))
-    table = pd.DataFrame({"place": "bench", "kept": True, "holdout": False, "geo_train": True})
-    table = table.reindex(range(n)).ffill()
+    table = pd.DataFrame({"place": "bench", "kept": True, "holdout": False, "geo_train": True}, index=range(n))
     targets = GeoTargets(torch.randn(n), torch.from_numpy(rng.integers(0, 4, n)), torch.randn(n, 2), 0.0, 1.0)
     return MapSet(images, np.zeros((n, size, size), np.uint8), table), targets
 
