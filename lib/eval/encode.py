@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -31,3 +32,13 @@ def encode(forward: Callable[[Tensor], Tensor], inputs: Tensor, batch_size: int 
             with runtime.autocast():
                 outputs.append(forward(runtime.batch(chunk)).float().cpu())
     return torch.cat(outputs)
+
+
+def encode_numpy(module: torch.nn.Module, inputs: Tensor, batch_size: int, runtime: Runtime) -> np.ndarray:
+    """``module`` (moved to the runtime's device, in eval mode) over ``inputs`` (N, ...) in chunks: float64 NumPy (N, ...).
+
+    For probes with NumPy and scikit-learn: :func:`encode` with the runtime's
+    device, memory format and autocast, outputs back on the CPU.
+    """
+    module = module.to(runtime.device).eval()
+    return encode(module, inputs, batch_size=batch_size, runtime=runtime).numpy().astype(np.float64)

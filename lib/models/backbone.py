@@ -85,6 +85,12 @@ def tile_encoder(in_chans: int, width: int) -> ResNet:
     )
 
 
+def band_statistics(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-band mean and sd (at least 1e-3) of images (..., C, H, W), over every other axis: for :class:`TileEmbedder`."""
+    dims = tuple(d for d in range(images.dim()) if d != images.dim() - 3)
+    return images.mean(dim=dims), images.std(dim=dims).clamp_min(1e-3)
+
+
 class TileEmbedder(nn.Module):
     """Image (B, C, H, W) in [0, 1] -> per-band standardisation -> ResNet-10 -> linear embedding (B, D).
 

@@ -23,3 +23,15 @@ def tile_map(ax, easting: np.ndarray, northing: np.ndarray, values: np.ndarray, 
     if grid is not None:
         return ax.imshow(grid[0], extent=grid[1], interpolation="nearest", **style)
     return ax.scatter(easting, northing, c=values, s=8, marker="s", **style)
+
+
+def pca_rgb(features: np.ndarray) -> np.ndarray:
+    """The first three principal components of ``features`` (N, D), each scaled to [0, 1] (robustly: 2-98 %).
+
+    Colours places by their embeddings: places whose embeddings are alike get alike colours.
+    """
+    centred = features - features.mean(0)
+    _, _, vt = np.linalg.svd(centred, full_matrices=False)
+    pcs = centred @ vt[:3].T
+    low, high = np.percentile(pcs, 2, axis=0), np.percentile(pcs, 98, axis=0)
+    return np.clip((pcs - low) / np.where(high > low, high - low, 1), 0, 1)

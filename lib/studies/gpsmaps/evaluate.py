@@ -29,10 +29,8 @@ from sklearn.neural_network import MLPClassifier, MLPRegressor
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from lib.eval.encode import encode
 from lib.eval.spatial_cv import probe_cv, spatial_block_folds
 from lib.models.location import RandomFourierFeatures
-from lib.runtime import Runtime
 
 EARTH_RADIUS_KM = 6371.0
 
@@ -53,12 +51,6 @@ def rff_features(xy_km: np.ndarray, scales_m: list[float], n_features: int, seed
     rff = RandomFourierFeatures(2, n_features, [s / 1000 for s in scales_m], seed=seed)
     with torch.no_grad():
         return rff(torch.as_tensor(xy_km - xy_km.mean(0), dtype=torch.float32)).numpy().astype(np.float64)
-
-
-def embed(encoder: torch.nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime) -> np.ndarray:
-    """The encoder's embeddings of ``images`` (N, 3, H, W), as float64 NumPy."""
-    encoder = encoder.to(runtime.device).eval()
-    return encode(encoder, images, batch_size=batch_size, runtime=runtime).numpy().astype(np.float64)
 
 
 def mlp_cv(xy: np.ndarray, target: np.ndarray, folds, task: str, seed: int) -> dict[str, float]:
@@ -107,12 +99,3 @@ def folds_for(table: pd.DataFrame, n_folds: int, block_m: float, gap_m: float, s
     """Spatial block folds over the maps of ``table``, each place a group of its own."""
     return spatial_block_folds(table["easting"].to_numpy(), table["northing"].to_numpy(), n_folds, block_m, gap_m,
                                seed, groups=table["place"].to_numpy())
-
-
-def pca_rgb(features: np.ndarray) -> np.ndarray:
-    """The first three principal components of ``features``, each scaled to [0, 1] (robustly: 2-98 %)."""
-    centred = features - features.mean(0)
-    _, _, vt = np.linalg.svd(centred, full_matrices=False)
-    pcs = centred @ vt[:3].T
-    low, high = np.percentile(pcs, 2, axis=0), np.percentile(pcs, 98, axis=0)
-    return np.clip((pcs - low) / np.where(high > low, high - low, 1), 0, 1)

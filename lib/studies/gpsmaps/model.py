@@ -27,29 +27,23 @@ from torch import nn
 
 from lib.losses.clustering import SoftClusterLoss
 from lib.losses.reconstruction import masked_reconstruction_loss, random_block_mask
-from lib.models.backbone import tile_encoder
+from lib.models.backbone import TileEmbedder
 from lib.models.dino_head import DinoHead
 from lib.models.map_decoder import MapDecoder
 from lib.studies.gpsmaps.params import GpsMapsLoss, GpsMapsModel
 
 
-class MapEncoder(nn.Module):
+class MapEncoder(TileEmbedder):
     """Map (B, 3, H, W) in [0, 1] -> per-band standardisation -> ResNet-10 -> embedding (B, D); H, W >= 16.
 
-    ``band_mean`` and ``band_std`` (3 values each; buffers, saved with the
-    weights) standardise the pixels: map colours are pale and close together
-    (sd about 0.1), so without it the first layers see almost constant input.
+    The three-band :class:`~lib.models.backbone.TileEmbedder`: map colours are
+    pale and close together (sd about 0.1), so ``band_mean`` and ``band_std``
+    (buffers, saved with the weights) matter; without them the first layers
+    see almost constant input.
     """
 
     def __init__(self, width: int, embedding_dim: int, band_mean=(0.5, 0.5, 0.5), band_std=(0.25, 0.25, 0.25)):
-        super().__init__()
-        self.register_buffer("band_mean", torch.as_tensor(band_mean, dtype=torch.float32).reshape(1, 3, 1, 1))
-        self.register_buffer("band_std", torch.as_tensor(band_std, dtype=torch.float32).reshape(1, 3, 1, 1))
-        self.backbone = tile_encoder(3, width)
-        self.project = nn.Linear(self.backbone.num_features, embedding_dim)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.project(self.backbone((x - self.band_mean) / self.band_std))
+        super().__init__(3, width, embedding_dim, band_mean, band_std)
 
 
 class Branch(nn.Module):

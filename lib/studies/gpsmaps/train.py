@@ -22,6 +22,7 @@ from lib.losses.dino import (
     teacher_temperature_schedule,
     update_teacher,
 )
+from lib.models.backbone import band_statistics
 from lib.runtime import Runtime
 from lib.studies.gpsmaps.data import GeoTargets, MapSet
 from lib.studies.gpsmaps.model import GpsMapsNet, geo_loss, reconstruction_loss
@@ -54,8 +55,7 @@ def train_variant(cfg: GpsMapsTrainParams, variant: str, maps: MapSet, targets: 
     loss_cfg = variant_loss(cfg.loss, variant)
     torch.manual_seed(cfg.seed)
     kept = np.flatnonzero(maps.table["kept"].to_numpy(bool))
-    pixels = maps.images[torch.as_tensor(kept)]
-    band_mean, band_std = pixels.mean(dim=(0, 2, 3)), pixels.std(dim=(0, 2, 3)).clamp_min(1e-3)
+    band_mean, band_std = band_statistics(maps.images[torch.as_tensor(kept)])
     net = GpsMapsNet(cfg.model, loss_cfg, band_mean, band_std).to(runtime.device)
     n = len(kept)
     batch = min(cfg.train.batch_size, n)

@@ -36,7 +36,7 @@ from lib.io import atomic_path
 #: The POI categories of the generated cities, the columns of the POI histograms.
 CATEGORIES = POI_CATEGORIES
 
-__all__ = ["CATEGORIES", "CityRegions", "inhabited_pois", "load_embeddings", "load_regions", "load_text_embeddings",
+__all__ = ["CATEGORIES", "CityRegions", "inhabited_pois", "inhabited_table", "load_embeddings", "load_regions", "load_text_embeddings",
            "poi_texts", "region_text_embeddings", "write_embeddings", "write_text_embeddings"]
 
 
@@ -58,6 +58,15 @@ class CityRegions:
         return len(self.table)
 
 
+def inhabited_table(city_dir: str | os.PathLike[str], columns: list[str] | None = None) -> pd.DataFrame:
+    """The rows of ``regions.parquet`` whose regions are inhabited, renumbered from 0 (``columns``: all if None)."""
+    path = Path(city_dir) / "regions.parquet"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: build the city first (dvc repro city)")
+    table = pd.read_parquet(path, columns=None if columns is None else list(dict.fromkeys(["inhabited", *columns])))
+    return table[table["inhabited"].to_numpy(bool)].reset_index(drop=True)
+
+
 def _resample(images: np.ndarray, px: int) -> torch.Tensor:
     x = torch.from_numpy(np.ascontiguousarray(images)).float().div_(255.0)
     if x.shape[-1] == px:
@@ -74,8 +83,7 @@ def load_regions(city_dir: str | os.PathLike[str], image_px: int) -> CityRegions
     missing = [name for name in needed if not (city_dir / name).is_file()]
     if missing:
         raise FileNotFoundError(f"{city_dir} lacks {missing}: build the city first (dvc repro city)")
-    table = pd.read_parquet(city_dir / "regions.parquet")
-    table = table[table["inhabited"].to_numpy(bool)].reset_index(drop=True)
+    table = inhabited_table(city_dir)
     ids = table["region"].to_numpy()
     with xr.open_dataset(city_dir / "regions.nc") as ds:
         aerial = _resample(ds["image"].sel(region=ids).values, image_px)
@@ -137,11 +145,9 @@ def load_text_embeddings(path: str | os.PathLike[str], regions: np.ndarray) -> t
 def inhabited_pois(city_dir: str | os.PathLike[str]) -> tuple[np.ndarray, pd.DataFrame]:
     """``(region ids, POIs)`` of the inhabited regions of a city, without reading its images."""
     city_dir = Path(city_dir)
-    for name in ("regions.parquet", "pois.parquet"):
-        if not (city_dir / name).is_file():
-            raise FileNotFoundError(f"{city_dir / name} is missing: build the city first (dvc repro city)")
-    table = pd.read_parquet(city_dir / "regions.parquet", columns=["region", "inhabited"])
-    ids = table.loc[table["inhabited"].to_numpy(bool), "region"].to_numpy()
+    if not (city_dir / "pois.parquet").is_file():
+        raise FileNotFoundError(f"{city_dir / 'pois.parquet'} is missing: build the city first (dvc repro city)")
+    ids = inhabited_table(city_dir, ["region"])["region"].to_numpy()
     pois = pd.read_parquet(city_dir / "pois.parquet")
     return ids, pois[pois["region"].isin(ids)].reset_index(drop=True)
 

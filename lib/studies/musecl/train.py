@@ -38,10 +38,10 @@ from torch import nn
 
 from lib.data.augment import aerial_augment
 from lib.data.semantic_pairs import PairSampler
-from lib.eval.encode import encode
+from lib.eval.encode import encode, encode_numpy
 from lib.losses.ntxent import nt_xent
 from lib.losses.triplet import info_nce, triplet_margin_loss
-from lib.models.backbone import TileEmbedder
+from lib.models.backbone import TileEmbedder, band_statistics
 from lib.models.fusion import AdditiveAttentionFusion
 from lib.runtime import Runtime
 from lib.studies.musecl.params import FusionTrain, MuseclModel, SimclrTrain, VisualTrain
@@ -56,11 +56,6 @@ class EncoderResult:
     encoder: TileEmbedder
     history: pd.DataFrame  # per epoch: loss, and for triplets the share of held-out triplets ranked right
     seconds: float
-
-
-def _band_stats(images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    flat = images.transpose(0, -3).reshape(images.shape[-3], -1)
-    return flat.mean(1), flat.std(1).clamp_min(1e-3)
 
 
 def _steps(n: int, batch: int, cap: int | None) -> int:
@@ -110,7 +105,7 @@ def train_triplet_encoder(
     if len(train) < 3:
         raise ValueError(f"only {len(anchors)} anchors with a similarity profile: too few to train on")
     check_triplets = sampler.sample(check, np.random.default_rng(seed + 1))
-    mean, std = _band_stats(all_images)
+    mean, std = band_statistics(all_images)
     encoder = TileEmbedder(all_images.shape[-3], model.width, model.embedding_dim, mean, std).to(runtime.device)
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch = min(cfg.batch_size, len(train))
@@ -156,7 +151,7 @@ def train_simclr(images: torch.Tensor, model: MuseclModel, cfg: SimclrTrain, run
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
     generator = torch.Generator().manual_seed(seed)
-    mean, std = _band_stats(images)
+    mean, std = band_statistics(images)
     encoder = TileEmbedder(images.shape[1], model.width, model.embedding_dim, mean, std)
     head = nn.Sequential(nn.Linear(model.embedding_dim, model.embedding_dim), nn.ReLU(),
                          nn.Linear(model.embedding_dim, model.embedding_dim))
@@ -184,10 +179,7 @@ def train_simclr(images: torch.Tensor, model: MuseclModel, cfg: SimclrTrain, run
 
 def embed_regions(encoder: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime) -> np.ndarray:
     """(N, D) embeddings of ``images`` (N, C, H, W), or the mean over views of (N, V, C, H, W)."""
-    encoder = encoder.to(runtime.device).eval()
-    flat = images.reshape(-1, *images.shape[-3:])
-    with torch.no_grad():
-        z = encode(encoder, flat, batch_size=batch_size, runtime=runtime).numpy().astype(np.float64)
+    z = encode_numpy(encoder, images.reshape(-1, *images.shape[-3:]), batch_size, runtime)
     return z.reshape(*images.shape[:-3], -1).mean(axis=1) if images.dim() == 5 else z
 
 

@@ -169,8 +169,3 @@ def test_probe_all_scores_every_feature_set_and_the_mlp():
     good = results[(results["features"] == "good") & (results["target"] == "signal")].iloc[0]
     noise = results[(results["features"] == "noise") & (results["target"] == "signal")].iloc[0]
     assert good["r2_mean"] > 0.9 > noise["r2_mean"]
-
-
-def test_pca_rgb_lies_in_the_unit_cube():
-    rgb = ev.pca_rgb(np.random.default_rng(0).normal(size=(50, 8)))
-    assert rgb.shape == (50, 3) and rgb.min() >= 0 and rgb.max() <= 1
