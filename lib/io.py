@@ -8,6 +8,7 @@ interrupted stage never leaves a half-written output that DVC could hash.
 from __future__ import annotations
 
 import contextlib
+import glob
 import json
 import os
 import tempfile
@@ -33,13 +34,18 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
     """Yield a temporary path next to ``path``; rename it onto ``path`` on success.
 
     The temporary file keeps ``path``'s suffix (or ``suffix``) so libraries that
-    choose a format by extension (matplotlib, safetensors) still work.
+    choose a format by extension (matplotlib, safetensors) still work. A failed
+    write leaves ``path`` as it was; temporary files that a killed process left
+    beside ``path`` are deleted by the next write of ``path``.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(
-        dir=path.parent, prefix=f".{path.name}.", suffix=suffix or path.suffix
-    )
+    suffix = suffix or path.suffix
+    # A process killed mid-write cannot delete its temporary file; the next write of the path does.
+    # (mkstemp's names: the prefix, eight random characters, the suffix.)
+    for leftover in path.parent.glob(f".{glob.escape(path.name)}.{'?' * 8}{glob.escape(suffix)}"):
+        leftover.unlink(missing_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
     os.close(fd)
     tmp_path = Path(tmp)
     try:

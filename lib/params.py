@@ -2,7 +2,7 @@
 
 ``params.yaml`` holds the pipeline's defaults, one section per study; each
 study declares its sections' models in ``lib/studies/<study>/params.py``,
-built on the bases here (:class:`Seeded`, :class:`RunParams`,
+built on the bases here (:class:`Seeded`, :class:`RunParams`, :class:`Repeated`,
 :class:`Optimiser`), and each stage reads only the keys its own model names. Unknown keys and ill-typed
 values fail at once with a :class:`ParameterError` that names the key, e.g.
 ``diml.train.epochs: expected an integer, got 'ten'``.
@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 from lib.io import project_root
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 
 class ParameterError(ValueError):
@@ -41,6 +41,24 @@ class RunParams(Seeded):
     """Base of a training or evaluation stage's parameters: seed and device."""
 
     device: str = Field(description="auto = CUDA > MPS > CPU, or a torch device name")
+
+
+class Repeated(Params):
+    """Base of a study trained several times: one repetition per seed, every seed a model.
+
+    Tables report the mean over seeds with a 95 % interval and compare variants
+    paired by seed (:mod:`lib.eval.intervals`); one seed gives means without intervals.
+    """
+
+    seeds: list[int] = Field(min_length=1, description="one trained model (and its evaluation draws) per seed")
+    device: str = Field(description="auto = CUDA > MPS > CPU, or a torch device name")
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int]) -> list[int]:
+        if len(set(seeds)) != len(seeds) or min(seeds) < 0:
+            raise ValueError(f"seeds must be distinct non-negative integers, got {seeds}")
+        return seeds
 
 
 class Optimiser(Params):

@@ -177,7 +177,7 @@ def setup(name: str, stage_params: Mapping, **options: str) -> BaseModel:
     """A notebook's first call: validate its parameters, work from the compendium's root, seed.
 
     Returns the stage's validated parameters. Seeds Python, NumPy and torch with
-    their ``seed`` (deterministic algorithms on), so a notebook run by hand
+    their ``seed`` (or the first of ``seeds``; deterministic algorithms on), so a notebook run by hand
     starts like the pipeline's run.
     """
     from lib.runtime import seed_everything
@@ -191,6 +191,8 @@ def setup(name: str, stage_params: Mapping, **options: str) -> BaseModel:
     cfg = P.validate(stage.section, dict(stage_params), stage.params)
     os.chdir(project_root())
     seed = getattr(cfg, "seed", None)
+    if seed is None and getattr(cfg, "seeds", None):
+        seed = cfg.seeds[0]  # a study repeated over seeds reseeds before each repetition
     if seed is not None:
         seed_everything(seed)
     return cfg
@@ -272,6 +274,7 @@ def manifest(stage: Stage, cfg: BaseModel, options: Mapping[str, str], root: Pat
         "parameters": values,
         "options": dict(options),
         "seed": values.get("seed"),
+        "seeds": values.get("seeds"),
         "packages": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,

@@ -34,6 +34,16 @@ def test_write_json_is_atomic(tmp_path, monkeypatch):
     assert folder_listing(tmp_path) == ["metrics.json"]
 
 
+def test_a_killed_writers_temporary_file_is_removed_by_the_next_write(tmp_path):
+    target = tmp_path / "metrics.json"
+    # What a process killed inside atomic_path leaves: mkstemp's name beside the target.
+    (tmp_path / ".metrics.json.k3x_9qzb.json").write_text('{"half": ')
+    (tmp_path / ".metrics.json.k3x_9qzb.txt").write_text("not ours: another suffix")
+    (tmp_path / ".other.json.k3x_9qzb.json").write_text("not ours: another file")
+    write_json(target, {"new": 1})
+    assert folder_listing(tmp_path) == [".metrics.json.k3x_9qzb.txt", ".other.json.k3x_9qzb.json", "metrics.json"]
+
+
 def test_write_json_format_and_numpy_values(tmp_path):
     target = write_json(tmp_path / "sub" / "out.json", {"b": np.float32(0.5), "a": np.arange(3), "p": Path("x/y")})
     assert target.read_text() == '{\n  "a": [\n    0,\n    1,\n    2\n  ],\n  "b": 0.5,\n  "p": "x/y"\n}\n'

@@ -222,3 +222,15 @@ def test_a_stage_part_rejects_keys_of_other_stages(diml_values):
     P.validate("diml", train_part, DimlTrainParams)
     with pytest.raises(P.ParameterError, match="diml.eval: unknown parameter"):
         P.validate("diml", {**train_part, "eval": diml_values["eval"]}, DimlTrainParams)
+
+
+class _Repeated(P.Repeated):
+    pass
+
+
+@pytest.mark.parametrize("seeds, problem", [([], "at least 1"), ([0, 0], "distinct"), ([1, -2], "non-negative"),
+                                            ([0, "1"], "valid integer")])
+def test_repeated_runs_need_distinct_seeds(seeds, problem):
+    with pytest.raises(P.ParameterError, match=rf"demo\.seeds.*{problem}"):
+        P.validate("demo", {"seeds": seeds, "device": "cpu"}, _Repeated)
+    assert P.validate("demo", {"seeds": [2, 0, 1], "device": "cpu"}, _Repeated).seeds == [2, 0, 1]
