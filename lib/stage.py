@@ -44,6 +44,7 @@ from pydantic import BaseModel
 
 from lib import params as P
 from lib.io import atomic_path, project_root, write_json, write_text
+from lib.runtime import portable_cpu_kernels
 
 #: Environment variable naming the file where :func:`lib.runtime.seed_everything`
 #: records the seeds and determinism settings a stage's run made.
@@ -216,8 +217,10 @@ def run_stage(name: str, args: list[str], root: Path, params_file: str = "params
     parameters = {"stage_params": cfg.model_dump(mode="json"), **chosen}  # JSON types survive papermill
     with tempfile.TemporaryDirectory(prefix="stage-") as tmp_dir, atomic_path(rendered) as tmp:
         state_file = Path(tmp_dir) / "run_state.jsonl"
-        previous = os.environ.get(RUN_STATE_ENV)
-        os.environ[RUN_STATE_ENV] = str(state_file)  # the kernel (and torchrun) inherit it
+        # The kernel (and torchrun) inherit these: where to record the seeds, which CPU kernels to use.
+        kernel_env = {RUN_STATE_ENV: str(state_file), **portable_cpu_kernels()}
+        previous = {key: os.environ.get(key) for key in kernel_env}
+        os.environ.update(kernel_env)
         try:
             papermill.execute_notebook(
                 str(root / stage.notebook),
@@ -233,16 +236,18 @@ def run_stage(name: str, args: list[str], root: Path, params_file: str = "params
                 os.replace(tmp, failed)
             raise
         finally:
-            if previous is None:
-                os.environ.pop(RUN_STATE_ENV, None)
-            else:
-                os.environ[RUN_STATE_ENV] = previous
+            for key, value in previous.items():
+                if value is None:
+                    os.environ.pop(key, None)
+                else:
+                    os.environ[key] = value
         run_state = _read_run_state(state_file)
     wall = time.time() - started
 
     body, _ = HTMLExporter().from_notebook_node(nbformat.read(rendered, as_version=4))
     write_text(out_dir / f"{out_name}.html", body)
-    write_json(out_dir / f"{out_name}.run.json", manifest(stage, cfg, chosen, root, wall, run_state))
+    write_json(out_dir / f"{out_name}.run.json",
+               manifest(stage, cfg, chosen, root, wall, run_state, {k: v for k, v in kernel_env.items() if k != RUN_STATE_ENV}))
     return rendered
 
 
@@ -253,12 +258,14 @@ def _read_run_state(path: Path) -> list[dict]:
 
 
 def manifest(stage: Stage, cfg: BaseModel, options: Mapping[str, str], root: Path, wall_s: float,
-             run_state: list[dict] | None = None) -> dict:
+             run_state: list[dict] | None = None, cpu_kernels: Mapping[str, str] | None = None) -> dict:
     """What is needed to tell two runs apart (README, 'How a stage runs').
 
     ``determinism`` is what the run itself set: every ``seed_everything`` call
     recorded by the kernel (and by torchrun's processes), with the flags torch
-    reported right after it; empty when the stage seeded nothing.
+    reported right after it; empty when the stage seeded nothing. ``cpu_kernels``
+    is the environment that pinned the kernel's CPU instruction sets
+    (:func:`lib.runtime.portable_cpu_kernels`).
     """
     import torch
 
@@ -279,7 +286,8 @@ def manifest(stage: Stage, cfg: BaseModel, options: Mapping[str, str], root: Pat
         "device": str(device),
         "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
         "world_size": (values.get("train") or {}).get("world_size", 1),
-        "determinism": {"seeds": [c["seed"] for c in calls], "settings": calls[-1]["flags"] if calls else None},
+        "determinism": {"seeds": [c["seed"] for c in calls], "settings": calls[-1]["flags"] if calls else None,
+                        "cpu_kernels": dict(cpu_kernels or {})},
         "wall_time_s": round(wall_s, 2),
         "peak_memory_mib": round(peak_kib / 1024, 1),
         "host": {"cpus": os.cpu_count(), "platform": platform.platform()},

@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 import torch
 
-from lib.runtime import determinism_flags, runtime, seed_everything
+from lib.runtime import PORTABLE_X86_KERNELS, determinism_flags, portable_cpu_kernels, runtime, seed_everything
 
 
 @pytest.fixture(autouse=True)
@@ -62,3 +62,14 @@ def test_seed_everything_records_what_it_set_for_the_stage_runner(tmp_path, monk
     monkeypatch.delenv("LIB_RUN_STATE")
     seed_everything(5)
     assert len(state.read_text().splitlines()) == 2  # nothing recorded outside a stage run
+
+
+def test_cpu_kernels_are_pinned_to_avx2_only_where_avx2_exists(monkeypatch):
+    for key in PORTABLE_X86_KERNELS:
+        monkeypatch.delenv(key, raising=False)
+    avx2 = "processor\t: 0\nflags\t\t: fpu sse2 avx avx2 fma\n"
+    assert portable_cpu_kernels(avx2, "x86_64") == PORTABLE_X86_KERNELS
+    assert portable_cpu_kernels("flags\t: fpu sse2 avx\n", "x86_64") == {}  # an older x86 CPU: nothing to pin
+    assert portable_cpu_kernels(avx2, "aarch64") == {}
+    monkeypatch.setenv("ATEN_CPU_CAPABILITY", "default")  # a user's own choice wins
+    assert portable_cpu_kernels(avx2, "x86_64")["ATEN_CPU_CAPABILITY"] == "default"

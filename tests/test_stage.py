@@ -118,10 +118,11 @@ def test_manifest_records_the_determinism_the_run_set(tmp_path):
     cfg = P.validate("maps", yaml.safe_load((ROOT / "params.yaml").read_text())["maps"], stage.params)
     calls = [{"seed": 0, "pid": 1, "flags": {"deterministic_algorithms": True}},
              {"seed": 3, "pid": 1, "flags": {"deterministic_algorithms": False}}]
-    manifest = S.manifest(stage, cfg, {}, ROOT, 1.5, calls)
-    assert manifest["determinism"] == {"seeds": [0, 3], "settings": {"deterministic_algorithms": False}}
+    manifest = S.manifest(stage, cfg, {}, ROOT, 1.5, calls, {"ATEN_CPU_CAPABILITY": "avx2"})
+    assert manifest["determinism"] == {"seeds": [0, 3], "settings": {"deterministic_algorithms": False},
+                                       "cpu_kernels": {"ATEN_CPU_CAPABILITY": "avx2"}}
     assert manifest["parameters"]["n_tiles"] == cfg.n_tiles and manifest["stage"] == "maps"
-    assert S.manifest(stage, cfg, {}, ROOT, 1.5, [])["determinism"] == {"seeds": [], "settings": None}
+    assert S.manifest(stage, cfg, {}, ROOT, 1.5, [])["determinism"] == {"seeds": [], "settings": None, "cpu_kernels": {}}
     json.dumps(manifest)
 
 
