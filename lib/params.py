@@ -37,13 +37,17 @@ class Seeded(Params):
     seed: int
 
 
-class RunParams(Seeded):
-    """Base of a training or evaluation stage's parameters: seed and device."""
+class OnDevice(Params):
+    """Base of a stage that runs a model: the device it runs on."""
 
     device: str = Field(description="auto = CUDA > MPS > CPU, or a torch device name")
 
 
-class Repeated(Params):
+class RunParams(OnDevice, Seeded):
+    """Base of a training or evaluation stage's parameters: one seed and the device."""
+
+
+class Repeated(OnDevice):
     """Base of a study trained several times: one repetition per seed, every seed a model.
 
     Tables report the mean over seeds with a 95 % interval and compare variants
@@ -51,7 +55,6 @@ class Repeated(Params):
     """
 
     seeds: list[int] = Field(min_length=1, description="one trained model (and its evaluation draws) per seed")
-    device: str = Field(description="auto = CUDA > MPS > CPU, or a torch device name")
 
     @field_validator("seeds")
     @classmethod

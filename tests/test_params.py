@@ -66,7 +66,7 @@ def test_unknown_top_level_key_is_named(diml_values):
     diml_values["sed"] = 1
     message = error_of(diml_values)
     assert "diml.sed: unknown parameter" in message
-    assert "'seed'" in message
+    assert "'seeds'" in message
 
 
 def test_wrong_type_is_named(diml_values):
@@ -211,10 +211,13 @@ def test_every_section_is_the_union_of_its_stages_parts():
 
 
 def test_common_bases_declare_seed_device_and_the_optimiser_once():
+    assert set(P.OnDevice.model_fields) == {"device"}
     assert set(P.RunParams.model_fields) == {"seed", "device"}
+    assert set(P.Repeated.model_fields) == {"seeds", "device"}
+    assert issubclass(P.RunParams, P.OnDevice) and issubclass(P.Repeated, P.OnDevice)
     assert {"epochs", "lr", "weight_decay", "max_steps_per_epoch"} == set(P.Optimiser.model_fields)
     for model in (DimlTrainParams, DimlEvalParams):
-        assert issubclass(model, P.RunParams)
+        assert issubclass(model, P.Repeated)
 
 
 def test_a_stage_part_rejects_keys_of_other_stages(diml_values):

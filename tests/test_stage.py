@@ -51,7 +51,8 @@ def test_lib_dependencies_follow_imports_and_stay_inside_the_study():
 
 def test_stage_options_come_from_the_parameter_models():
     train = S.get_stage("diml_train")
-    assert train.options == {"loss": ("margin", "multi_similarity"), "objective": ("global", "structural")}
+    assert train.options == {"loss": ("margin", "multi_similarity"),
+                             "objective": ("global", "structural", "structural_pure", "structural_uniform")}
     document = yaml.safe_load((ROOT / "params.yaml").read_text())
     assert S.parse_options(S.get_stage("concepts_eval"), ["city=coastal_city"], document) == {"city": "coastal_city"}
     with pytest.raises(P.ParameterError, match="city='atlantis' must be one of"):

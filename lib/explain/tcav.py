@@ -68,10 +68,12 @@ __all__ = [
     "compute_cavs",
     "concept_sensitivity",
     "experimental_sets",
+    "first_runs",
     "layer_gradients",
     "make_concept",
     "outcome_intervals",
     "random_concepts",
+    "score_by_interval",
     "score_runs",
     "significance_table",
     "significant_concepts",
@@ -510,8 +512,51 @@ def tcav_by_interval(
     """
     if len(inputs) != len(y):
         raise ValueError(f"{len(inputs)} inputs but {len(y)} outcomes")
-    index, edges = outcome_intervals(y, n_intervals)
     cavs = compute_cavs(model, layer, concepts, randoms, classifier=classifier, save_path=save_path)
+    return score_by_interval(model, layer, inputs, y, cavs, randoms[0].name, n_intervals=n_intervals,
+                             target=target, alpha=alpha, bonferroni=bonferroni, batch_size=batch_size)
+
+
+def first_runs(cavs: dict[tuple[str, int], Tensor], n_runs: int) -> dict[tuple[str, int], Tensor]:
+    """The CAVs of runs ``0 .. n_runs - 1`` of every concept (the null concept's included).
+
+    Run ``k`` of :func:`compute_cavs` pairs each concept with ``randoms[k + 1]``
+    and the null concept's run ``k`` is ``randoms[k]`` against ``randoms[k + 1]``,
+    so the first ``n_runs`` runs are exactly the CAVs that ``randoms[:n_runs + 1]``
+    would give: TCAV with ``R`` random sets, for any ``R`` up to the number
+    trained, without training a CAV again.
+    """
+    available = 1 + max(run for _, run in cavs)
+    if not 2 <= n_runs <= available:
+        raise ValueError(f"n_runs must lie in 2 .. {available} (the runs trained), got {n_runs}")
+    return {key: cav for key, cav in cavs.items() if key[1] < n_runs}
+
+
+def score_by_interval(
+    model: nn.Module,
+    layer: str,
+    inputs: Tensor,
+    y: Tensor | np.ndarray,
+    cavs: dict[tuple[str, int], Tensor],
+    null_concept: str,
+    n_intervals: int = 4,
+    target: int | None = 0,
+    alpha: float = 0.05,
+    bonferroni: bool = True,
+    batch_size: int = 256,
+) -> pd.DataFrame:
+    """The scoring half of :func:`tcav_by_interval`, for CAVs already trained.
+
+    The inputs ``(n, ...)`` are split by quantile intervals of ``y`` ``(n,)``
+    (:func:`outcome_intervals`), each interval's inputs are scored against every
+    CAV of ``cavs`` (``{(concept, run): (F,)}``, e.g. from :func:`compute_cavs`
+    or :func:`first_runs`), and each concept is t-tested against
+    ``null_concept`` within each interval (:func:`significance_table`). Returns
+    the table :func:`tcav_by_interval` describes.
+    """
+    if len(inputs) != len(y):
+        raise ValueError(f"{len(inputs)} inputs but {len(y)} outcomes")
+    index, edges = outcome_intervals(y, n_intervals)
     frames = []
     for interval in np.unique(index):
         members = torch.from_numpy(np.flatnonzero(index == interval))
@@ -519,6 +564,6 @@ def tcav_by_interval(
         frames.append(score_runs(gradients, cavs).assign(interval=int(interval)))
     columns = ["concept", "interval", "run", "score", "magnitude"]
     runs = pd.concat(frames, ignore_index=True)[columns]
-    table = significance_table(runs, randoms[0].name, alpha=alpha, bonferroni=bonferroni)
+    table = significance_table(runs, null_concept, alpha=alpha, bonferroni=bonferroni)
     table.attrs["interval_edges"] = edges
     return table

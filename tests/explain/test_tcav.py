@@ -17,10 +17,12 @@ from lib.explain.tcav import (
     compute_cavs,
     concept_sensitivity,
     experimental_sets,
+    first_runs,
     layer_gradients,
     make_concept,
     outcome_intervals,
     random_concepts,
+    score_by_interval,
     score_runs,
     significance_table,
     significant_concepts,
@@ -331,3 +333,23 @@ def test_tcav_by_interval_end_to_end_and_deterministic():
     assert scores.xs(0, level="interval").eq(0).all()
     assert not first.loc[first["interval"] == 0, "significant"].any()
     assert scores[("along_u", 3)] == 1.0 and scores[("against_u", 3)] == 0.0
+
+
+def test_first_runs_equal_cavs_trained_with_fewer_random_sets():
+    """Nested random sets: the first R runs of R_max are the CAVs of the first R + 1 random sets."""
+    q, u, concepts, pool, inputs = make_world(seed=7, n_concept=40)
+    model = LinearToy(q, u).eval()
+    randoms = random_concepts(pool, n_runs=5, set_size=40, seed=8)
+    every = compute_cavs(model, "layer", concepts, randoms)
+    fewer = compute_cavs(model, "layer", concepts, randoms[:4])  # 3 runs, trained on their own
+    chosen = first_runs(every, 3)
+    assert set(chosen) == set(fewer)
+    for key, cav in fewer.items():
+        torch.testing.assert_close(chosen[key], cav)
+    with pytest.raises(ValueError, match="n_runs must lie in 2 .. 5"):
+        first_runs(every, 6)
+
+    y = model(inputs).detach()[:, 0]
+    direct = tcav_by_interval(model, "layer", inputs, y, concepts, randoms[:4], n_intervals=2)
+    scored = score_by_interval(model, "layer", inputs, y, chosen, randoms[0].name, n_intervals=2)
+    pd.testing.assert_frame_equal(direct, scored, check_exact=True)

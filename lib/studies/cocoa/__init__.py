@@ -10,13 +10,18 @@ with a feature-attribution method, so the attribution answers "which pixels make
 x look like the corpus C rather than the foil F" (:mod:`lib.explain.cocoa`).
 
 Three experiments on MNIST-5k: the benchmark of targets and methods
-(:mod:`.benchmark`, paper Sec. 4), the augmentation study (:mod:`.augmentations`,
-Sec. 5.1) and zero-shot localisation with an image-text model
-(:mod:`.image_text`, :mod:`.localisation`, Sec. 5.2). The encoders are small
-strided CNNs (:mod:`lib.models.convnet`) so that the default parameters,
-several hundred thousand encoder calls, run in minutes on two CPU cores.
+(:mod:`.benchmark`, paper Sec. 4) with the model-randomisation sanity check
+(:mod:`.sanity`), the augmentation study (:mod:`.augmentations`, Sec. 5.1) and
+localisation with an image-text model (:mod:`.image_text`, :mod:`.localisation`,
+Sec. 5.2). The encoders are small strided CNNs (:mod:`lib.models.convnet`) so
+that the default parameters, several hundred thousand encoder calls, run in
+minutes on two CPU cores.
 
-Stages: ``cocoa_train`` (SimCLR, probe, image-text model) and ``cocoa_eval``.
+Every model is trained once per seed (``cocoa.seeds``, :mod:`.models`);
+repetition s explains the models of seed s with draws of seed s, and the tables
+give means over seeds with 95 % intervals (:mod:`.stats`).
+
+Stages: ``cocoa_train`` (SimCLR, probe, image-text model, per seed) and ``cocoa_eval``.
 """
 
 from lib.stage import Stage
@@ -31,6 +36,7 @@ FIGURES = (  # under results/, for the front page
     "cocoa/figures/removal_curves_integrated_gradients.png",
     "cocoa/figures/attribution_examples.png",
     "cocoa/figures/localisation_scores.png",
+    "cocoa/figures/sanity_rank_correlation.png",
 )
 SECTIONS = {"cocoa": CocoaParams}
 STAGES = (

@@ -16,14 +16,19 @@ from torch import Tensor, nn
 from lib.data import digit_augment as aug
 from lib.data.mnist import MnistDataset
 from lib.data.splits import Split
+from lib.eval.intervals import paired_comparison
 from lib.explain.attribute import attribute
 from lib.explain.cocoa import ContrastiveCorpusSimilarity
 from lib.explain.removal import blur_baseline
 from lib.runtime import Runtime
+from lib.studies.cocoa.data import derived_seed, seed_global_draws
 from lib.studies.cocoa.params import AugmentParams, CocoaEvalParams
 from lib.studies.cocoa.simclr import representations
+from lib.studies.cocoa.stats import over_seeds, per_seed
 
 AUGMENTATIONS = ("crop", "rotation", "erasing", "contrast", "noise")
+#: Key of the augmentation study's draws among a repetition's derived seeds.
+STREAM = 6
 
 
 def augment_one(name: str, x: Tensor, cfg: AugmentParams, generator: torch.Generator) -> Tensor:
@@ -51,15 +56,18 @@ class AugmentationStudy:
     similarity: pd.DataFrame
 
 
-def augmentation_study(encoder: nn.Module, digits: Split[MnistDataset], cfg: CocoaEvalParams, rt: Runtime) -> AugmentationStudy:
+def augmentation_study(
+    encoder: nn.Module, digits: Split[MnistDataset], cfg: CocoaEvalParams, seed: int, rt: Runtime
+) -> AugmentationStudy:
     """Explain each augmented view x' of an image x with corpus {x} and a foil of random training digits:
-    the attribution shows what of x' keeps it close to x; f(x') itself says how close it stays."""
+    the attribution shows what of x' keeps it close to x; f(x') itself says how close it stays.
+    Images, foil, views and RISE masks are drawn from repetition ``seed``."""
     s = cfg.augmentation
-    rng = np.random.default_rng([cfg.seed, 5])
+    rng = np.random.default_rng(derived_seed(seed, STREAM))
     encoder = rt.prepare(encoder).eval()
     originals = rt.batch(digits.test.images[rng.choice(len(digits.test), s.n_images, replace=False)])
     foil_repr = representations(encoder, digits.fit.images[rng.choice(len(digits.fit), s.foil_size, replace=False)], rt)
-    generator = torch.Generator().manual_seed(cfg.seed)
+    generator = torch.Generator().manual_seed(derived_seed(seed, STREAM, 0))
     views, maps, rows = {}, {}, []
     for name in AUGMENTATIONS:
         views[name] = augment_one(name, originals, cfg.augment, generator)
@@ -68,19 +76,38 @@ def augmentation_study(encoder: nn.Module, digits: Split[MnistDataset], cfg: Coc
             target = ContrastiveCorpusSimilarity(encoder, representations(encoder, originals[i : i + 1], rt), foil_repr)
             x = views[name][i : i + 1]
             baseline = blur_baseline(x, cfg.benchmark.blur_sigma)
-            attributions.append(attribute(target, s.method, x, baseline, cfg.attribution, seed=i).detach().cpu())
+            draw = derived_seed(seed, STREAM, 1, AUGMENTATIONS.index(name), i)
+            seed_global_draws(draw)
+            attributions.append(attribute(target, s.method, x, baseline, cfg.attribution, seed=draw).detach().cpu())
             with torch.no_grad():
-                rows.append({"image": i, "augmentation": name, "similarity": float(target(x))})
+                rows.append({"seed": seed, "image": i, "augmentation": name, "similarity": float(target(x))})
         maps[name] = torch.cat(attributions)
     return AugmentationStudy(originals.cpu(), {k: v.cpu() for k, v in views.items()}, maps, pd.DataFrame(rows))
 
 
+def summarise_augmentation(similarity: pd.DataFrame) -> pd.DataFrame:
+    """Per augmentation: the mean over seeds of the per-seed mean contrastive corpus similarity f(x') of the
+    views to their originals, with its 95 % interval."""
+    return over_seeds(per_seed(similarity, ["augmentation"], "similarity"), ["augmentation"], "similarity")
+
+
 def augmentation_summary(similarity: pd.DataFrame) -> str:
-    """How close the views stay: the share with f > 0 (closer to the original than to the foil),
-    and the mean f per augmentation."""
-    means = similarity.groupby("augmentation", sort=False).similarity.mean()
+    """How close the views stay: the share with f > 0 (closer to the original than to the foil), the mean f
+    per augmentation over seeds, and whether the seeds tell the most from the least preserving augmentation
+    (:func:`lib.eval.intervals.paired_comparison` of their per-seed means)."""
+    summary = summarise_augmentation(similarity).set_index("augmentation")
+    means = summary["mean"]
+    cells = ", ".join(f"{k} {m:.2f}" + ("" if np.isnan(h) else f" ± {h:.2f}") for k, m, h in
+                      zip(summary.index, summary["mean"], summary["ci95"], strict=True))
+    by_seed = per_seed(similarity, ["augmentation"], "similarity").pivot(index="seed", columns="augmentation",
+                                                                         values="similarity")
+    most, least = means.idxmax(), means.idxmin()
+    comparison = paired_comparison(by_seed[most].to_numpy(), by_seed[least].to_numpy())
+    verdict = (f"the seeds support {most} keeping views closer than {least} "
+               f"(paired difference {comparison.difference:.3f} ± {comparison.half_width:.3f})"
+               if comparison.supported else
+               f"the seeds do not tell {most} (highest mean) from {least} (lowest) apart")
     return (
         f"{100 * (similarity.similarity > 0).mean():.0f}% of the views are closer to their original than to random digits "
-        f"(f > 0); mean f by augmentation: {', '.join(f'{k} {v:.2f}' for k, v in means.items())}. "
-        f"The encoder is most invariant to {means.idxmax()} and least to {means.idxmin()}."
+        f"(f > 0); mean f by augmentation over {similarity.seed.nunique()} seeds: {cells}; {verdict}."
     )

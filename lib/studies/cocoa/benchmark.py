@@ -1,12 +1,23 @@
 """COCOA's benchmark (paper Sec. 4): insertion and deletion AUCs of four targets x three methods.
 
-A SimCLR encoder; explicands from one class, corpus from the same class
-(``same_class``) or explicands from another class (``different_class``), foil
-from the classes other than the corpus's. Four targets (label-free,
-contrastive label-free, corpus, COCOA) x three methods (Integrated Gradients,
-GradientShap, RISE) and a random ranking are scored by insertion and deletion
-AUCs of (i) the contrastive corpus similarity against a *fresh* foil and (ii)
-the linear probe's probability of the corpus class, over several seeds.
+Sampling follows the reference code (``scripts/attribute.py`` of
+suinleelab/cl-explainability): in every repetition *each* of the ten classes is
+the corpus class in turn. For corpus class c:
+
+* the corpus: ``corpus_size`` training images of class c;
+* the foil pool: the training images outside the corpus, i.e. the rest of class c
+  and the same share of every other class (so that class c keeps its share of the
+  training set); the explanation foil and a disjoint evaluation foil are drawn from it;
+* the explicands: held-out images of class c (``same_class``) or held-out images
+  pooled over all other classes (``different_class``).
+
+Four targets (label-free, contrastive label-free, corpus, COCOA) x three methods
+(Integrated Gradients, GradientShap, RISE) and a random ranking are scored by
+insertion and deletion AUCs of (i) the contrastive corpus similarity against the
+evaluation foil and (ii) the *corpus majority probability*, the probe's probability
+of the class it predicts most often on the corpus. A repetition's AUC is the mean
+over its classes and explicands; tables give the mean over seeds with a 95 %
+interval, and COCOA's advantage over each other target is a paired comparison by seed.
 """
 
 from __future__ import annotations
@@ -22,17 +33,22 @@ from tqdm.auto import tqdm
 
 from lib.data.mnist import MnistDataset
 from lib.data.splits import Split
-from lib.eval.intervals import mean_ci
+from lib.eval.intervals import paired_comparison
 from lib.explain.attribute import METHODS, attribute_targets
 from lib.explain.cocoa import ContrastiveCorpusSimilarity, ContrastiveLabelFree, CorpusSimilarity, LabelFreeImportance
 from lib.explain.removal import blur_baseline, insertion_deletion_curves, random_attribution
 from lib.runtime import Runtime
+from lib.studies.cocoa.data import derived_seed, seed_global_draws
 from lib.studies.cocoa.params import N_CLASSES, BenchmarkParams, CocoaEvalParams
-from lib.studies.cocoa.simclr import ClassProbability, representations
+from lib.studies.cocoa.simclr import ClassProbability, corpus_majority_class, representations
+from lib.studies.cocoa.stats import over_seeds, per_seed
 
 SETTINGS = ("same_class", "different_class")
 TARGETS = ("label_free", "contrastive_label_free", "corpus", "cocoa")
 METRICS = ("contrastive_corpus_similarity", "corpus_majority_probability")
+CURVES = ("insertion", "deletion")
+#: Key of the benchmark's draws among a repetition's derived seeds (:func:`lib.studies.cocoa.data.derived_seed`).
+STREAM = 3
 
 
 def explicand_targets(
@@ -46,42 +62,73 @@ def explicand_targets(
     }
 
 
+def foil_pool(train_labels: np.ndarray, corpus_class: int, corpus: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Indices of the training images a foil is drawn from once ``corpus`` (of ``corpus_class``) is taken out.
+
+    As the reference code does: the corpus class's images outside the corpus, and a
+    random share ``1 - |corpus| / |class c|`` of every other class's images, so that
+    class c has the same share of the pool as of the training set.
+    """
+    target = np.flatnonzero(train_labels == corpus_class)
+    others = np.flatnonzero(train_labels != corpus_class)
+    kept = int(len(others) * (1 - len(corpus) / len(target)))
+    return np.concatenate([rng.choice(others, kept, replace=False), np.setdiff1d(target, corpus)])
+
+
 @dataclass(frozen=True)
 class Task:
-    """One seed x setting: explicands (n, 1, H, W), corpus, explanation foil and evaluation foil images."""
+    """One seed x corpus class x setting: explicands (n, 1, H, W) with their labels, corpus, explanation foil
+    and evaluation foil images."""
 
     seed: int
     setting: str
     corpus_class: int
-    explicand_class: int
     explicands: Tensor
+    explicand_labels: Tensor
     corpus: Tensor
     foil: Tensor
     eval_foil: Tensor
 
+    def draw_seed(self, i: int) -> int:
+        """The seed of explicand ``i``'s random draws (RISE masks, GradientShap noise): new in every repetition,
+        the same for every target and for the trained and the randomised encoder."""
+        return derived_seed(self.seed, STREAM, SETTINGS.index(self.setting), self.corpus_class, i)
 
-def sample_tasks(digits: Split[MnistDataset], cfg: BenchmarkParams, seed: int, base_seed: int = 0) -> list[Task]:
-    """The two settings of one seed: a random corpus class c (training images), foils from the other classes,
-    explicands (test images) of class c (``same_class``) or of a random other class (``different_class``)."""
-    rng = np.random.default_rng([base_seed, seed])
+    def ranking_seed(self) -> int:
+        """The seed of the task's random ranking."""
+        return derived_seed(self.seed, STREAM, SETTINGS.index(self.setting), self.corpus_class)
+
+    def head(self, n: int) -> Task:
+        """The task restricted to its first ``n`` explicands."""
+        return Task(self.seed, self.setting, self.corpus_class, self.explicands[:n], self.explicand_labels[:n],
+                    self.corpus, self.foil, self.eval_foil)
+
+
+def sample_tasks(digits: Split[MnistDataset], cfg: BenchmarkParams, seed: int) -> list[Task]:
+    """Repetition ``seed``'s tasks: every class as the corpus class, each in both settings (see the module's
+    docstring); the two settings of a class share its corpus and foils."""
     train_y, test_y = digits.fit.labels.numpy(), digits.test.labels.numpy()
-    corpus_class = int(rng.integers(N_CLASSES))
-    other_class = int(rng.choice(np.setdiff1d(np.arange(N_CLASSES), [corpus_class])))
-    corpus = rng.choice(np.flatnonzero(train_y == corpus_class), cfg.corpus_size, replace=False)
-    foils = rng.choice(np.flatnonzero(train_y != corpus_class), 2 * cfg.foil_size, replace=False)
-    train = digits.fit.images
+    train, test = digits.fit.images, digits.test.images
     tasks = []
-    for setting, cls in zip(SETTINGS, (corpus_class, other_class), strict=True):
-        explicands = rng.choice(np.flatnonzero(test_y == cls), cfg.n_explicands, replace=False)
-        tasks.append(Task(
-            seed, setting, corpus_class, cls, digits.test.images[explicands], train[corpus],
-            train[foils[: cfg.foil_size]], train[foils[cfg.foil_size :]],
-        ))
+    for c in range(N_CLASSES):
+        rng = np.random.default_rng(derived_seed(seed, STREAM, c))
+        corpus = rng.choice(np.flatnonzero(train_y == c), cfg.corpus_size, replace=False)
+        foils = rng.choice(foil_pool(train_y, c, corpus, rng), 2 * cfg.foil_size, replace=False)
+        pools = {"same_class": np.flatnonzero(test_y == c), "different_class": np.flatnonzero(test_y != c)}
+        for setting in SETTINGS:
+            explicands = rng.choice(pools[setting], cfg.n_explicands, replace=False)
+            tasks.append(Task(
+                seed, setting, c, test[explicands], digits.test.labels[explicands], train[corpus],
+                train[foils[: cfg.foil_size]], train[foils[cfg.foil_size :]],
+            ))
     return tasks
 
 
 def explain_task(encoder: nn.Module, task: Task, cfg: CocoaEvalParams, rt: Runtime) -> dict[tuple[str, str], Tensor]:
-    """Attributions {(target, method): (n, 1, H, W)} of every explicand of a task."""
+    """Attributions {(target, method): (n, 1, H, W)} of every explicand of a task.
+
+    The corpus and foil representations come from ``encoder`` itself, so a
+    randomised encoder (:mod:`lib.studies.cocoa.sanity`) is explained end to end."""
     corpus_repr = representations(encoder, task.corpus, rt)
     foil_repr = representations(encoder, task.foil, rt)
     shared = {
@@ -94,21 +141,26 @@ def explain_task(encoder: nn.Module, task: Task, cfg: CocoaEvalParams, rt: Runti
     for i in range(len(explicands)):
         x, b = explicands[i : i + 1], baselines[i : i + 1]
         targets = explicand_targets(encoder, representations(encoder, x, rt), foil_repr, shared)
-        explained = {m: attribute_targets(targets, m, x, b, cfg.attribution, seed=i) for m in cfg.benchmark.methods}
+        draw = task.draw_seed(i)
+        seed_global_draws(draw)
+        explained = {m: attribute_targets(targets, m, x, b, cfg.attribution, seed=draw) for m in cfg.benchmark.methods}
         for name, method in product(targets, cfg.benchmark.methods):
             maps.setdefault((name, method), []).append(explained[method][name].detach())
     return {key: torch.cat(values) for key, values in maps.items()}
 
 
-def evaluation_metrics(encoder: nn.Module, probe: nn.Module, task: Task, rt: Runtime) -> dict[str, nn.Module]:
-    """The two scores the removal curves follow: contrastive corpus similarity against the evaluation foil
-    (not the foil the attributions saw) and the probe's probability of the corpus class."""
+def evaluation_metrics(encoder: nn.Module, probe: nn.Module, task: Task, rt: Runtime) -> tuple[dict[str, nn.Module], int]:
+    """The two scores the removal curves follow, and the corpus's majority class: contrastive corpus similarity
+    against the evaluation foil (not the foil the attributions saw) and the probe's probability of the class it
+    predicts most often on the corpus (:func:`~lib.studies.cocoa.simclr.corpus_majority_class`)."""
     corpus_repr = representations(encoder, task.corpus, rt)
     eval_foil_repr = representations(encoder, task.eval_foil, rt)
+    probe = probe.to(rt.device)
+    majority = corpus_majority_class(encoder, probe, task.corpus, rt)
     return {
         "contrastive_corpus_similarity": ContrastiveCorpusSimilarity(encoder, corpus_repr, eval_foil_repr),
-        "corpus_majority_probability": ClassProbability(encoder, probe.to(rt.device), task.corpus_class),
-    }
+        "corpus_majority_probability": ClassProbability(encoder, probe, majority),
+    }, majority
 
 
 def evaluate_task(
@@ -120,70 +172,91 @@ def evaluate_task(
     explicands; mean curves, one row per step). All rankings of all explicands go
     through :func:`insertion_deletion_curves` as one batch of repeated explicands.
     """
-    generator = torch.Generator().manual_seed(2 * task.seed + SETTINGS.index(task.setting))
+    generator = torch.Generator().manual_seed(task.ranking_seed())
     explicands = rt.batch(task.explicands)
-    rankings = {**maps, ("random", "random"): random_attribution(explicands, generator)}
+    rankings = {**maps, ("random", "random"): random_attribution(explicands.cpu(), generator).to(explicands)}
     keys, k, n = list(rankings), len(rankings), len(explicands)
     inputs, attributions = explicands.repeat(k, 1, 1, 1), torch.cat([rankings[key] for key in keys])
     baselines = blur_baseline(inputs, cfg.benchmark.blur_sigma)
+    metrics, majority = evaluation_metrics(encoder, probe, task, rt)
     aucs, curves = [], []
-    for metric, score in evaluation_metrics(encoder, probe, task, rt).items():
+    for metric, score in metrics.items():
         result = insertion_deletion_curves(
             score, inputs, attributions, baselines, cfg.benchmark.curve_steps, cfg.attribution.batch_size
         )
         fractions = result.fractions.cpu()
-        for curve in ("insertion", "deletion"):
+        for curve in CURVES:
             auc = getattr(result, f"{curve}_auc").reshape(k, n).mean(dim=1).cpu()
             mean_curve = getattr(result, curve).reshape(k, n, -1).mean(dim=1).cpu()
             for j, (target, method) in enumerate(keys):
-                row = _task_row(task) | {"target": target, "method": method, "metric": metric, "curve": curve}
+                row = _task_row(task) | {"majority_class": majority, "target": target, "method": method,
+                                         "metric": metric, "curve": curve}
                 aucs.append(row | {"auc": float(auc[j])})
                 curves += [row | {"fraction": float(f), "score": float(v)} for f, v in zip(fractions, mean_curve[j], strict=True)]
     return pd.DataFrame(aucs), pd.DataFrame(curves)
 
 
 def _task_row(task: Task) -> dict:
-    return {
-        "seed": task.seed, "setting": task.setting,
-        "corpus_class": task.corpus_class, "explicand_class": task.explicand_class,
-    }
+    return {"seed": task.seed, "setting": task.setting, "corpus_class": task.corpus_class}
 
 
 @dataclass(frozen=True)
 class Benchmark:
-    """AUCs and mean curves (tidy frames), and the first explicand's attributions of each task of seed 0."""
+    """AUCs and mean curves (tidy frames); the tasks; the attributions of the first ``sanity.n_explicands``
+    explicands of every task, {(setting, corpus class): {(target, method): (k, 1, H, W)}}, for the sanity check;
+    and one explicand per setting with its attributions, for a figure."""
 
     aucs: pd.DataFrame
     curves: pd.DataFrame
+    tasks: list[Task]
+    first_maps: dict[tuple[str, int], dict[tuple[str, str], Tensor]]
     examples: dict[str, tuple[Tensor, dict[tuple[str, str], Tensor]]]
 
 
 def run_benchmark(
-    encoder: nn.Module, probe: nn.Module, digits: Split[MnistDataset], cfg: CocoaEvalParams, rt: Runtime, progress: bool = True
+    encoder: nn.Module, probe: nn.Module, digits: Split[MnistDataset], cfg: CocoaEvalParams, seed: int, rt: Runtime,
+    progress: bool = True,
 ) -> Benchmark:
-    """Every seed x setting: explain, then score the rankings (paper Sec. 4.1)."""
+    """Repetition ``seed`` (its encoder, probe and held-out digits): every class x setting, explain, then score
+    the rankings (paper Sec. 4.1). The examples are of corpus class ``seed mod 10``."""
     encoder = rt.prepare(encoder).eval()
-    tasks = [t for s in range(cfg.benchmark.n_seeds) for t in sample_tasks(digits, cfg.benchmark, s, cfg.seed)]
-    aucs, curves, examples = [], [], {}
-    for task in tqdm(tasks, desc="benchmark", disable=not progress):
+    tasks = sample_tasks(digits, cfg.benchmark, seed)
+    aucs, curves, first, examples = [], [], {}, {}
+    for task in tqdm(tasks, desc=f"benchmark, seed {seed}", disable=not progress):
         maps = explain_task(encoder, task, cfg, rt)
         auc, curve = evaluate_task(encoder, probe, task, maps, cfg, rt)
         aucs.append(auc)
         curves.append(curve)
-        if task.seed == 0:
+        first[task.setting, task.corpus_class] = {key: m[: cfg.sanity.n_explicands].cpu() for key, m in maps.items()}
+        if task.corpus_class == seed % N_CLASSES:
             examples[task.setting] = (task.explicands[0].cpu(), {key: m[0].cpu() for key, m in maps.items()})
-    return Benchmark(pd.concat(aucs, ignore_index=True), pd.concat(curves, ignore_index=True), examples)
+    return Benchmark(pd.concat(aucs, ignore_index=True), pd.concat(curves, ignore_index=True), tasks, first, examples)
+
+
+def combine(benchmarks: list[Benchmark]) -> Benchmark:
+    """The repetitions' benchmarks as one: frames and tasks concatenated, the examples of the first
+    repetition; ``first_maps`` stay with each repetition (empty here)."""
+    return Benchmark(
+        pd.concat([b.aucs for b in benchmarks], ignore_index=True),
+        pd.concat([b.curves for b in benchmarks], ignore_index=True),
+        [t for b in benchmarks for t in b.tasks],
+        {},
+        benchmarks[0].examples,
+    )
+
+
+KEYS = ["setting", "metric", "target", "method", "curve"]
+
+
+def seed_aucs(aucs: pd.DataFrame) -> pd.DataFrame:
+    """A repetition's AUC per setting x metric x target x method x curve: the mean over its corpus classes."""
+    return per_seed(aucs, KEYS, "auc")
 
 
 def summarise(aucs: pd.DataFrame) -> pd.DataFrame:
-    """Mean AUC over seeds and the half-width of its 95% Student-t interval,
-    per setting x metric x target x method x curve."""
-    keys = ["setting", "metric", "target", "method", "curve"]
-    rows = []
-    for key, group in aucs.groupby(keys, sort=False):
-        mean, half = mean_ci(group.sort_values("seed")["auc"].to_numpy())
-        rows.append(dict(zip(keys, key, strict=True)) | {"mean": float(mean), "ci95": float(half), "n_seeds": len(group)})
-    return pd.DataFrame(rows)
+    """Mean AUC over seeds, the half-width of its 95% Student-t interval (NaN for one seed) and the per-seed
+    values, per setting x metric x target x method x curve."""
+    return over_seeds(seed_aucs(aucs), KEYS, "auc")
 
 
 def _random_under_every_method(frame: pd.DataFrame) -> pd.DataFrame:
@@ -193,47 +266,75 @@ def _random_under_every_method(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame[frame.target != "random"], *(random.assign(method=m) for m in methods)], ignore_index=True)
 
 
+def _cell(mean: float, half: float) -> str:
+    return f"{mean:.3f}" if np.isnan(half) else f"{mean:.3f} ± {half:.3f}"
+
+
 def auc_table(summary: pd.DataFrame, setting: str, metric: str) -> pd.DataFrame:
     """The paper's table for one setting and metric: rows targets (and the random ranking, repeated under every
     method), columns method x curve, cells "mean ± 95% half-width" over seeds."""
     rows = _random_under_every_method(summary[(summary.setting == setting) & (summary.metric == metric)])
-    cells = rows.assign(cell=[f"{m:.3f} ± {h:.3f}" for m, h in zip(rows["mean"], rows["ci95"], strict=True)])
+    cells = rows.assign(cell=[_cell(m, h) for m, h in zip(rows["mean"], rows["ci95"], strict=True)])
     table = cells.pivot(index="target", columns=["method", "curve"], values="cell")
     methods = [m for m in METHODS if m in set(rows.method)]
     order = [t for t in (*TARGETS, "random") if t in table.index]
-    return table.loc[order, [(m, c) for m in methods for c in ("insertion", "deletion")]]
+    return table.loc[order, [(m, c) for m in methods for c in CURVES]]
 
 
 def cocoa_advantage(aucs: pd.DataFrame) -> pd.DataFrame:
-    """COCOA's AUC against every other target's, paired by seed: mean and 95% half-width of the advantage.
+    """COCOA's AUC against every other target's (and the random ranking's), paired by seed
+    (:func:`lib.eval.intervals.paired_comparison` of the repetitions' AUCs).
 
     The advantage is cocoa - other for insertion (higher is better) and
     other - cocoa for deletion (lower is better), so it is positive where COCOA
-    wins; one row per setting x metric x method x curve x other target.
+    wins; one row per setting x metric x method x curve x other target with the
+    mean advantage, its 95% half-width, the paired t-test's p-value, the number of
+    seeds and whether the interval excludes zero (``supported``).
     """
-    keys = ["seed", "setting", "metric", "method", "curve"]
-    aucs = _random_under_every_method(aucs)
-    paired = aucs[aucs.target == "cocoa"].merge(aucs[aucs.target != "cocoa"], on=keys, suffixes=("_cocoa", ""))
-    sign = np.where(paired.curve == "insertion", 1.0, -1.0)
-    paired = paired.assign(advantage=sign * (paired.auc_cocoa - paired.auc))
+    by_seed = _random_under_every_method(seed_aucs(aucs))
+    keys = ["setting", "metric", "method", "curve"]
     rows = []
-    for key, group in paired.groupby(["setting", "metric", "method", "curve", "target"], sort=False):
-        mean, half = mean_ci(group.sort_values("seed").advantage.to_numpy())
-        names = dict(zip(["setting", "metric", "method", "curve", "other"], key, strict=True))
-        rows.append(names | {"advantage": float(mean), "ci95": float(half)})
+    for key, group in by_seed.groupby(keys, sort=False):
+        wide = group.pivot(index="seed", columns="target", values="auc").sort_index()
+        for other in [t for t in (*TARGETS, "random") if t in wide.columns and t != "cocoa"]:
+            a, b = (wide["cocoa"], wide[other]) if key[-1] == "insertion" else (wide[other], wide["cocoa"])
+            comparison = paired_comparison(a.to_numpy(), b.to_numpy())
+            rows.append(dict(zip(keys, key, strict=True)) | {"other": other} | _comparison_columns(comparison))
+    return pd.DataFrame(rows)
+
+
+def _comparison_columns(comparison) -> dict:
+    half = comparison.half_width
+    return {"advantage": comparison.difference, "ci95": np.nan if half is None else half,
+            "p_value": np.nan if comparison.p_value is None else comparison.p_value,
+            "n_seeds": comparison.n_seeds, "supported": comparison.supported}
+
+
+def verdicts(advantage: pd.DataFrame) -> pd.DataFrame:
+    """Per setting x metric: of the method x curve columns, in how many COCOA's mean is the best of all targets
+    and the random ranking, in how many the paired comparison supports it against every one of them, and in how
+    many some other target is supported as better than COCOA."""
+    rows = []
+    for (setting, metric), group in advantage.groupby(["setting", "metric"], sort=False):
+        columns = list(group.groupby(["method", "curve"], sort=False))
+        rows.append({
+            "setting": setting, "metric": metric, "n_columns": len(columns),
+            "best_on_average": sum(bool((c.advantage > 0).all()) for _, c in columns),
+            "supported_best": sum(bool((c.supported & (c.advantage > 0)).all()) for _, c in columns),
+            "supported_worse": sum(bool((c.supported & (c.advantage < 0)).any()) for _, c in columns),
+        })
     return pd.DataFrame(rows)
 
 
 def benchmark_summary(aucs: pd.DataFrame) -> str:
-    """One sentence per setting x metric: in how many method x curve columns COCOA beats every other target
-    and the random ranking on average, and in how many the paired 95% interval of every advantage excludes 0."""
+    """One sentence per setting x metric from :func:`verdicts`."""
     lines = []
-    for (setting, metric), rows in cocoa_advantage(aucs).groupby(["setting", "metric"], sort=False):
-        columns = rows.groupby(["method", "curve"])
-        wins = sum(bool((c.advantage > 0).all()) for _, c in columns)
-        clear = sum(bool((c.advantage - c.ci95 > 0).all()) for _, c in columns)
+    n_seeds = aucs.seed.nunique()
+    for row in verdicts(cocoa_advantage(aucs)).itertuples():
         lines.append(
-            f"{setting}, {metric.replace('_', ' ')}: COCOA beats every other target and the random ranking in {wins} "
-            f"of {columns.ngroups} method x curve columns, by a margin whose paired 95% interval excludes zero in {clear}."
+            f"{row.setting}, {row.metric.replace('_', ' ')}: COCOA's mean AUC beats every other target and the random "
+            f"ranking in {row.best_on_average} of {row.n_columns} method x curve columns; a paired comparison over "
+            f"{n_seeds} seeds supports it against all of them in {row.supported_best}, and supports another target "
+            f"as better in {row.supported_worse}."
         )
     return "\n".join(lines)

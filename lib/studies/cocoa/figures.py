@@ -48,11 +48,13 @@ def _box(ax, box, color: str) -> None:
     ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec=color, lw=1.2))
 
 
-def loss_curves(histories: Mapping[str, Sequence[dict]]):
-    """Training loss per epoch, one panel per model ({title: history})."""
-    frame = pd.concat([pd.DataFrame(h).assign(model=name) for name, h in histories.items()], ignore_index=True)
+def loss_curves(histories: Mapping[str, Mapping[int, Sequence[dict]]]):
+    """Training loss per epoch, one panel per model ({title: {seed: history}}), one line per seed."""
+    frames = [pd.DataFrame(h).assign(model=name, seed=f"seed {seed}")
+              for name, by_seed in histories.items() for seed, h in by_seed.items()]
+    frame = pd.concat(frames, ignore_index=True)
     wide = frame.assign(**{name: frame["loss"].where(frame["model"] == name) for name in histories})
-    return training_curves(wide, {name: name for name in histories})
+    return training_curves(wide, {name: name for name in histories}, hue="seed")
 
 
 def augmented_views(originals: Tensor, views: Sequence[Tensor]):
@@ -165,8 +167,9 @@ def localisation_examples(
 
 
 def localisation_scores(summary: pd.DataFrame, shares: Mapping[str, float]):
-    """Pointing game and mass in box per target (bars) and method (hue), one row per scene set, with 95% intervals
-    over scenes; the dashed line is chance for the mass in box (the box's share of the canvas)."""
+    """Pointing game and mass in box per target (bars) and method (hue), one row per scene set: means over seeds
+    with their 95% intervals (:func:`lib.studies.cocoa.localisation.summarise_localisation`); the dashed line is
+    chance for the mass in box (the box's share of the canvas)."""
     scores = ("pointing_game", "mass_in_box")
     sets = list(dict.fromkeys(summary.scenes))
     methods = [m for m in METHOD_LABELS if m in set(summary.method)]
@@ -174,18 +177,61 @@ def localisation_scores(summary: pd.DataFrame, shares: Mapping[str, float]):
     fig, axes = plt.subplots(len(sets), len(scores), figsize=(11, 3.2 * len(sets)), squeeze=False)
     width = 0.8 / len(methods)
     for r, name in enumerate(sets):
-        rows = summary[summary.scenes == name]
         for c, score in enumerate(scores):
             ax = axes[r, c]
+            rows = summary[(summary.scenes == name) & (summary.score == score)]
             for k, method in enumerate(methods):
                 by = rows[rows.method.isin([method, "random"])].set_index("target")
                 x = np.arange(len(targets)) + (k - (len(methods) - 1) / 2) * width
-                ax.bar(x, by.loc[targets, score], width, yerr=by.loc[targets, f"{score}_ci95"],
+                ax.bar(x, by.loc[targets, "mean"], width, yerr=by.loc[targets, "ci95"].fillna(0.0),
                        label=METHOD_LABELS[method], capsize=2)
             if score == "mass_in_box":
                 ax.axhline(shares[name], ls="--", color="k", lw=1)
             ax.set_xticks(np.arange(len(targets)), [TARGET_LABELS[t] for t in targets], rotation=20, fontsize=8)
             ax.set(ylim=(0, 1), title=f"{name} scenes: {score.replace('_', ' ')}")
     axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.tight_layout()
+    return fig
+
+
+def sanity_correlations(summary: pd.DataFrame, threshold: float):
+    """The model-randomisation check: rank correlation between trained and randomised-encoder maps per target
+    (bars) and method (hue), signed and absolute, means over seeds with 95% intervals; the dashed line is the
+    pass bound fixed in advance."""
+    kinds = {"rank_correlation": "signed maps", "rank_correlation_abs": "absolute maps"}
+    methods = [m for m in METHOD_LABELS if m in set(summary.method)]
+    targets = [t for t in TARGET_LABELS if t in set(summary.target)]
+    fig, axes = plt.subplots(1, len(kinds), figsize=(11, 3.4), squeeze=False)
+    width = 0.8 / len(methods)
+    for ax, (kind, title) in zip(axes[0], kinds.items(), strict=True):
+        rows = summary[summary.correlation == kind]
+        for k, method in enumerate(methods):
+            by = rows[rows.method == method].set_index("target")
+            x = np.arange(len(targets)) + (k - (len(methods) - 1) / 2) * width
+            ax.bar(x, by.loc[targets, "mean"], width, yerr=by.loc[targets, "ci95"].fillna(0.0),
+                   label=METHOD_LABELS[method], capsize=2)
+        ax.axhline(threshold, ls="--", color="k", lw=1)
+        ax.axhline(0, color="k", lw=0.5)
+        ax.set_xticks(np.arange(len(targets)), [TARGET_LABELS[t] for t in targets], rotation=20, fontsize=8)
+        ax.set(ylim=(min(-0.2, float(rows["mean"].min()) - 0.1), 1.05), ylabel="Spearman rank correlation",
+               title=f"trained vs randomised encoder, {title}")
+    axes[0, -1].legend(fontsize=8, loc="upper left", bbox_to_anchor=(1, 1))
+    fig.tight_layout()
+    return fig
+
+
+def sanity_examples(example, methods: Sequence[str]):
+    """One explicand, and per method (rows) each target's map from the trained encoder next to the map from
+    the randomised encoder (columns)."""
+    image, trained, randomised = example
+    targets = [t for t in TARGET_LABELS if t != "random"]
+    fig, axes = plt.subplots(len(methods), 2 * len(targets) + 1, figsize=(1.35 * (2 * len(targets) + 1), 1.6 * len(methods)),
+                             squeeze=False)
+    for r, method in enumerate(methods):
+        _image(axes[r, 0], image, METHOD_LABELS.get(method, method))
+        for c, target in enumerate(targets):
+            top = r == 0
+            _attribution(axes[r, 2 * c + 1], trained[target, method], f"{TARGET_LABELS[target]}\ntrained" if top else None)
+            _attribution(axes[r, 2 * c + 2], randomised[target, method], f"{TARGET_LABELS[target]}\nrandomised" if top else None)
     fig.tight_layout()
     return fig

@@ -44,12 +44,12 @@ def grouped_batches(labels: Tensor, groups_per_batch: int, generator: torch.Gene
 
 
 def train_image_text(
-    cfg: CocoaTrainParams, scenes: DigitScenes, caption_embeddings: Tensor, progress: bool = True
+    cfg: CocoaTrainParams, scenes: DigitScenes, caption_embeddings: Tensor, seed: int, progress: bool = True
 ) -> tuple[nn.Sequential, GroupedClipLoss, list[dict]]:
     """The image encoder aligned with the frozen caption embeddings (the text tower stays locked, as in LiT,
-    Zhai et al., CVPR 2022, with the roles swapped); the last epoch is kept."""
+    Zhai et al., CVPR 2022, with the roles swapped), initialised and batched from ``seed``; the last epoch is kept."""
     rt = runtime(cfg.device)
-    generator = seed_everything(cfg.seed)
+    generator = seed_everything(seed)
     c = cfg.clip
     encoder = rt.prepare(build_image_encoder(c, caption_embeddings.shape[1]))
     loss = GroupedClipLoss(caption_embeddings, c.init_temperature).to(rt.device)
@@ -70,11 +70,12 @@ def train_image_text(
 
 
 def save_image_text(
-    path: str | os.PathLike, encoder: nn.Module, loss: GroupedClipLoss, history: list[dict], cfg: CocoaTrainParams
+    path: str | os.PathLike, encoder: nn.Module, loss: GroupedClipLoss, history: list[dict], cfg: CocoaTrainParams,
+    seed: int,
 ) -> None:
-    """The image encoder's weights; parameters, history and the learned logit scale as metadata."""
+    """The image encoder's weights; parameters, seed, history and the learned logit scale as metadata."""
     save_module(path, encoder, {
-        "params": cfg.model_dump(), "history": history, "logit_scale": loss.logit_scale().item(),
+        "params": cfg.model_dump(), "seed": seed, "history": history, "logit_scale": loss.logit_scale().item(),
     })
 
 
@@ -95,8 +96,11 @@ def load_captions(path: str | os.PathLike) -> tuple[list[str], Tensor]:
     return meta["captions"], tensors["embeddings"]
 
 
-def zero_shot_accuracy(encoder: nn.Module, caption_embeddings: Tensor, scenes: DigitScenes, rt: Runtime) -> float:
-    """Share of scenes whose most cosine-similar caption names their digit."""
+def caption_matching_accuracy(encoder: nn.Module, caption_embeddings: Tensor, scenes: DigitScenes, rt: Runtime) -> float:
+    """Share of scenes whose most cosine-similar caption names their digit.
+
+    Caption matching, not zero-shot classification: the image encoder was trained
+    against exactly these ten captions (on other scenes)."""
     images = F.normalize(representations(encoder, scenes.images, rt), dim=1)
     predicted = (images @ F.normalize(caption_embeddings.to(images), dim=1).T).argmax(dim=1).cpu()
     return float((predicted == scenes.labels).float().mean())

@@ -1,10 +1,13 @@
-"""COCOA's zero-shot localisation (paper Sec. 5.2).
+"""COCOA's localisation with the image-text model (paper Sec. 5.2, "zero-shot object localisation": no box
+is seen in training).
 
 COCOA with corpus = the caption of the scene's digit and foil = the other
 captions, scored by the pointing game and the attribution mass inside the
 digit's box, on held-out single-digit scenes and on *crowded* ones where a
 digit of another class shares the canvas (there, "where is a digit" no longer
-answers "where is the digit the caption names").
+answers "where is the digit the caption names"). Every target is explained with
+every method; COCOA is compared with the corpus-only target (the caption's
+similarity without the foil) and with a random map, paired by seed.
 """
 
 from __future__ import annotations
@@ -19,15 +22,20 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lib.data.digit_scenes import DigitScenes
-from lib.eval.intervals import mean_ci
+from lib.eval.intervals import paired_comparison
 from lib.explain.attribute import attribute_targets
 from lib.explain.cocoa import ContrastiveCorpusSimilarity, CorpusSimilarity
 from lib.explain.localisation import box_masks, mass_in_box, pointing_game
 from lib.explain.removal import blur_baseline, random_attribution
 from lib.runtime import Runtime
 from lib.studies.cocoa.benchmark import explicand_targets
+from lib.studies.cocoa.data import derived_seed, seed_global_draws
 from lib.studies.cocoa.params import N_CLASSES, CocoaEvalParams
 from lib.studies.cocoa.simclr import representations
+from lib.studies.cocoa.stats import over_seeds, per_seed
+
+#: Key of the localisation's draws among a repetition's derived seeds.
+STREAM = 5
 
 
 def caption_targets(encoder: nn.Module, captions: Tensor, label: int, explicand_repr: Tensor) -> dict[str, nn.Module]:
@@ -53,25 +61,35 @@ class Localisation:
 
 
 def localise(
-    encoder: nn.Module, caption_embeddings: Tensor, scenes: DigitScenes, name: str, cfg: CocoaEvalParams, rt: Runtime,
-    progress: bool = True,
+    encoder: nn.Module, caption_embeddings: Tensor, scenes: DigitScenes, name: str, cfg: CocoaEvalParams, seed: int,
+    rt: Runtime, progress: bool = True,
 ) -> Localisation:
-    """Explain the first ``localisation.n_scenes`` scenes of a set; score every map against the named digit's box."""
+    """Explain the first ``localisation.n_scenes`` scenes of a set with repetition ``seed``'s image encoder
+    (RISE masks, GradientShap noise and the random map drawn from ``seed``); score every map against the
+    named digit's box."""
     encoder = rt.prepare(encoder).eval()
     captions = caption_embeddings.to(rt.device)
     n = cfg.localisation.n_scenes
     images = rt.batch(scenes.images[:n])
     baselines = blur_baseline(images, cfg.localisation.blur_sigma)
+    part = SCENE_SETS.index(name) if name in SCENE_SETS else len(SCENE_SETS)
     maps: dict[tuple[str, str], list[Tensor]] = {}
-    for i in tqdm(range(n), desc=f"localisation ({name})", disable=not progress):
+    for i in tqdm(range(n), desc=f"localisation ({name}), seed {seed}", disable=not progress):
         x, b = images[i : i + 1], baselines[i : i + 1]
         targets = caption_targets(encoder, captions, int(scenes.labels[i]), representations(encoder, x, rt))
-        explained = {m: attribute_targets(targets, m, x, b, cfg.attribution, seed=i) for m in cfg.localisation.methods}
+        draw = derived_seed(seed, STREAM, part, i)
+        seed_global_draws(draw)
+        explained = {m: attribute_targets(targets, m, x, b, cfg.attribution, seed=draw) for m in cfg.localisation.methods}
         for target_name, method in product(targets, cfg.localisation.methods):
             maps.setdefault((target_name, method), []).append(explained[method][target_name].detach().cpu())
     stacked = {key: torch.cat(values) for key, values in maps.items()}
-    stacked["random", "random"] = random_attribution(images.cpu(), torch.Generator().manual_seed(cfg.seed))
-    return Localisation(localisation_scores(stacked, scenes, n).assign(scenes=name), stacked)
+    generator = torch.Generator().manual_seed(derived_seed(seed, STREAM, part))
+    stacked["random", "random"] = random_attribution(images.cpu(), generator)
+    return Localisation(localisation_scores(stacked, scenes, n).assign(scenes=name, seed=seed), stacked)
+
+
+#: The scene sets explained, in order.
+SCENE_SETS = ("single", "crowded")
 
 
 def localisation_scores(maps: dict[tuple[str, str], Tensor], scenes: DigitScenes, n: int) -> pd.DataFrame:
@@ -97,32 +115,70 @@ def box_share(scenes: DigitScenes, n: int) -> float:
     return float(box_masks(scenes.boxes[:n], size, size).float().mean())
 
 
+def mean_box_share(tested: dict[int, dict[str, DigitScenes]], n: int) -> dict[str, float]:
+    """Per scene set, :func:`box_share` averaged over the seeds' scenes ({seed: {name: scenes}})."""
+    names = dict.fromkeys(name for by_name in tested.values() for name in by_name)
+    return {name: float(np.mean([box_share(by_name[name], n) for by_name in tested.values()])) for name in names}
+
+
 LOCALISATION_SCORES = ("pointing_game", "mass_in_box", "points_at_other_digit")
+#: The scores COCOA is compared on (higher is better).
+COMPARED_SCORES = ("pointing_game", "mass_in_box")
+#: The targets COCOA is compared with.
+COMPARED_WITH = ("corpus", "random")
 
 
 def summarise_localisation(scores: pd.DataFrame) -> pd.DataFrame:
-    """Mean and 95% Student-t half-width over scenes of each score, per scene set x target x method."""
+    """Per scene set x target x method x score: the mean over seeds of the per-seed mean over scenes, its 95 %
+    interval (NaN for one seed), and the per-seed values."""
+    long = scores.melt(id_vars=["seed", "scenes", "target", "method"], value_vars=list(LOCALISATION_SCORES),
+                       var_name="score", value_name="value")
+    keys = ["scenes", "target", "method", "score"]
+    return over_seeds(per_seed(long, keys, "value"), keys, "value")
+
+
+def _random_under_every_method(frame: pd.DataFrame) -> pd.DataFrame:
+    random = frame[frame.target == "random"]
+    methods = [m for m in dict.fromkeys(frame.method) if m != "random"]
+    return pd.concat([frame[frame.target != "random"], *(random.assign(method=m) for m in methods)], ignore_index=True)
+
+
+def compare_localisation(scores: pd.DataFrame) -> pd.DataFrame:
+    """COCOA - other target (corpus-only, random), paired by seed, per scene set x method x score (pointing
+    game, mass in box; positive: COCOA localises better): the :class:`~lib.eval.intervals.PairedComparison`
+    as columns ``difference``, ``ci95``, ``p_value``, ``n_seeds``, ``supported``, ``direction``."""
+    by_seed = _random_under_every_method(per_seed(
+        scores.melt(id_vars=["seed", "scenes", "target", "method"], value_vars=list(COMPARED_SCORES),
+                    var_name="score", value_name="value"),
+        ["scenes", "target", "method", "score"], "value"))
     rows = []
-    for (scenes, target, method), group in scores.groupby(["scenes", "target", "method"], sort=False):
-        row = {"scenes": scenes, "target": target, "method": method, "n_scenes": len(group)}
-        for score in LOCALISATION_SCORES:
-            mean, half = mean_ci(group[score].to_numpy())
-            row |= {score: float(mean), f"{score}_ci95": float(half)}
-        rows.append(row)
+    for (scenes, method, score), group in by_seed.groupby(["scenes", "method", "score"], sort=False):
+        wide = group.pivot(index="seed", columns="target", values="value").sort_index()
+        for other in [t for t in COMPARED_WITH if t in wide.columns]:
+            c = paired_comparison(wide["cocoa"].to_numpy(), wide[other].to_numpy())
+            rows.append({"scenes": scenes, "method": method, "score": score, "other": other,
+                         "difference": c.difference, "ci95": np.nan if c.half_width is None else c.half_width,
+                         "p_value": np.nan if c.p_value is None else c.p_value, "n_seeds": c.n_seeds,
+                         "supported": c.supported, "direction": c.direction})
     return pd.DataFrame(rows)
 
 
-def localisation_summary(summary: pd.DataFrame, shares: dict[str, float]) -> str:
-    """A sentence per scene set x method: COCOA's pointing game and mass in box against the best other target
-    and chance (the box's share of the canvas)."""
+def localisation_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, shares: dict[str, float]) -> str:
+    """A sentence per scene set x method: COCOA's pointing game and mass in box, the corpus-only target's, and
+    whether the paired comparison over seeds tells them apart."""
     lines = []
-    for (scenes, method), rows in summary[summary.target != "random"].groupby(["scenes", "method"], sort=False):
-        by = rows.set_index("target")
-        best = by.drop(index="cocoa").pointing_game.idxmax()
+    means = summary.set_index(["scenes", "method", "target", "score"])["mean"]
+    for (scenes, method), rows in comparisons[comparisons.other == "corpus"].groupby(["scenes", "method"], sort=False):
+        verdict = []
+        for row in rows.itertuples():
+            word = {1: "higher", -1: "lower", 0: "not distinguishable"}[row.direction]
+            verdict.append(f"{row.score.replace('_', ' ')} {word}")
         lines.append(
             f"{scenes} scenes, {method}: COCOA's maximum lies in the named digit's box in "
-            f"{100 * by.loc['cocoa', 'pointing_game']:.0f}% of scenes (best other target, {best}: "
-            f"{100 * by.loc[best, 'pointing_game']:.0f}%), with {100 * by.loc['cocoa', 'mass_in_box']:.0f}% "
-            f"of its positive mass in the box (chance: {100 * shares[scenes]:.0f}%)."
+            f"{100 * means[scenes, method, 'cocoa', 'pointing_game']:.0f}% of scenes (corpus only: "
+            f"{100 * means[scenes, method, 'corpus', 'pointing_game']:.0f}%), with "
+            f"{100 * means[scenes, method, 'cocoa', 'mass_in_box']:.0f}% of its positive mass in the box (corpus "
+            f"only: {100 * means[scenes, method, 'corpus', 'mass_in_box']:.0f}%, chance: {100 * shares[scenes]:.0f}%); "
+            f"against the corpus-only target, paired by seed: {', '.join(verdict)}."
         )
     return "\n".join(lines)

@@ -10,7 +10,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lib.params import Optimiser, Params, RunParams
+from lib.params import Optimiser, Params, Repeated
 
 N_CLASSES = 10
 PER_CLASS = 500  # MNIST-5k holds 500 images of each digit
@@ -66,13 +66,25 @@ class AttributionParams(Params):
 
 
 class BenchmarkParams(Params):
-    n_seeds: int = Field(ge=2, description="repetitions with a new corpus class, corpus, foil and explicands")
-    n_explicands: int = Field(ge=1, description="per seed and setting")
-    corpus_size: int = Field(ge=1)
-    foil_size: int = Field(ge=1, description="explanation foil; the evaluation foil is a second, disjoint draw")
+    n_explicands: int = Field(ge=1, description="per corpus class, seed and setting")
+    corpus_size: int = Field(ge=1, description="training images of the corpus class")
+    foil_size: int = Field(
+        ge=1, description="explanation foil, from the training images outside the corpus; the evaluation foil is a "
+        "second, disjoint draw of this size")
     methods: list[Method] = Field(min_length=1)
     blur_sigma: float = Field(gt=0, description="removal baseline: Gaussian blur of the explicand, pixels")
     curve_steps: int = Field(ge=2, description="steps of the insertion and deletion curves")
+
+
+class SanityParams(Params):
+    """The model-randomisation sanity check (Adebayo et al. 2018) on the benchmark's explicands."""
+
+    n_explicands: int = Field(
+        ge=1, description="per corpus class, seed and setting: the first benchmark explicands, explained again "
+        "with a randomised encoder")
+    max_rank_correlation: float = Field(
+        gt=0, le=1, description="a method passes when the upper 95% bound of its mean rank correlation (signed and "
+        "absolute) between trained and randomised maps stays below this; fixed in advance")
 
 
 class AugmentationStudyParams(Params):
@@ -102,7 +114,7 @@ class LocalisationParams(Params):
     blur_sigma: float = Field(gt=0)
 
 
-class CocoaCommon(RunParams):
+class CocoaCommon(Repeated):
     data: CocoaData
     augment: AugmentParams
     scenes: SceneParams
@@ -117,10 +129,11 @@ class CocoaTrainParams(CocoaCommon):
 
 
 class CocoaEvalParams(CocoaCommon):
-    """Stage ``cocoa_eval``: the attribution benchmark, the augmentation study, zero-shot localisation."""
+    """Stage ``cocoa_eval``: the attribution benchmark, its sanity check, the augmentation study, localisation."""
 
     attribution: AttributionParams
     benchmark: BenchmarkParams
+    sanity: SanityParams
     augmentation: AugmentationStudyParams
     localisation: LocalisationParams
 
@@ -129,16 +142,27 @@ class CocoaEvalParams(CocoaCommon):
         test_per_class = round(self.data.test_fraction * PER_CLASS)
         train_per_class = PER_CLASS - test_per_class
         b = self.benchmark
-        if b.n_explicands > test_per_class or b.corpus_size > train_per_class:
+        if b.n_explicands > test_per_class or b.corpus_size >= train_per_class:
             raise ValueError(
                 f"benchmark.n_explicands ({b.n_explicands}) must be at most {test_per_class} and corpus_size "
-                f"({b.corpus_size}) at most {train_per_class} with data.test_fraction {self.data.test_fraction}"
+                f"({b.corpus_size}) below {train_per_class} with data.test_fraction {self.data.test_fraction}"
             )
-        if 2 * b.foil_size > (N_CLASSES - 1) * train_per_class:
-            raise ValueError(f"benchmark.foil_size ({b.foil_size}) x 2 exceeds the other classes' training images")
+        if 2 * b.foil_size > foil_pool_size(train_per_class, b.corpus_size):
+            raise ValueError(
+                f"benchmark.foil_size ({b.foil_size}) x 2 exceeds the {foil_pool_size(train_per_class, b.corpus_size)} "
+                "training images left outside the corpus")
+        if self.sanity.n_explicands > b.n_explicands:
+            raise ValueError(f"sanity.n_explicands ({self.sanity.n_explicands}) exceeds benchmark.n_explicands")
         if self.localisation.n_scenes > self.scenes.n_test:
             raise ValueError(f"localisation.n_scenes ({self.localisation.n_scenes}) exceeds scenes.n_test")
         return self
+
+
+def foil_pool_size(train_per_class: int, corpus_size: int) -> int:
+    """Training images a foil is drawn from once a corpus of one class is taken out (see
+    :func:`lib.studies.cocoa.benchmark.foil_pool`): the corpus class's rest and the same share of the others."""
+    others = (N_CLASSES - 1) * train_per_class
+    return int(others * (1 - corpus_size / train_per_class)) + train_per_class - corpus_size
 
 
 class CocoaParams(CocoaTrainParams, CocoaEvalParams):

@@ -52,10 +52,13 @@ def simclr_loss(temperature: float) -> Callable[[Tensor, Tensor], Tensor]:
     return lambda z, _labels: nt_xent(*z.float().chunk(2), temperature=temperature)
 
 
-def train_simclr(cfg: CocoaTrainParams, digits: Split[MnistDataset], progress: bool = True) -> tuple[SimCLR, list[dict]]:
-    """SimCLR (Chen et al. 2020) on the training digits, labels unused; the last epoch is kept."""
+def train_simclr(
+    cfg: CocoaTrainParams, digits: Split[MnistDataset], seed: int, progress: bool = True
+) -> tuple[SimCLR, list[dict]]:
+    """SimCLR (Chen et al. 2020) on the training digits, labels unused, initialised and shuffled from ``seed``;
+    the last epoch is kept."""
     rt = runtime(cfg.device)
-    generator = seed_everything(cfg.seed)
+    generator = seed_everything(seed)
     s = cfg.simclr
     model = rt.prepare(SimCLR(s.width, s.projection_dim))
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -69,9 +72,9 @@ def train_simclr(cfg: CocoaTrainParams, digits: Split[MnistDataset], progress: b
     return model.eval(), result.history
 
 
-def save_simclr(path: str | os.PathLike, model: SimCLR, history: list[dict], cfg: CocoaTrainParams) -> None:
-    """Safetensors weights with the parameters and training history as metadata."""
-    save_module(path, model, {"params": cfg.model_dump(), "history": history})
+def save_simclr(path: str | os.PathLike, model: SimCLR, history: list[dict], cfg: CocoaTrainParams, seed: int) -> None:
+    """Safetensors weights with the parameters, the seed and the training history as metadata."""
+    save_module(path, model, {"params": cfg.model_dump(), "seed": seed, "history": history})
 
 
 def load_simclr(path: str | os.PathLike) -> tuple[SimCLR, dict]:
@@ -110,6 +113,18 @@ def save_probe(path: str | os.PathLike, probe: nn.Linear, metadata: dict) -> Non
 def load_probe(path: str | os.PathLike) -> tuple[nn.Linear, dict]:
     """The probe (eval mode) and its metadata from :func:`save_probe`'s file."""
     return load_module(path, lambda state, meta: nn.Linear(state["weight"].shape[1], state["weight"].shape[0]))
+
+
+def corpus_majority_class(encoder: nn.Module, probe: nn.Module, corpus: Tensor, rt: Runtime) -> int:
+    """The class the probe predicts most often on the corpus (its modal prediction; ties go to the lowest class).
+
+    COCOA's *corpus majority probability* (Lin et al. 2023, Sec. 4; ``CorpusMajorityProb`` in the reference
+    code) follows the probe's probability of this class, not of the corpus's true label.
+    """
+    features = representations(encoder, corpus, rt)
+    with torch.no_grad():
+        predicted = probe.to(features.device)(features).argmax(dim=1).cpu()
+    return int(torch.bincount(predicted, minlength=N_CLASSES).argmax())
 
 
 class ClassProbability(nn.Module):

@@ -13,8 +13,12 @@ Two variants of one encoder (a small timm ResNet from scratch) per dataset:
 * ``baseline`` - the same network trained end to end with an L1 regression loss.
 
 Both are selected on the validation split only and evaluated on the test
-split (:mod:`.evaluate`). Stages: ``concepts_train@<city>`` trains both
-(:mod:`.train`), ``concepts_eval@<city>`` scores and explains them.
+split (:mod:`.evaluate`), once per seed of ``seeds`` (each seed its own split
+of the inhabited tiles, :mod:`.data`); tables give the mean over seeds with a
+95 % interval and compare the variants paired by seed. Stages:
+``concepts_train@<city>`` trains both (:mod:`.train`), ``concepts_eval@<city>``
+scores and explains them, and checks TCAV per outcome interval against the
+city's interval-dependent truth.
 """
 
 from lib.stage import Stage
@@ -29,6 +33,7 @@ FIGURES = (  # under results/, for the front page
     "concepts/*/figures/metrics.png",
     "concepts/*/figures/concept_sensitivity.png",
     "concepts/*/figures/ground_truth_agreement.png",
+    "concepts/*/figures/interval_truth.png",
 )
 SECTIONS = {"concepts": ConceptsParams}
 STAGES = (

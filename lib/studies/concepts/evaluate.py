@@ -1,18 +1,27 @@
-"""Evaluating the concepts study's variants: accuracy, latent ordering, TCAV per outcome interval.
+"""Evaluating the concepts study's variants: accuracy, latent ordering, TCAV per outcome interval, over seeds.
 
-On the test split: R^2, MAE and Kendall's tau of the predictions
-(:func:`lib.eval.metrics.regression_metrics`) and the ordering of the latent
-space (:func:`lib.eval.ordering.latent_ordering`). Concept sets are tiles
-dominated by one land-cover class; on a generated city the generator's weights
-say how each class truly moves the outcome, so the rank agreement of concept
-sensitivity with those weights checks the explanation.
+Each repetition ``s`` (one seed) has its own split, its own pair of trained
+variants and its own evaluation draws. On its test split: R^2, MAE and
+Kendall's tau of the predictions (:func:`lib.eval.metrics.regression_metrics`)
+and the ordering of the latent space (:func:`lib.eval.ordering.latent_ordering`).
+Concept sets are tiles dominated by one land-cover class; on a generated city
+the generator's weights say how each class truly moves the outcome, so the
+rank agreement of concept sensitivity with those weights checks the
+explanation, and where the outcome has an interval-dependent effect
+(:mod:`lib.data.city_outcomes`) the TCAV score of that concept per outcome
+interval is checked against the true effect in each interval.
+
+Tables report the mean over seeds with a Student-t 95 % half-width
+(:func:`lib.eval.intervals.seed_interval`); RNC and L1 are compared paired by
+seed (:func:`lib.eval.intervals.paired_comparison`), and a difference is a
+finding only when that interval excludes zero.
 """
 
 from __future__ import annotations
 
 import math
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -22,32 +31,40 @@ from scipy import stats
 
 from lib.data.splits import Split
 from lib.data.tiles import TileData
+from lib.eval.intervals import paired_comparison, seed_interval
 from lib.eval.metrics import regression_metrics
 from lib.eval.ordering import latent_ordering
-from lib.explain.tcav import make_concept, random_concepts, tcav_by_interval
+from lib.explain.tcav import compute_cavs, first_runs, make_concept, outcome_intervals, random_concepts, score_by_interval
 from lib.io import write_json, write_text
 from lib.runtime import runtime
-from lib.studies.concepts.model import VARIANT_LABELS, TrainedModel
-from lib.studies.concepts.params import ConceptsEvalParams
+from lib.studies.concepts.data import IntervalTruth
+from lib.studies.concepts.model import VARIANT_LABELS, VARIANTS, TrainedModel
+from lib.studies.concepts.params import ConceptsEvalParams, ConceptsTcav
+
+METRICS = ("r2", "mae", "kendall_tau", "latent_spearman", "knn_r2", "val_r2")
+HIGHER_IS_BETTER = {"r2": True, "mae": False, "kendall_tau": True, "latent_spearman": True, "knn_r2": True,
+                    "val_r2": True}
 
 
-def evaluate(trained: TrainedModel, data: TileData, split: Split, cfg: ConceptsEvalParams) -> dict[str, float]:
+def evaluate(trained: TrainedModel, data: TileData, split: Split, cfg: ConceptsEvalParams, seed: int) -> dict[str, float]:
     """Test-split metrics of one variant: :func:`regression_metrics` (MAE in the outcome's
-    units) and :func:`latent_ordering` of its embeddings, plus its validation R^2."""
+    units) and :func:`latent_ordering` of its embeddings (draws seeded ``seed``), plus its validation R^2."""
     rt = runtime(cfg.device)
     bs = cfg.inference_batch_size
     test_images = data.images[torch.from_numpy(split.test)]
     out = regression_metrics(data.outcome[split.test], trained.predict(test_images, rt, bs))
     out |= latent_ordering(
         trained.embed(data.images[torch.from_numpy(split.fit)], rt, bs), data.outcome[split.fit],
-        trained.embed(test_images, rt, bs), data.outcome[split.test], k=cfg.eval.knn_k, seed=cfg.seed,
+        trained.embed(test_images, rt, bs), data.outcome[split.test], k=cfg.eval.knn_k, seed=seed,
     )
-    return out | {"val_r2": float(trained.meta["best_val_r2"]), "best_epoch": int(trained.meta["best_epoch"])}
+    return out | {"val_r2": float(trained.meta["best_val_r2"]), "best_epoch": int(trained.meta["best_epoch"]),
+                  "epochs": len(trained.meta["history"])}
 
 
-def metrics_table(trained: dict[str, TrainedModel], data: TileData, split: Split, cfg: ConceptsEvalParams) -> pd.DataFrame:
+def metrics_table(trained: dict[str, TrainedModel], data: TileData, split: Split, cfg: ConceptsEvalParams,
+                  seed: int) -> pd.DataFrame:
     """:func:`evaluate` of every variant, one row each, indexed by variant."""
-    return pd.DataFrame({v: evaluate(t, data, split, cfg) for v, t in trained.items()}).T.rename_axis("variant")
+    return pd.DataFrame({v: evaluate(t, data, split, cfg, seed) for v, t in trained.items()}).T.rename_axis("variant")
 
 
 # ------------------------------------------------------------------ concepts
@@ -78,14 +95,28 @@ def concept_sets(concepts: pd.DataFrame, pool: np.ndarray, threshold: float, set
     return ConceptSets(members, pd.DataFrame(rows))
 
 
-def concept_tcav(trained: TrainedModel, data: TileData, split: Split, sets: ConceptSets, cfg: ConceptsEvalParams) -> pd.DataFrame:
-    """TCAV of every concept in each outcome interval of the test tiles (:func:`lib.explain.tcav.tcav_by_interval`).
+def concept_pool(split: Split) -> np.ndarray:
+    """Tiles the concept and random sets are drawn from: fit and validation, never test."""
+    return np.concatenate([split.fit, split.val])
 
-    Concept and random sets come from the fit and validation tiles (the same
-    sets, by seed, for every variant); the test tiles are split into
-    ``n_intervals`` quantile intervals of the true outcome and scored there.
-    Returns the tidy table (concept, interval, run, score, magnitude, p_value,
-    significant) with the interval edges in ``attrs``.
+
+@dataclass(frozen=True)
+class ConceptCavs:
+    """CAVs of one trained variant: ``max(tcav.n_random)`` runs per concept and of the null concept."""
+
+    cavs: dict[tuple[str, int], torch.Tensor]
+    null_concept: str
+
+
+def concept_cavs(trained: TrainedModel, data: TileData, split: Split, sets: ConceptSets, cfg: ConceptsEvalParams,
+                 seed: int) -> ConceptCavs:
+    """One CAV per concept and random negative at ``tcav.layer`` (:func:`lib.explain.tcav.compute_cavs`).
+
+    ``max(tcav.n_random) + 1`` random sets of ``set_size`` tiles are drawn
+    (seeded ``seed``) from the fit and validation tiles, like the concept
+    sets. Fewer random runs are the first runs of these
+    (:func:`lib.explain.tcav.first_runs`), so every candidate ``n_random``
+    reuses these CAVs.
     """
     rt = runtime(cfg.device)
     t = cfg.tcav
@@ -95,12 +126,73 @@ def concept_tcav(trained: TrainedModel, data: TileData, split: Split, sets: Conc
         return data.images[torch.from_numpy(idx)].to(rt.device)
 
     concepts = [make_concept(i, name, on_device(idx)) for i, (name, idx) in enumerate(sets.members.items())]
-    pool = np.concatenate([split.fit, split.val])
-    randoms = random_concepts(on_device(pool), n_runs=t.n_random, set_size=min(t.set_size, len(pool)), seed=cfg.seed)
-    return tcav_by_interval(
-        model, t.layer, on_device(split.test), data.outcome[split.test], concepts, randoms,
-        n_intervals=t.n_intervals, alpha=t.alpha, bonferroni=t.bonferroni, batch_size=cfg.inference_batch_size,
-    )
+    pool = concept_pool(split)
+    randoms = random_concepts(on_device(pool), n_runs=max(t.n_random), set_size=min(t.set_size, len(pool)), seed=seed)
+    return ConceptCavs(compute_cavs(model, t.layer, concepts, randoms), randoms[0].name)
+
+
+def interval_tcav(trained: TrainedModel, data: TileData, tiles: np.ndarray, cavs: ConceptCavs, n_random: int,
+                  cfg: ConceptsEvalParams) -> pd.DataFrame:
+    """TCAV of every concept in each outcome quantile interval of ``tiles``, with ``n_random`` runs.
+
+    :func:`lib.explain.tcav.score_by_interval` on the first ``n_random`` runs
+    of ``cavs``: the tidy table (concept, interval, run, score, magnitude,
+    p_value, significant) with the interval edges in ``attrs``.
+    """
+    rt = runtime(cfg.device)
+    model = rt.prepare(trained.model).eval()
+    images = data.images[torch.from_numpy(tiles)].to(rt.device)
+    return score_by_interval(model, cfg.tcav.layer, images, data.outcome[tiles], first_runs(cavs.cavs, n_random),
+                             cavs.null_concept, n_intervals=cfg.tcav.n_intervals, alpha=cfg.tcav.alpha,
+                             bonferroni=cfg.tcav.bonferroni, batch_size=cfg.inference_batch_size)
+
+
+def significance_cells(table: pd.DataFrame) -> pd.Series:
+    """The significance decision of each (concept, interval), the null concept left out."""
+    rows = table[table["concept"] != table.attrs["null_concept"]]
+    return rows.groupby(["concept", "interval"])["significant"].first().astype(bool)
+
+
+@dataclass(frozen=True)
+class NRandomChoice:
+    """How ``tcav.n_random`` was chosen on the validation tiles.
+
+    ``agreement[n]``: share of the (variant, seed, concept, interval) cells
+    whose significance decision with ``n`` random runs equals the decision with
+    the largest candidate; ``chosen``: the smallest candidate with
+    ``agreement >= min_agreement`` (the largest has agreement 1).
+    """
+
+    candidates: list[int]
+    agreement: dict[int, float]
+    min_agreement: float
+    chosen: int
+    cells: int
+
+    def to_json(self) -> dict:
+        return {"candidates": self.candidates, "agreement": {str(n): a for n, a in self.agreement.items()},
+                "min_agreement": self.min_agreement, "chosen": self.chosen, "cells": self.cells,
+                "rule": "the smallest candidate whose significance decisions on the validation tiles agree with "
+                        "the largest candidate's in at least min_agreement of the cells"}
+
+
+def choose_n_random(validation: dict[int, list[pd.DataFrame]], tcav: ConceptsTcav) -> NRandomChoice:
+    """Choose ``n_random`` from validation tables: ``validation[n]`` lists, for every candidate ``n``,
+    the TCAV tables of the same (variant, seed) repetitions in the same order (:class:`NRandomChoice`)."""
+    candidates = sorted(tcav.n_random)
+    if sorted(validation) != candidates:
+        raise ValueError(f"validation tables for {sorted(validation)}, candidates {candidates}")
+    reference = [significance_cells(t) for t in validation[candidates[-1]]]
+    cells = sum(len(r) for r in reference)
+    agreement = {}
+    for n in candidates:
+        decisions = [significance_cells(t) for t in validation[n]]
+        if len(decisions) != len(reference):
+            raise ValueError(f"{len(decisions)} validation tables for n_random={n}, {len(reference)} for the largest")
+        same = sum(int((d.reindex(r.index) == r).sum()) for d, r in zip(decisions, reference, strict=True))
+        agreement[n] = same / cells if cells else 1.0
+    chosen = next(n for n in candidates if agreement[n] >= tcav.n_random_agreement)
+    return NRandomChoice(candidates, agreement, tcav.n_random_agreement, chosen, cells)
 
 
 def sensitivity_matrix(table: pd.DataFrame, statistic: str, significant_only: bool = True) -> pd.DataFrame:
@@ -152,14 +244,195 @@ def agreement_table(tcav: dict[str, pd.DataFrame], true_effects: pd.Series) -> p
     return pd.DataFrame(rows)
 
 
+# ------------------------------------------------------------------ the interval-dependent truth
+def true_slope_by_interval(slope: np.ndarray, y: np.ndarray, n_intervals: int) -> np.ndarray:
+    """Mean true effect ``g_u`` of the tiles in each outcome quantile interval of ``y`` (n_intervals,).
+
+    The intervals are those TCAV scores in (:func:`lib.explain.tcav.outcome_intervals`
+    of the same outcomes); an empty interval gets NaN.
+    """
+    slope = np.asarray(slope, np.float64)
+    if slope.shape != np.shape(y):
+        raise ValueError(f"slope {slope.shape} and outcomes {np.shape(y)} differ in shape")
+    index, _ = outcome_intervals(y, n_intervals)
+    return np.array([slope[index == i].mean() if (index == i).any() else math.nan for i in range(n_intervals)])
+
+
+def interval_truth_agreement(sensitivity: np.ndarray, true_slope: np.ndarray, null: float = 0.5) -> dict[str, float]:
+    """Does a concept's TCAV statistic per outcome interval follow its true effect per interval?
+
+    ``sensitivity`` (k,): the concept's mean TCAV statistic over runs in each
+    interval; ``true_slope`` (k,): the mean true effect of its fraction there
+    (:func:`true_slope_by_interval`). Over the intervals where both are finite:
+
+    * ``spearman``: Spearman's rho of the two (NaN with fewer than 3 intervals
+      or when either is constant): +1 when the explanation ranks the intervals
+      like the truth;
+    * ``sign_agreement``: share, over intervals whose true effect is not 0, of
+      those where the statistic lies on the truth's side of ``null`` (0.5 for
+      the TCAV score and magnitude: above when the concept raises the outcome);
+      NaN when the true effect is 0 everywhere;
+    * ``contrast``: the statistic's mean in the intervals of the largest true
+      effect minus its mean in those of the smallest (NaN when the truth is
+      constant): > 0 when the explanation is stronger where the effect is.
+    """
+    s, g = np.asarray(sensitivity, np.float64), np.asarray(true_slope, np.float64)
+    if s.shape != g.shape or s.ndim != 1:
+        raise ValueError(f"sensitivity {s.shape} and true_slope {g.shape} must be (k,) of one length")
+    finite = np.isfinite(s) & np.isfinite(g)
+    s, g = s[finite], g[finite]
+    constant = len(g) == 0 or np.ptp(g) == 0
+    rho = math.nan if len(s) < 3 or constant or np.ptp(s) == 0 else float(stats.spearmanr(s, g).statistic)
+    effect = g != 0
+    sign = float(np.mean(np.sign(s[effect] - null) == np.sign(g[effect]))) if effect.any() else math.nan
+    contrast = math.nan if constant else float(s[g == g.max()].mean() - s[g == g.min()].mean())
+    return {"n_intervals": int(len(s)), "spearman": rho, "sign_agreement": sign, "contrast": contrast}
+
+
+def interval_truth_table(tcav: dict[str, pd.DataFrame], truth: IntervalTruth, data: TileData, tiles: np.ndarray,
+                         statistic: str, n_intervals: int) -> pd.DataFrame:
+    """Per variant and interval: the truth concept's mean TCAV ``statistic``, its significance and the
+    mean true slope of the ``tiles`` in that interval (the intervals TCAV scored them in)."""
+    true_slope = true_slope_by_interval(truth.slope[tiles], data.outcome[tiles], n_intervals)
+    rows = []
+    for variant, table in tcav.items():
+        summary = interval_summary(table)
+        mine = summary[summary["concept"] == truth.concept].set_index("interval")
+        for i in range(n_intervals):
+            present = i in mine.index
+            rows.append({"variant": variant, "interval": i, "true_slope": true_slope[i],
+                         "tcav": float(mine.loc[i, statistic]) if present else math.nan,
+                         "significant": bool(mine.loc[i, "significant"]) if present else False})
+    return pd.DataFrame(rows)
+
+
+def interval_truth_scores(table: pd.DataFrame) -> pd.DataFrame:
+    """:func:`interval_truth_agreement` per variant of an :func:`interval_truth_table`."""
+    rows = []
+    for variant, rows_v in table.groupby("variant", sort=False):
+        rows_v = rows_v.sort_values("interval")
+        rows.append({"variant": variant, **interval_truth_agreement(rows_v["tcav"].to_numpy(), rows_v["true_slope"].to_numpy())})
+    return pd.DataFrame(rows)
+
+
+# ------------------------------------------------------------------ one repetition
+@dataclass
+class Repetition:
+    """What one seed's evaluation produced (``tcav`` and the truth tables are filled once ``n_random`` is chosen)."""
+
+    seed: int
+    split: Split
+    metrics: pd.DataFrame
+    sets: ConceptSets | None = None
+    cavs: dict[str, ConceptCavs] = field(default_factory=dict)
+    validation: dict[int, dict[str, pd.DataFrame]] = field(default_factory=dict)
+    tcav: dict[str, pd.DataFrame] = field(default_factory=dict)
+    agreement: pd.DataFrame | None = None
+    interval_truth: pd.DataFrame | None = None
+
+
+def prepare_concepts(rep: Repetition, trained: dict[str, TrainedModel], data: TileData, cfg: ConceptsEvalParams) -> None:
+    """Concept sets, CAVs of every variant and the validation TCAV of every ``n_random`` candidate of ``rep``."""
+    t = cfg.tcav
+    rep.sets = concept_sets(data.concepts, concept_pool(rep.split), t.threshold, t.set_size, t.min_concept_size, rep.seed)
+    rep.cavs = {v: concept_cavs(m, data, rep.split, rep.sets, cfg, rep.seed) for v, m in trained.items()}
+    rep.validation = {n: {v: interval_tcav(m, data, rep.split.val, rep.cavs[v], n, cfg) for v, m in trained.items()}
+                      for n in sorted(t.n_random)}
+
+
+def explain_test_tiles(rep: Repetition, trained: dict[str, TrainedModel], data: TileData, cfg: ConceptsEvalParams,
+                  n_random: int, truth: IntervalTruth | None) -> None:
+    """TCAV of ``rep`` on its test tiles with ``n_random`` runs, the ground-truth agreement and the interval truth."""
+    rep.tcav = {v: interval_tcav(m, data, rep.split.test, rep.cavs[v], n_random, cfg) for v, m in trained.items()}
+    if data.true_effects is not None:
+        rep.agreement = agreement_table(rep.tcav, data.true_effects)
+    if truth is not None:
+        rep.interval_truth = interval_truth_table(rep.tcav, truth, data, rep.split.test, cfg.tcav.statistic,
+                                                  cfg.tcav.n_intervals)
+
+
+def validation_tables(reps: list[Repetition]) -> dict[int, list[pd.DataFrame]]:
+    """Every repetition's validation tables per candidate, in (seed, variant) order, for :func:`choose_n_random`."""
+    candidates = sorted(reps[0].validation)
+    return {n: [rep.validation[n][v] for rep in reps for v in rep.validation[n]] for n in candidates}
+
+
+# ------------------------------------------------------------------ over seeds
+def interval_over_seeds(values) -> dict:
+    """``{"mean", "ci95", "per_seed"}``: :func:`seed_interval` of finite per-seed values (None where none)."""
+    values = [float(v) for v in values]
+    finite = [v for v in values if np.isfinite(v)]
+    mean, half = seed_interval(finite) if finite else (None, None)
+    return {"mean": mean, "ci95": half, "per_seed": [v if np.isfinite(v) else None for v in values],
+            "n_seeds": len(finite)}
+
+
+def compare(a, b) -> dict:
+    """``a - b`` paired by seed (:func:`paired_comparison`) over seeds where both are finite, with its direction."""
+    a, b = np.asarray(a, float), np.asarray(b, float)
+    both = np.isfinite(a) & np.isfinite(b)
+    if not both.any():
+        return {"difference": None, "ci95": None, "p_value": None, "n_seeds": 0, "supported": False, "direction": 0}
+    c = paired_comparison(a[both], b[both])
+    return c.to_json() | {"direction": c.direction}
+
+
+def metrics_over_seeds(reps: list[Repetition]) -> tuple[dict, dict]:
+    """Per variant and metric the interval over seeds; per metric RNC - L1 paired by seed."""
+    per_seed = {v: {m: [float(rep.metrics.loc[v, m]) for rep in reps] for m in METRICS} for v in VARIANTS}
+    variants = {v: {m: interval_over_seeds(x) for m, x in per_seed[v].items()} for v in VARIANTS}
+    comparison = {m: compare(per_seed["rnc"][m], per_seed["baseline"][m]) for m in METRICS}
+    return variants, comparison
+
+
+def tcav_cells_over_seeds(reps: list[Repetition], statistic: str) -> pd.DataFrame:
+    """Per variant, concept and interval: the mean over seeds of the mean ``statistic`` over runs, its
+    95 % half-width, and in how many seeds the cell was significant (a seed without the concept counts as not)."""
+    frames = [interval_summary(table).assign(variant=v, seed=rep.seed) for rep in reps for v, table in rep.tcav.items()]
+    long = pd.concat(frames, ignore_index=True)
+    rows = []
+    for (variant, concept, interval), g in long.groupby(["variant", "concept", "interval"], sort=False):
+        mean, half = seed_interval(g[statistic].to_numpy())
+        rows.append({"variant": variant, "concept": concept, "interval": int(interval), "mean": mean, "ci95": half,
+                     "significant_seeds": int(g["significant"].sum()), "seeds": len(reps)})
+    return pd.DataFrame(rows)
+
+
+def agreement_over_seeds(reps: list[Repetition], statistic: str) -> tuple[dict, dict]:
+    """Ground-truth rank agreement per variant over seeds, and RNC - L1 paired by seed (Spearman)."""
+    rows = {v: [rep.agreement.set_index(["variant", "statistic"]).loc[(v, statistic)] for rep in reps] for v in VARIANTS}
+    out = {v: {"spearman": interval_over_seeds([r["spearman"] for r in rs]),
+               "kendall": interval_over_seeds([r["kendall"] for r in rs]),
+               "n_concepts": int(min(r["n_concepts"] for r in rs))} for v, rs in rows.items()}
+    comparison = compare([r["spearman"] for r in rows["rnc"]], [r["spearman"] for r in rows["baseline"]])
+    return out, comparison
+
+
+def interval_truth_over_seeds(reps: list[Repetition], truth: IntervalTruth, n_intervals: int) -> dict:
+    """The per-interval truth check over seeds: true slope and TCAV per interval, and the scores, with intervals."""
+    scores = {rep.seed: interval_truth_scores(rep.interval_truth).set_index("variant") for rep in reps}
+    cells = {rep.seed: rep.interval_truth.set_index(["variant", "interval"]) for rep in reps}
+    out = {"concept": truth.concept, "below": truth.below, "above": truth.above,
+           "true_slope": [interval_over_seeds([cells[rep.seed].loc[(VARIANTS[0], i), "true_slope"] for rep in reps])
+                          for i in range(n_intervals)],
+           "variants": {}}
+    for v in VARIANTS:
+        out["variants"][v] = {
+            "tcav": [interval_over_seeds([cells[rep.seed].loc[(v, i), "tcav"] for rep in reps]) for i in range(n_intervals)],
+            "significant_seeds": [int(sum(cells[rep.seed].loc[(v, i), "significant"] for rep in reps))
+                                  for i in range(n_intervals)],
+        } | {k: interval_over_seeds([scores[rep.seed].loc[v, k] for rep in reps])
+             for k in ("spearman", "sign_agreement", "contrast")}
+    out["comparison"] = {k: compare([scores[rep.seed].loc["rnc", k] for rep in reps],
+                                    [scores[rep.seed].loc["baseline", k] for rep in reps])
+                         for k in ("spearman", "sign_agreement", "contrast")}
+    return out
+
+
 # ------------------------------------------------------------------ results
-_COUNTS = ("best_epoch", "n_concepts")
-HEADLINE = ("r2", "latent_spearman", "knn_r2")  # per variant in metrics.json, with the ground-truth agreement
-
-
 def _finite(x: float) -> float | None:
     """JSON has no NaN: undefined numbers (e.g. a rank correlation of two concepts) become null."""
-    return float(x) if np.isfinite(x) else None
+    return float(x) if x is not None and np.isfinite(x) else None
 
 
 def _rounded(x: float | None) -> float | None:
@@ -173,81 +446,158 @@ def _plain(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-def save_results(out_dir: str | os.PathLike, city: str, data: TileData, split: Split, metrics: pd.DataFrame,
-                 history: pd.DataFrame, cfg: ConceptsEvalParams, sets: ConceptSets | None = None,
-                 tcav: dict[str, pd.DataFrame] | None = None, agreement: pd.DataFrame | None = None) -> None:
+HEADLINE = ("r2", "latent_spearman", "knn_r2")  # per variant in metrics.json, with the two truth checks
+
+
+def build_summary(city: str, data: TileData, n_tiles: int, n_uninhabited: int, reps: list[Repetition],
+                  cfg: ConceptsEvalParams, choice: NRandomChoice | None, truth: IntervalTruth | None) -> dict:
+    """Everything the paper reads, from the repetitions (see :func:`save_results`)."""
+    variants, comparison = metrics_over_seeds(reps)
+    summary = {
+        "city": city, "outcome": data.outcome_name, "units": data.units, "seeds": [rep.seed for rep in reps],
+        "tiles": {"total": n_tiles, "uninhabited_excluded": n_uninhabited, "inhabited": len(data),
+                  "fit": len(reps[0].split.fit), "validation": len(reps[0].split.val), "test": len(reps[0].split.test)},
+        "variants": variants,
+        "comparison": comparison,
+        # epochs counted from 1: the epoch whose weights were kept, of how many trained
+        "best_epoch": {v: [int(rep.metrics.loc[v, "best_epoch"]) + 1 for rep in reps] for v in VARIANTS},
+        "epochs": {v: [int(rep.metrics.loc[v, "epochs"]) for rep in reps] for v in VARIANTS},
+    }
+    if reps[0].tcav:
+        cells = tcav_cells_over_seeds(reps, cfg.tcav.statistic)
+        summary["tcav"] = {
+            "layer": cfg.tcav.layer, "statistic": cfg.tcav.statistic, "n_intervals": cfg.tcav.n_intervals,
+            "n_random": choice.chosen, "n_random_choice": choice.to_json(),
+            "concepts": {str(rep.seed): sorted(rep.sets.members) for rep in reps},
+            "interval_edges": {str(rep.seed): [float(e) for e in next(iter(rep.tcav.values())).attrs["interval_edges"]]
+                               for rep in reps},
+            "cells": {v: {c: {str(r["interval"]): {"mean": r["mean"], "ci95": r["ci95"],
+                                                   "significant_seeds": r["significant_seeds"]}
+                              for _, r in g.iterrows()}
+                          for c, g in cells[cells["variant"] == v].groupby("concept", sort=False)}
+                      for v in cells["variant"].unique()},
+        }
+    if reps[0].agreement is not None:
+        summary["ground_truth_agreement"], summary["ground_truth_comparison"] = agreement_over_seeds(reps, cfg.tcav.statistic)
+    summary["interval_truth"] = (interval_truth_over_seeds(reps, truth, cfg.tcav.n_intervals)
+                                 if truth is not None and reps[0].interval_truth is not None else None)
+    return summary
+
+
+def headline(summary: dict) -> dict:
+    """``metrics.json``: per variant the means over seeds of the headline numbers, rounded to 4 decimals."""
+    out = {v: {k: _rounded(summary["variants"][v][k]["mean"]) for k in HEADLINE} for v in summary["variants"]}
+    for v, row in summary.get("ground_truth_agreement", {}).items():
+        out[v]["ground_truth_spearman"] = _rounded(row["spearman"]["mean"])
+    if summary.get("interval_truth"):
+        for v, row in summary["interval_truth"]["variants"].items():
+            out[v]["interval_truth_spearman"] = _rounded(row["spearman"]["mean"])
+    return out
+
+
+def save_results(out_dir: str | os.PathLike, summary: dict, reps: list[Repetition], history: pd.DataFrame,
+                 choice: NRandomChoice | None = None) -> None:
     """The city's results under ``out_dir`` (e.g. ``results/concepts/<city>``):
 
-    * ``metrics.json`` - the headline numbers a reader compares between runs: per variant the
-      test R^2, the latent ordering (distance Spearman, kNN R^2) and the ground-truth agreement;
-    * ``summary.json`` - every metric, the TCAV settings and significant cells (the paper reads it);
-    * ``plots/validation_r2.csv`` - the validation R^2 per epoch of both variants, for ``dvc plots``;
-    * ``tables/`` - the full tables as CSV.
+    * ``metrics.json`` - the headline numbers a reader compares between runs (:func:`headline`);
+    * ``summary.json`` - every number with its 95 % interval over seeds and the per-seed values,
+      the paired comparisons RNC - L1, the choice of ``n_random`` (the paper reads it);
+    * ``plots/validation_r2.csv`` - the validation R^2 per epoch of both variants (mean over seeds), for ``dvc plots``;
+    * ``tables/`` - the per-seed tables as CSV.
     """
     out_dir = Path(out_dir)
-    summary = {
-        "city": city, "outcome": data.outcome_name, "units": data.units,
-        "tiles": {"fit": len(split.fit), "validation": len(split.val), "test": len(split.test)},
-        "variants": {v: {k: int(x) if k in _COUNTS else _finite(x) for k, x in row.items()}
-                     for v, row in metrics.iterrows()},
-    }
-    write_text(out_dir / "tables" / "metrics.csv", metrics.to_csv(float_format="%.4f"))
-    write_text(out_dir / "tables" / "training_history.csv", history.to_csv(index=False, float_format="%.5f"))
-    if sets is not None:
-        write_text(out_dir / "tables" / "concept_sets.csv", sets.table.to_csv(index=False))
-    if tcav is not None:
-        runs = pd.concat([_plain(table).assign(variant=v) for v, table in tcav.items()], ignore_index=True)
-        write_text(out_dir / "tables" / "tcav_runs.csv", runs.to_csv(index=False, float_format="%.5g"))
-        intervals = pd.concat([interval_summary(table).assign(variant=v) for v, table in tcav.items()], ignore_index=True)
-        write_text(out_dir / "tables" / "tcav_intervals.csv", intervals.to_csv(index=False, float_format="%.5g"))
-        summary["tcav"] = {
-            "layer": cfg.tcav.layer, "statistic": cfg.tcav.statistic, "n_random": cfg.tcav.n_random,
-            "interval_edges": [float(e) for e in next(iter(tcav.values())).attrs["interval_edges"]],
-            "significant": {
-                v: {c: {int(i): float(x) for i, x in row.dropna().items()}
-                    for c, row in sensitivity_matrix(table, cfg.tcav.statistic).iterrows() if row.notna().any()}
-                for v, table in tcav.items()
-            },
-        }
-    if agreement is not None:
-        write_text(out_dir / "tables" / "ground_truth_agreement.csv", agreement.to_csv(index=False, float_format="%.4f"))
-        headline = agreement[agreement["statistic"] == cfg.tcav.statistic].set_index("variant")
-        summary["ground_truth_agreement"] = {
-            v: {k: int(x) if k in _COUNTS else _finite(x) for k, x in row.drop("statistic").items()}
-            for v, row in headline.iterrows()
-        }
-    write_json(out_dir / "summary.json", summary)
-    headline = {v: {k: _rounded(summary["variants"][v][k]) for k in HEADLINE} for v in summary["variants"]}
-    for v, row in summary.get("ground_truth_agreement", {}).items():
-        headline[v]["ground_truth_spearman"] = _rounded(row["spearman"])
-    write_json(out_dir / "metrics.json", headline)
-    curves = history.assign(epoch=history["epoch"] + 1).pivot(index="epoch", columns="variant", values="val_score")
-    curves = curves[list(dict.fromkeys(history["variant"]))]  # the variants in their own order
+    tables = out_dir / "tables"
+    metrics = pd.concat([rep.metrics.assign(seed=rep.seed) for rep in reps]).reset_index()
+    write_text(tables / "metrics.csv", metrics.to_csv(index=False, float_format="%.4f"))
+    write_text(tables / "training_history.csv", history.to_csv(index=False, float_format="%.5f"))
+    if reps[0].sets is not None:
+        sets = pd.concat([rep.sets.table.assign(seed=rep.seed) for rep in reps], ignore_index=True)
+        write_text(tables / "concept_sets.csv", sets.to_csv(index=False))
+    if reps[0].tcav:
+        runs = pd.concat([_plain(t).assign(variant=v, seed=rep.seed) for rep in reps for v, t in rep.tcav.items()],
+                         ignore_index=True)
+        write_text(tables / "tcav_runs.csv", runs.to_csv(index=False, float_format="%.5g"))
+        intervals = pd.concat([interval_summary(t).assign(variant=v, seed=rep.seed)
+                               for rep in reps for v, t in rep.tcav.items()], ignore_index=True)
+        write_text(tables / "tcav_intervals.csv", intervals.to_csv(index=False, float_format="%.5g"))
+        validation = pd.concat([interval_summary(t).assign(variant=v, seed=rep.seed, n_random=n)
+                                for rep in reps for n, by_v in rep.validation.items() for v, t in by_v.items()],
+                               ignore_index=True)
+        write_text(tables / "tcav_validation.csv", validation.to_csv(index=False, float_format="%.5g"))
+    if reps[0].agreement is not None:
+        agreement = pd.concat([rep.agreement.assign(seed=rep.seed) for rep in reps], ignore_index=True)
+        write_text(tables / "ground_truth_agreement.csv", agreement.to_csv(index=False, float_format="%.4f"))
+    if reps[0].interval_truth is not None:
+        truth = pd.concat([rep.interval_truth.assign(seed=rep.seed) for rep in reps], ignore_index=True)
+        write_text(tables / "interval_truth.csv", truth.to_csv(index=False, float_format="%.5g"))
+    write_json(out_dir / "summary.json", _json_safe(summary))
+    write_json(out_dir / "metrics.json", headline(summary))
+    curves = (history.assign(epoch=history["epoch"] + 1)
+              .pivot_table(index="epoch", columns="variant", values="val_score", aggfunc="mean"))
+    curves = curves[[v for v in VARIANTS if v in curves.columns]]
     write_text(out_dir / "plots" / "validation_r2.csv", curves.reset_index().to_csv(index=False, float_format="%.5f"))
 
 
-def conclusion(metrics: pd.DataFrame, agreement: pd.DataFrame | None, statistic: str) -> str:
-    """Sentences on what the numbers show: ordering, accuracy and ground-truth agreement of RNC vs L1."""
-    rnc, base = metrics.loc["rnc"], metrics.loc["baseline"]
-    wins = [rnc[m] > base[m] for m in ("latent_spearman", "knn_r2")]
-    verdict = ("orders the latent space better than" if all(wins) else
-               "does not order the latent space better than" if not any(wins) else
-               "orders the latent space by one measure better, by the other worse than")
-    lines = [
-        f"RNC pretraining {verdict} end-to-end L1 training here: "
-        f"distance correlation {rnc['latent_spearman']:.3f} vs {base['latent_spearman']:.3f}, "
-        f"kNN R^2 {rnc['knn_r2']:.3f} vs {base['knn_r2']:.3f}; "
-        f"test R^2 of the predictions {rnc['r2']:.2f} (linear probe) vs {base['r2']:.2f} (L1)."
-    ]
-    if agreement is not None:
-        rows = agreement[agreement["statistic"] == statistic].set_index("variant")
-        n = int(rows["n_concepts"].min())
-        if rows["spearman"].notna().all():
-            lines.append(
-                f"Against the generator's true land-cover effects, the concepts' mean TCAV {statistic}s rank with "
-                + " and ".join(f"Spearman {rows.loc[v, 'spearman']:.2f} for {VARIANT_LABELS[v]}" for v in rows.index)
-                + f" ({n} concepts)."
-            )
+def _json_safe(value):
+    """NaN and infinities to None, NumPy scalars to Python ones, recursively."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (bool, np.bool_)):
+        return bool(value)
+    if isinstance(value, (int, np.integer)):
+        return int(value)
+    if isinstance(value, (float, np.floating)):
+        return _finite(float(value))
+    return value
+
+
+# ------------------------------------------------------------------ words
+_METRIC_WORDS = {"r2": "test R^2", "mae": "MAE", "kendall_tau": "Kendall tau", "latent_spearman": "distance Spearman",
+                 "knn_r2": "kNN R^2", "val_r2": "validation R^2"}
+
+
+def _verdict(c: dict, metric: str) -> str:
+    """RNC vs L1 on one metric, from the paired comparison: better, worse, or not told apart."""
+    if not c["supported"]:
+        return "not told apart"
+    better = (c["direction"] > 0) == HIGHER_IS_BETTER[metric]
+    return "RNC better" if better else "L1 better"
+
+
+def conclusion(summary: dict) -> str:
+    """Sentences on what the numbers show, from the paired comparisons (a difference only where supported)."""
+    comp, n = summary["comparison"], len(summary["seeds"])
+    ordering = [comp["latent_spearman"], comp["knn_r2"]]
+    if all(c["supported"] and c["direction"] > 0 for c in ordering):
+        verdict = "orders the latent space better than"
+    elif any(c["supported"] and c["direction"] < 0 for c in ordering):
+        verdict = "orders the latent space worse, by at least one measure, than"
+    elif any(c["supported"] for c in ordering):
+        verdict = "orders the latent space better by one measure, and not distinguishably by the other, than"
+    else:
+        verdict = "cannot be told apart, over these seeds, in the ordering of the latent space from"
+    v = summary["variants"]
+
+    def pair(m: str) -> str:
+        return f"{v['rnc'][m]['mean']:.3f} vs {v['baseline'][m]['mean']:.3f}"
+
+    lines = [f"RNC pretraining {verdict} end-to-end L1 training ({n} seeds, paired): distance Spearman "
+             f"{pair('latent_spearman')}, kNN R^2 {pair('knn_r2')}; test R^2 {pair('r2')} ({_verdict(comp['r2'], 'r2')})."]
+    if "ground_truth_agreement" in summary:
+        g = summary["ground_truth_agreement"]
+        if all(g[x]["spearman"]["mean"] is not None for x in g):
+            lines.append("Against the generator's land-cover weights the concepts' mean TCAV statistic ranks with Spearman "
+                         + " and ".join(f"{g[x]['spearman']['mean']:.2f} for {VARIANT_LABELS[x]}" for x in g)
+                         + f" ({min(g[x]['n_concepts'] for x in g)} concepts or more).")
         else:
-            lines.append(f"Only {n} concepts had enough example tiles, too few for a rank agreement with the truth.")
+            lines.append("Too few concepts had enough example tiles for a rank agreement with the truth.")
+    truth = summary.get("interval_truth")
+    if truth:
+        t = truth["variants"]
+        lines.append(f"Per outcome interval, the TCAV statistic of {truth['concept']} follows its true effect with Spearman "
+                     + " and ".join(f"{t[x]['spearman']['mean']:.2f}" if t[x]['spearman']['mean'] is not None
+                                    else "undefined" for x in t)
+                     + " (RNC, L1).")
     return " ".join(lines)

@@ -12,7 +12,6 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
-from lib.plots.curves import training_curves as training_curves_of
 from lib.plots.grids import image_grid, rgb_composite
 from lib.plots.maps import tile_map
 from lib.studies.concepts.model import VARIANT_LABELS
@@ -53,26 +52,54 @@ def outcome_map(easting: np.ndarray, northing: np.ndarray, outcome: np.ndarray, 
 
 
 def training_curves(history: pd.DataFrame):
-    """RNC loss, L1 loss and validation R^2 per epoch (the R^2 of the RNC run is its linear probe's)."""
-    panels = history.assign(rnc_loss=history["loss"].where(history["variant"] == "rnc"),
-                            l1_loss=history["loss"].where(history["variant"] == "baseline"))
-    return training_curves_of(panels, {"rnc_loss": f"{VARIANT_LABELS['rnc']}: RNC loss",
-                                       "l1_loss": f"{VARIANT_LABELS['baseline']}: L1 loss",
-                                       "val_score": "validation R^2"}, hue="variant", labels=VARIANT_LABELS)
+    """RNC loss, L1 loss and validation R^2 per epoch, one line per seed (the R^2 of the RNC run is its probe's)."""
+    panels = {"rnc": ("loss", f"{VARIANT_LABELS['rnc']}: RNC loss"),
+              "baseline": ("loss", f"{VARIANT_LABELS['baseline']}: L1 loss")}
+    fig, axes = plt.subplots(1, 3, figsize=(12.6, 3.2))
+    for colour, variant in enumerate(VARIANT_LABELS):
+        for seed, rows in history[history["variant"] == variant].groupby("seed"):
+            epochs = rows["epoch"] + 1
+            label = VARIANT_LABELS[variant] if seed == history["seed"].min() else None
+            axes[colour].plot(epochs, rows[panels[variant][0]], marker="o", color=f"C{colour}", alpha=0.8)
+            axes[2].plot(epochs, rows["val_score"], marker="o", color=f"C{colour}", alpha=0.8, label=label)
+        axes[colour].set_title(panels[variant][1], fontsize=10)
+    axes[2].set_title("validation R^2", fontsize=10)
+    axes[2].legend(fontsize=8, frameon=False)
+    epochs = np.sort(history["epoch"].unique()) + 1
+    for ax in axes:
+        ax.set_xlabel("epoch")
+        if len(epochs) <= 12:
+            ax.set_xticks(epochs)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    fig.suptitle(f"one line per seed ({history['seed'].nunique()} seeds)", fontsize=9)
+    fig.tight_layout()
+    return fig
 
 
-def metric_bars(metrics: pd.DataFrame, columns: Sequence[str] = tuple(METRIC_LABELS)):
-    """Test metrics of each variant side by side, one group of bars per metric."""
-    long = (metrics[list(columns)].rename(index=VARIANT_LABELS, columns=METRIC_LABELS)
-            .reset_index(names="variant").melt(id_vars="variant", var_name="metric"))
-    fig, ax = plt.subplots(figsize=(7.5, 3.2))
-    sns.barplot(long, x="metric", y="value", hue="variant", ax=ax)
-    for container in ax.containers:
-        ax.bar_label(container, fmt="%.2f", fontsize=7)
-    ax.set_xlabel("")
+def metric_bars(summary_variants: Mapping[str, Mapping[str, Mapping]], columns: Sequence[str] = tuple(METRIC_LABELS)):
+    """Test metrics of each variant side by side: bars at the mean over seeds, 95 % interval, one dot per seed."""
+    variants = list(summary_variants)
+    fig, ax = plt.subplots(figsize=(7.5, 3.4))
+    width = 0.8 / len(variants)
+    for k, variant in enumerate(variants):
+        x = np.arange(len(columns)) + (k - (len(variants) - 1) / 2) * width
+        cells = [summary_variants[variant][m] for m in columns]
+        means = np.array([c["mean"] for c in cells], float)
+        halves = np.array([c["ci95"] if c["ci95"] is not None else np.nan for c in cells], float)
+        ax.bar(x, means, width * 0.95, color=f"C{k}", alpha=0.75, label=VARIANT_LABELS.get(variant, variant),
+               yerr=halves, capsize=3, error_kw={"lw": 1})
+        for xi, c in zip(x, cells, strict=True):
+            seeds = np.array([v for v in c["per_seed"] if v is not None], float)
+            ax.scatter(np.full(len(seeds), xi), seeds, s=9, color="black", zorder=3)
+        for xi, m in zip(x, means, strict=True):  # the mean at the foot of the panel, clear of bars and whiskers
+            ax.annotate(f"{m:.2f}", (xi, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
+                        textcoords="offset points", ha="center", fontsize=7)
+    ax.set_xticks(np.arange(len(columns)), [METRIC_LABELS.get(c, c) for c in columns])
     ax.set_ylabel("test split")
     ax.axhline(0, color="black", lw=0.6)
     ax.legend(fontsize=8, frameon=False)
+    ax.set_title("mean over seeds, 95 % interval, dots: seeds", fontsize=9)
     fig.tight_layout()
     return fig
 
@@ -109,47 +136,103 @@ def concept_examples(images, band_names: Sequence[str], members: Mapping[str, np
     return fig
 
 
-def sensitivity_heatmaps(matrices: Mapping[str, pd.DataFrame], edges: np.ndarray, statistic: str, label: str):
+def sensitivity_heatmaps(cells: pd.DataFrame, n_intervals: int, n_seeds: int, statistic: str, label: str):
     """Concept x outcome-interval heat maps of the TCAV ``statistic``, one per variant.
 
-    Cells hold the mean over random runs where the concept is significant in
-    that interval; blank cells are not significant. 0.5 (white) is no
-    preference; red cells raise the prediction along the concept, blue lower it.
+    ``cells``: :func:`lib.studies.concepts.evaluate.tcav_cells_over_seeds`.
+    A cell shows the mean over seeds (of the mean over random runs) where the
+    concept was significant in a majority of the seeds, and under it in how
+    many; grey cells were significant in fewer. 0.5 (white) is no preference;
+    red cells raise the prediction along the concept, blue lower it.
     """
-    concepts = list(dict.fromkeys(c for m in matrices.values() for c in m.index))
-    n_intervals = len(edges) - 1
-    ticks = [f"{edges[i]:.3g}-{edges[i + 1]:.3g}" for i in range(n_intervals)]
-    fig, axes = plt.subplots(1, len(matrices), figsize=(3.2 + 1.3 * n_intervals * len(matrices), 0.45 * len(concepts) + 1.6),
+    variants = list(dict.fromkeys(cells["variant"]))
+    concepts = list(dict.fromkeys(cells["concept"]))
+    ticks = [f"Q{i + 1}" if n_intervals == 4 else f"{i + 1}/{n_intervals}" for i in range(n_intervals)]
+    fig, axes = plt.subplots(1, len(variants), figsize=(3.2 + 1.3 * n_intervals * len(variants), 0.5 * len(concepts) + 1.8),
                              squeeze=False, sharey=True)
-    for ax, (variant, matrix) in zip(axes[0], matrices.items(), strict=True):
-        full = matrix.reindex(index=concepts, columns=range(n_intervals)).astype(float)
-        sns.heatmap(full, ax=ax, cmap="RdBu_r", vmin=0, vmax=1, center=0.5, annot=True, fmt=".2f", cbar=ax is axes[0, -1],
-                    cbar_kws={"label": f"TCAV {statistic}"}, linewidths=0.5, linecolor="white", annot_kws={"fontsize": 8})
-        ax.set_facecolor("#f2f2f2")
+    for ax, variant in zip(axes[0], variants, strict=True):
+        rows = cells[cells["variant"] == variant]
+        mean = rows.pivot(index="concept", columns="interval", values="mean").reindex(index=concepts, columns=range(n_intervals))
+        count = rows.pivot(index="concept", columns="interval", values="significant_seeds").reindex(
+            index=concepts, columns=range(n_intervals))
+        shown = mean.where(count > n_seeds / 2).astype(float)
+        text = np.full(mean.shape, "", dtype=object)
+        for i, j in np.ndindex(mean.shape):
+            m, k = mean.iat[i, j], count.iat[i, j]
+            if np.isfinite(k):
+                text[i, j] = (f"{m:.2f}\n" if k > n_seeds / 2 else "") + f"{int(k)}/{n_seeds}"
+        sns.heatmap(shown, ax=ax, cmap="RdBu_r", vmin=0, vmax=1, center=0.5, annot=text, fmt="", cbar=ax is axes[0, -1],
+                    cbar_kws={"label": f"TCAV {statistic}"}, linewidths=0.5, linecolor="white", annot_kws={"fontsize": 7})
+        ax.set_facecolor("#e6e6e6")
         ax.set_title(VARIANT_LABELS.get(variant, variant))
         ax.set_xticklabels(ticks, rotation=0, fontsize=8)
-        ax.set_xlabel(f"{label} interval (test tiles)")
+        ax.set_xlabel(f"{label} quantile interval (test tiles)")
         ax.set_ylabel("")
+    fig.suptitle(f"mean over {n_seeds} seeds where significant in most; k/{n_seeds}: seeds significant", fontsize=9)
     fig.tight_layout()
     return fig
 
 
-def agreement_scatter(sensitivity: Mapping[str, pd.Series], true_effects: pd.Series, agreement: pd.DataFrame, statistic: str):
-    """Each concept's mean TCAV ``statistic`` against its true weight in the generator, per variant."""
+def agreement_scatter(sensitivity: Mapping[str, pd.DataFrame], true_effects: pd.Series, agreement: Mapping[str, Mapping],
+                      statistic: str):
+    """Each concept's mean TCAV ``statistic`` against its true weight in the generator, per variant.
+
+    ``sensitivity[variant]``: concepts x seeds; points at the mean over seeds
+    with the seeds' range as a bar. ``agreement``: the summary's
+    ``ground_truth_agreement`` (Spearman's rho with its 95 % interval over seeds).
+    """
     fig, axes = plt.subplots(1, len(sensitivity), figsize=(4.8 * len(sensitivity), 4), squeeze=False, sharey=True)
-    rows = agreement[agreement["statistic"] == statistic].set_index("variant")
     for ax, (variant, values) in zip(axes[0], sensitivity.items(), strict=True):
         common = sorted((c for c in values.index if c in true_effects.index), key=lambda c: true_effects[c])
-        ax.scatter(true_effects[common], values[common], color="tab:blue")
+        mean = values.loc[common].mean(axis=1)
+        low, high = values.loc[common].min(axis=1), values.loc[common].max(axis=1)
+        ax.errorbar(true_effects[common], mean, yerr=[mean - low, high - mean], fmt="o", color="tab:blue", capsize=2)
         for rank, concept in enumerate(common):  # labels alternate above and below, so neighbours do not overlap
-            ax.annotate(concept.replace("_", " "), (true_effects[concept], values[concept]), fontsize=7,
+            ax.annotate(concept.replace("_", " "), (true_effects[concept], mean[concept]), fontsize=7,
                         xytext=(3, 4 if rank % 2 else -10), textcoords="offset points")
         ax.axhline(0.5, color="grey", lw=0.6, ls="--")
         ax.axvline(0, color="grey", lw=0.6, ls="--")
-        r = rows.loc[variant]
-        rank = f"Spearman {r['spearman']:.2f}, Kendall {r['kendall']:.2f}" if np.isfinite(r["spearman"]) else "too few concepts"
-        ax.set_title(f"{VARIANT_LABELS.get(variant, variant)}\n{rank}", fontsize=10)
+        rho = agreement[variant]["spearman"]
+        if rho["mean"] is None:
+            title = "too few concepts"
+        else:
+            title = f"Spearman {rho['mean']:.2f}" + (f" ± {rho['ci95']:.2f}" if rho["ci95"] is not None else "")
+        ax.set_title(f"{VARIANT_LABELS.get(variant, variant)}\n{title}", fontsize=10)
         ax.set_xlabel("true weight of the class in the generator")
-    axes[0, 0].set_ylabel(f"mean TCAV {statistic} (all intervals)")
+    axes[0, 0].set_ylabel(f"mean TCAV {statistic} (all intervals; bar: seeds' range)")
+    fig.tight_layout()
+    return fig
+
+
+def interval_truth(truth: Mapping, statistic: str, label: str):
+    """The interval concept's true effect per outcome interval (left) and its TCAV ``statistic`` (right).
+
+    ``truth``: the summary's ``interval_truth``; both panels show the mean over
+    seeds with its 95 % interval.
+    """
+    k = len(truth["true_slope"])
+    x = np.arange(k)
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.4))
+
+    def draw(ax, cells, **style):
+        means = np.array([np.nan if c["mean"] is None else c["mean"] for c in cells], float)
+        halves = np.array([np.nan if c["ci95"] is None else c["ci95"] for c in cells], float)
+        ax.errorbar(x, means, yerr=np.nan_to_num(halves), capsize=3, marker="o", **style)
+
+    draw(axes[0], truth["true_slope"], color="black")
+    axes[0].set_title(f"true effect of the {truth['concept'].replace('_', ' ')} fraction\n(mean over the test tiles)", fontsize=10)
+    axes[0].set_ylabel(f"d {label} / d fraction")
+    for colour, (variant, row) in enumerate(truth["variants"].items()):
+        rho = row["spearman"]
+        tag = "rho undefined" if rho["mean"] is None else f"rho {rho['mean']:.2f}" + (
+            f" ± {rho['ci95']:.2f}" if rho["ci95"] is not None else "")
+        draw(axes[1], row["tcav"], color=f"C{colour}", label=f"{VARIANT_LABELS.get(variant, variant)} ({tag})")
+    axes[1].axhline(0.5, color="grey", lw=0.6, ls="--")
+    axes[1].set_ylim(-0.05, 1.05)
+    axes[1].set_title(f"TCAV {statistic} of {truth['concept'].replace('_', ' ')}", fontsize=10)
+    axes[1].legend(fontsize=8, frameon=False)
+    for ax in axes:
+        ax.set_xticks(x, [f"Q{i + 1}" if k == 4 else f"{i + 1}/{k}" for i in range(k)])
+        ax.set_xlabel(f"{label} quantile interval (test tiles)")
     fig.tight_layout()
     return fig

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -87,6 +88,11 @@ class TrainedModel:
         return apply(self.model, images, rt, batch_size, embed=True)
 
 
+def model_path(model_dir: str | os.PathLike, variant: str, seed: int) -> Path:
+    """Where the stage keeps one trained variant of one seed: ``<model_dir>/<variant>/seed_<seed>.safetensors``."""
+    return Path(model_dir) / variant / f"seed_{seed}.safetensors"
+
+
 def load_variant(path: str | os.PathLike) -> TrainedModel:
     """A model saved by :func:`lib.studies.concepts.train.train_variant`, in eval mode."""
 
@@ -99,6 +105,7 @@ def load_variant(path: str | os.PathLike) -> TrainedModel:
     return TrainedModel(meta["variant"], model, meta)
 
 
-def history_frame(trained: dict[str, TrainedModel]) -> pd.DataFrame:
-    """Training loss and validation R^2 per epoch and variant, from the models' metadata."""
-    return pd.concat([pd.DataFrame(t.meta["history"]).assign(variant=v) for v, t in trained.items()], ignore_index=True)
+def history_frame(trained: dict[int, dict[str, TrainedModel]]) -> pd.DataFrame:
+    """Training loss and validation R^2 per epoch, variant and seed, from the models' metadata."""
+    return pd.concat([pd.DataFrame(t.meta["history"]).assign(variant=v, seed=seed)
+                      for seed, by_variant in trained.items() for v, t in by_variant.items()], ignore_index=True)

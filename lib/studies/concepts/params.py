@@ -11,7 +11,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lib.params import Optimiser, Params, RunParams
+from lib.params import Optimiser, Params, Repeated
 
 
 class ConceptsSplit(Params):
@@ -58,7 +58,12 @@ class ConceptsTcav(Params):
     threshold: float = Field(gt=0, le=1, description="a tile joins a concept when its fraction is >= this")
     set_size: int = Field(ge=2, description="examples per concept and per random set, at most")
     min_concept_size: int = Field(ge=2, description="concepts with fewer qualifying tiles are skipped")
-    n_random: int = Field(ge=10, description="random negatives, i.e. CAVs per concept (>= 10, Kim et al.)")
+    n_random: list[int] = Field(
+        min_length=1, description="candidate numbers of random negatives (CAVs per concept, each >= 10, Kim et al.); "
+        "the smallest whose significance decisions on the validation tiles agree with the largest's in at least "
+        "n_random_agreement of the cells is used on the test tiles; one candidate fixes it in advance")
+    n_random_agreement: float = Field(gt=0, le=1, description="share of (variant, seed, concept, interval) "
+                                      "significance decisions a candidate must share with the largest candidate")
     n_intervals: int = Field(ge=1, description="outcome quantile intervals of the test tiles")
     alpha: float = Field(gt=0, lt=1)
     bonferroni: bool
@@ -71,11 +76,18 @@ class ConceptsTcav(Params):
     def _sizes(self) -> ConceptsTcav:
         if self.min_concept_size > self.set_size:
             raise ValueError(f"min_concept_size ({self.min_concept_size}) exceeds set_size ({self.set_size})")
+        if min(self.n_random) < 10 or len(set(self.n_random)) != len(self.n_random):
+            raise ValueError(f"n_random candidates must be distinct and >= 10 (Kim et al.), got {self.n_random}")
         return self
 
 
-class ConceptsData(RunParams):
-    """What both stages read: the tiles, the outcome and the split."""
+class ConceptsData(Repeated):
+    """What both stages read: the tiles, the outcome, the split and the seeds.
+
+    Repetition ``s`` of ``seeds`` is the split drawn with seed ``s``, both
+    variants trained with seed ``s`` on it, and the evaluation draws (concept
+    and random sets, kNN ties, t-SNE) seeded ``s``.
+    """
 
     inference_batch_size: int = Field(ge=1, description="tiles per forward pass when embedding or predicting")
     outcome: str | None = Field(description="outcome variable; null = the dataset's task attribute")

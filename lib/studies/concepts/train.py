@@ -19,7 +19,8 @@ from lib.eval.probes import ridge_probe
 from lib.io import save_module
 from lib.losses.rnc import RnCLoss
 from lib.runtime import runtime, seed_everything
-from lib.studies.concepts.model import VARIANTS, Embedder, TrainedModel, apply, build_model
+from lib.studies.concepts.data import split_for
+from lib.studies.concepts.model import VARIANTS, Embedder, TrainedModel, apply, build_model, model_path
 from lib.studies.concepts.params import ConceptsTrainParams
 from lib.training import fit
 
@@ -41,9 +42,9 @@ def _epoch_batches(images: torch.Tensor, targets: torch.Tensor, batch_size: int,
     return batches
 
 
-def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, variant: str,
+def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, variant: str, seed: int,
                   out_path: str | os.PathLike | None = None, progress: bool = True) -> TrainedModel:
-    """Train one variant (``rnc`` or ``baseline``), select its epoch on validation R^2, save safetensors.
+    """Train one variant (``rnc`` or ``baseline``) with ``seed``, select its epoch on validation R^2, save safetensors.
 
     The outcome is standardised with the fit tiles' mean and sd. ``rnc``:
     the encoder learns with the RNC loss on two augmented views of each tile
@@ -55,14 +56,14 @@ def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, varian
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
     rt = runtime(cfg.device)
-    seed_everything(cfg.seed)
+    seed_everything(seed)
     y_mean, y_std = float(data.outcome[split.fit].mean()), float(data.outcome[split.fit].std()) or 1.0
     y = torch.from_numpy((data.outcome - y_mean) / y_std).float()
     model = rt.prepare(build_model(cfg.model, data, split.fit))
     fit_images, val_images = data.images[torch.from_numpy(split.fit)], data.images[torch.from_numpy(split.val)]
     fit_y, val_y = y[split.fit].numpy(), y[split.val].numpy()
     train_cfg = cfg.rnc if variant == "rnc" else cfg.baseline
-    batches = _epoch_batches(fit_images, y[split.fit], train_cfg.batch_size, cfg.seed)
+    batches = _epoch_batches(fit_images, y[split.fit], train_cfg.batch_size, seed)
 
     def view(x: torch.Tensor) -> torch.Tensor:
         return aerial_augment(x, cfg.augment.crop_min, cfg.augment.jitter)
@@ -99,7 +100,7 @@ def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, varian
         max_steps_per_epoch=train_cfg.max_steps_per_epoch, progress=progress, augment=augment,
     )
     network.load_state_dict(result.best_state)
-    meta = {"variant": variant, "outcome": data.outcome_name, "outcome_mean": y_mean, "outcome_std": y_std,
+    meta = {"variant": variant, "seed": seed, "outcome": data.outcome_name, "outcome_mean": y_mean, "outcome_std": y_std,
             "in_chans": int(data.images.shape[1]), "params": cfg.model_dump(), "history": result.history,
             "best_epoch": result.best_epoch, "best_val_r2": result.best_score}
     if variant == "rnc":
@@ -111,3 +112,13 @@ def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, varian
     if out_path is not None:
         save_module(out_path, model, meta)
     return TrainedModel(variant, model, meta)
+
+
+def train_seeds(cfg: ConceptsTrainParams, data: TileData, model_dir: str | os.PathLike,
+                progress: bool = True) -> dict[int, dict[str, TrainedModel]]:
+    """Both variants for every seed of ``cfg.seeds``, each on its seed's split (:func:`split_for`),
+    saved as ``<model_dir>/<variant>/seed_<s>.safetensors`` (:func:`model_path`)."""
+    return {seed: {variant: train_variant(cfg, data, split_for(cfg, data, seed), variant, seed,
+                                          model_path(model_dir, variant, seed), progress)
+                   for variant in VARIANTS}
+            for seed in cfg.seeds}

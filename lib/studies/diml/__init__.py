@@ -5,16 +5,22 @@ Structural Matching", ICCV 2021. Two images are compared location by location:
 the structural similarity of their feature maps (:mod:`lib.explain.structural`)
 is an optimal-transport matching whose per-location contributions explain it.
 
-The compendium's three variants of each baseline loss (margin loss,
-multi-similarity loss, from pytorch-metric-learning; :mod:`.loss`):
+Each baseline loss (margin loss with a distance-weighted miner and learned
+beta, multi-similarity loss, from pytorch-metric-learning; :mod:`.loss`) is
+trained with the global similarity and with DIML's ``structural`` objective
+(the reference code's mix of structural and global similarity), and, for
+the losses of ``ablation``, with the ablations ``structural_pure`` and
+``structural_uniform``; every model once per seed. The variants compared
+(:mod:`.evaluate`): ``baseline`` (global model, global retrieval), ``rerank``
+(its global top K re-ranked by structural + global similarity),
+``structural_global`` (structural model, global retrieval), ``structural``
+(structural model, re-ranked) and the ablations, re-ranked; plus a sweep of
+the re-ranking depth K.
 
-* ``baseline``   - trained and retrieved with the global embedding;
-* ``rerank``     - the same model, top-K re-ranked by structural + global similarity;
-* ``structural`` - trained with the structural similarity inside the loss,
-                   retrieved like ``rerank``.
-
-Stages: ``diml_train@<loss>-<objective>`` (:mod:`.train`; ``python -m
-lib.studies.diml.train`` under torchrun) and ``diml_eval`` (:mod:`.evaluate`).
+Stages: ``diml_train@<loss>-<objective>`` and, for the ablations,
+``diml_ablation@<loss>-<objective>`` (both run the notebook of stage
+``diml_train``, :mod:`.train`; ``python -m lib.studies.diml.train`` under
+torchrun) and ``diml_eval`` (:mod:`.evaluate`).
 """
 
 from typing import get_args
@@ -29,6 +35,7 @@ QUESTION = (
 )
 FIGURES = (  # under results/, for the front page
     "diml/figures/retrieval.png",
+    "diml/figures/rerank_depth.png",
     "diml/figures/structural_matches.png",
     "diml/figures/training_curves.png",
 )

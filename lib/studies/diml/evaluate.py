@@ -1,13 +1,49 @@
-"""DIML's evaluation: retrieval of unseen classes, with and without structural re-ranking.
+"""DIML's evaluation: retrieval of unseen classes, with and without structural re-ranking, over seeds.
 
 Re-ranking (Zhao et al., Sec. 3.4) re-orders each query's global top K by
 structural + w * global similarity (:func:`lib.eval.retrieval.rerank`); the
 metrics are those of Musgrave et al. (:mod:`lib.eval.metrics`).
+
+The variants of each loss (rows of the tables; a model per seed each):
+
+==================== ======================= =====================================
+variant              model (objective)       retrieval
+==================== ======================= =====================================
+baseline             global                  global similarity
+rerank               global                  global top K re-ranked
+structural_global    structural (the mix)    global similarity
+structural           structural (the mix)    global top K re-ranked
+structural_pure      structural_pure         global top K re-ranked
+structural_uniform   structural_uniform      global top K re-ranked, uniform marginals
+==================== ======================= =====================================
+
+so that ``structural_global - baseline`` is the effect of structural
+training alone, ``rerank - baseline`` that of re-ranking alone. Each
+variant's metrics are summarised over seeds (mean and Student-t 95 %
+half-width, :func:`lib.eval.intervals.seed_interval`), and variants are
+compared paired by seed (:func:`lib.eval.intervals.paired_comparison`).
+
+What re-ranking the top K can move: it permutes the first K items of each
+ranking and leaves the rest in place, so
+
+* Recall@k changes only for k <= K (the set of the first k items is the
+  same for k >= K);
+* R-Precision, the share of relevant items among the first R_q, cannot
+  change while K <= R_q (that set is unchanged);
+* MAP@R = (1 / R_q) sum_{i <= R_q} P(i) rel(i) changes only through its terms
+  i <= K (for i > K, P(i) counts the same set), so by at most K / R_q.
+
+The depth sweep (``eval.rerank_depths``) re-ranks each query's own global
+top K for every K from one structural solve at the largest depth: the head
+of depth K is the first K items of the head at the largest depth. (The
+reference's sweep instead keeps the first K items of the top-K_max list
+re-ranked, which may draw items from beyond the global top K.)
 """
 
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -18,14 +54,42 @@ from torch import nn
 from lib.data.mnist import MnistDataset
 from lib.eval import metrics, retrieval
 from lib.eval.encode import encode
-from lib.explain.structural import StructuralMatch, structural_match, structural_similarity_to
+from lib.eval.intervals import paired_comparison, seed_interval
+from lib.explain.structural import Marginals, StructuralMatch, structural_match, structural_similarity_to
 from lib.io import write_json, write_text
 from lib.models.backbone import SpatialEmbedding
-from lib.runtime import Runtime
+from lib.runtime import Runtime, seed_everything
 from lib.studies.diml.params import DimlEvalParams, Reranking, StructuralParams
 
-VARIANTS = ("baseline", "rerank", "structural")
+#: variant -> (objective of its model, re-ranked?); the module table.
+VARIANTS: dict[str, tuple[str, bool]] = {
+    "baseline": ("global", False),
+    "rerank": ("global", True),
+    "structural_global": ("structural", False),
+    "structural": ("structural", True),
+    "structural_pure": ("structural_pure", True),
+    "structural_uniform": ("structural_uniform", True),
+}
+#: Marginals each objective's model is re-ranked with (its training marginals; global models: DIML's).
+RERANK_MARGINALS: dict[str, Marginals] = {"structural_uniform": "uniform"}
+#: The variants whose re-ranking depth is swept (the global model and the reference's structural model).
+SWEPT = ("rerank", "structural")
+#: Paired comparisons, name -> (a, b): the difference a - b per seed.
+COMPARISONS: dict[str, tuple[str, str]] = {
+    "rerank_vs_baseline": ("rerank", "baseline"),
+    "structural_global_vs_baseline": ("structural_global", "baseline"),
+    "structural_vs_structural_global": ("structural", "structural_global"),
+    "structural_vs_rerank": ("structural", "rerank"),
+    "structural_vs_baseline": ("structural", "baseline"),
+    "structural_vs_structural_pure": ("structural", "structural_pure"),
+    "structural_vs_structural_uniform": ("structural", "structural_uniform"),
+}
+METRICS = ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "r_precision", "map_at_r", "nmi")
 HEADLINE = ("recall_at_1", "map_at_r")  # per loss and variant in metrics.json
+HEADLINE_VARIANTS = ("baseline", "rerank", "structural")
+#: Pairs per batched Sinkhorn when re-ranking: a few large blocks run faster on a shared CPU
+#: than many small ones (each tensor operation synchronises the threads); about 0.3 GB.
+CHUNK_SIZE = 32768
 
 
 def embed(model: nn.Module, dataset: MnistDataset, rt: Runtime, batch_size: int = 256) -> torch.Tensor:
@@ -33,116 +97,285 @@ def embed(model: nn.Module, dataset: MnistDataset, rt: Runtime, batch_size: int 
     return encode(model.eval(), dataset.images, batch_size, rt)
 
 
-def retrieve(local: torch.Tensor, structural: StructuralParams, reranking: Reranking | None,
-             queries: torch.Tensor | None = None) -> torch.Tensor:
-    """Rankings of all other items (query excluded), re-ranked structurally unless ``reranking`` is None.
+def ot_settings(s: StructuralParams, marginals: Marginals = "cross_correlation") -> dict:
+    """The Sinkhorn settings of :mod:`lib.explain.structural`'s functions."""
+    return dict(epsilon=s.epsilon, marginals=marginals, n_iters=s.n_iters, tol=s.tol)
 
-    One row per item, or per item of ``queries`` (indices) when given.
-    """
+
+def global_ranking(local: torch.Tensor, queries: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """(ranking (Q, N - 1) of all other items by global cosine, the (Q, N) cosines), one row per query."""
     glob = SpatialEmbedding.global_embedding(local)
     if queries is None:
         queries = torch.arange(len(local))
     similarity = glob[queries] @ glob.T
-    ranking = retrieval.rank(similarity, depth=len(local) - 1, query_index=queries)
+    return retrieval.rank(similarity, depth=len(local) - 1, query_index=queries), similarity
+
+
+def head_similarity(local: torch.Tensor, ranking: torch.Tensor, depth: int, structural: StructuralParams,
+                    marginals: Marginals = "cross_correlation", queries: torch.Tensor | None = None) -> torch.Tensor:
+    """(Q, depth) structural similarities of each query with the first ``depth`` items of its ranking."""
+    queries = torch.arange(len(local)) if queries is None else queries
+    head = ranking[:, : min(depth, ranking.shape[1])]
+    return structural_similarity_to(local[queries], local, head, **ot_settings(structural, marginals),
+                                    chunk_size=CHUNK_SIZE)
+
+
+def reranked(ranking: torch.Tensor, similarity: torch.Tensor, head: torch.Tensor, k: int, weight: float) -> torch.Tensor:
+    """``ranking`` with its first k items re-ordered by ``head[:, :k]`` + weight * global similarity (k = 0: as is)."""
+    if k == 0:
+        return ranking
+    return retrieval.rerank(ranking, similarity, lambda h: head[:, : h.shape[1]], k=k, weight=weight)
+
+
+def retrieve(local: torch.Tensor, structural: StructuralParams, reranking: Reranking | None,
+             queries: torch.Tensor | None = None, marginals: Marginals = "cross_correlation") -> torch.Tensor:
+    """Rankings of all other items (query excluded), re-ranked structurally unless ``reranking`` is None.
+
+    One row per item, or per item of ``queries`` (indices) when given.
+    """
+    ranking, similarity = global_ranking(local, queries)
     if reranking is None:
         return ranking
+    head = head_similarity(local, ranking, reranking.rerank_k, structural, marginals, queries)
+    return reranked(ranking, similarity, head, reranking.rerank_k, reranking.rerank_weight)
 
-    def head_similarity(head: torch.Tensor) -> torch.Tensor:
-        return structural_similarity_to(local[queries], local, head, **ot_settings(structural))
 
-    return retrieval.rerank(ranking, similarity, head_similarity, k=reranking.rerank_k, weight=reranking.rerank_weight)
+def draw_queries(n_items: int, n_queries: int, seed: int) -> torch.Tensor:
+    """Sorted indices of ``min(n_queries, n_items)`` distinct queries drawn with ``seed`` (all items if fewer)."""
+    if n_queries >= n_items:
+        return torch.arange(n_items)
+    return torch.randperm(n_items, generator=torch.Generator().manual_seed(seed))[:n_queries].sort().values
+
+
+def ranking_metrics(ranking: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor | None = None) -> dict[str, float]:
+    """Recall@1/2/4/8, R-Precision and MAP@R of rankings of all other items, one row per query
+    (every item, or the items ``queries``); R_q = the size of the query's class in ``labels`` - 1."""
+    labels_np = labels.numpy()
+    query_labels = labels_np if queries is None else labels_np[queries.numpy()]
+    counts = np.bincount(labels_np)
+    return metrics.retrieval_metrics(labels_np[ranking.numpy()], query_labels, counts[query_labels] - 1)
 
 
 def evaluate(local: torch.Tensor, labels: torch.Tensor, structural: StructuralParams, reranking: Reranking | None,
-             nmi_seed: int | None = None) -> dict[str, float]:
+             nmi_seed: int | None = None, marginals: Marginals = "cross_correlation") -> dict[str, float]:
     """Recall@1/2/4/8, R-Precision, MAP@R (query excluded from its gallery) and, with ``nmi_seed``, NMI."""
-    labels_np = labels.numpy()
-    ranking = retrieve(local, structural, reranking).numpy()
-    counts = np.bincount(labels_np)
-    out = metrics.retrieval_metrics(labels_np[ranking], labels_np, counts[labels_np] - 1)
+    out = ranking_metrics(retrieve(local, structural, reranking, marginals=marginals), labels)
     if nmi_seed is not None:
-        out["nmi"] = metrics.nmi(SpatialEmbedding.global_embedding(local).numpy(), labels_np, seed=nmi_seed)
+        out["nmi"] = metrics.nmi(SpatialEmbedding.global_embedding(local).numpy(), labels.numpy(), seed=nmi_seed)
     return out
 
 
-def results_table(local: dict[tuple[str, str], torch.Tensor], labels: torch.Tensor, cfg: DimlEvalParams) -> pd.DataFrame:
-    """Metrics of every loss x variant on the test classes (rows), from test embeddings per (loss, objective)."""
-    rows = []
-    for loss in cfg.losses:
-        runs = {
-            "baseline": (local.get((loss, "global")), None),
-            "rerank": (local.get((loss, "global")), cfg.eval),
-            "structural": (local.get((loss, "structural")), cfg.eval),
-        }
-        for variant, (maps, reranking) in runs.items():
-            if maps is not None:
-                rows.append({"loss": loss, "variant": variant,
-                             **evaluate(maps, labels, cfg.structural, reranking, nmi_seed=cfg.seed)})
-    return pd.DataFrame(rows)
+def depth_metrics(local: torch.Tensor, labels: torch.Tensor, structural: StructuralParams, depths: Iterable[int],
+                  weight: float, marginals: Marginals = "cross_correlation",
+                  queries: torch.Tensor | None = None) -> dict[int, dict[str, float]]:
+    """Metrics of the global top K re-ranked, for every K of ``depths`` (0 = the global ranking).
+
+    Every item is a query, or the items ``queries``; the gallery is every other
+    item. One structural solve at the largest depth serves every K (module docstring).
+    """
+    depths = sorted(set(depths))
+    ranking, similarity = global_ranking(local, queries)
+    head = head_similarity(local, ranking, max(depths), structural, marginals, queries) if max(depths) > 0 else None
+    return {k: ranking_metrics(reranked(ranking, similarity, head, k, weight), labels, queries) for k in depths}
+
+
+def evaluate_seed(local: Mapping[tuple[str, str], torch.Tensor], labels: torch.Tensor, cfg: DimlEvalParams,
+                  seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """One repetition: the metrics of every loss x variant, and the depth sweep, from seed ``seed``'s models.
+
+    ``local`` maps (loss, objective) to the test embeddings of that seed's
+    model; variants whose model is absent are left out. The queries are
+    ``eval.n_queries`` test images drawn with ``seed`` (the same for every
+    variant, so that variants pair up), the gallery every other test image;
+    NMI (all test images) has its k-means seeded with ``seed``. Returns (rows
+    of seed, loss, variant and :data:`METRICS`; rows of seed, loss, variant,
+    depth and the ranking metrics).
+    """
+    seed_everything(seed)
+    rows, sweep = [], []
+    queries = draw_queries(len(labels), cfg.eval.n_queries, seed)
+    for loss in dict.fromkeys(loss for loss, _ in local):
+        by_objective: dict[str, dict[int, dict[str, float]]] = {}
+        nmi = {}
+        for objective in dict.fromkeys(o for o, _ in VARIANTS.values()):
+            maps = local.get((loss, objective))
+            if maps is None:
+                continue
+            depths = {0, cfg.eval.rerank_k}
+            if any(VARIANTS[v][0] == objective for v in SWEPT):
+                depths |= set(cfg.eval.rerank_depths)
+            marginals = RERANK_MARGINALS.get(objective, "cross_correlation")
+            by_objective[objective] = depth_metrics(maps, labels, cfg.structural, depths, cfg.eval.rerank_weight,
+                                                    marginals, queries)
+            nmi[objective] = metrics.nmi(SpatialEmbedding.global_embedding(maps).numpy(), labels.numpy(), seed=seed)
+        for variant, (objective, is_reranked) in VARIANTS.items():
+            if objective not in by_objective:
+                continue
+            k = cfg.eval.rerank_k if is_reranked else 0
+            rows.append({"seed": seed, "loss": loss, "variant": variant, **by_objective[objective][k],
+                         "nmi": nmi[objective]})
+        for variant in SWEPT:
+            objective = VARIANTS[variant][0]
+            if objective in by_objective:
+                for k in cfg.eval.rerank_depths:
+                    sweep.append({"seed": seed, "loss": loss, "variant": variant, "depth": k, **by_objective[objective][k]})
+    return pd.DataFrame(rows), pd.DataFrame(sweep)
+
+
+def _intervals(values: Sequence[float]) -> dict:
+    mean, half = seed_interval(values)
+    return {"mean": mean, "ci95": half, "per_seed": [float(v) for v in values]}
+
+
+def summarise(table: pd.DataFrame, columns: Sequence[str] = METRICS, by: Sequence[str] = ("loss", "variant")) -> dict:
+    """Nested {by[0]: {by[1]: ... {metric: {mean, ci95, per_seed}}}} over the seeds of ``table``, in seed order."""
+    out: dict = {}
+    for keys, rows in table.sort_values("seed", kind="stable").groupby(list(by), sort=False):
+        node = out
+        for key in keys[:-1]:
+            node = node.setdefault(str(key), {})
+        node[str(keys[-1])] = {c: _intervals(rows[c].tolist()) for c in columns if c in rows}
+    return out
+
+
+def comparisons(table: pd.DataFrame, columns: Sequence[str] = METRICS) -> dict:
+    """{loss: {name: {"a", "b", metric: PairedComparison JSON}}} for every :data:`COMPARISONS` pair present."""
+    out: dict = {}
+    for loss, rows in table.groupby("loss", sort=False):
+        wide = {v: r.sort_values("seed") for v, r in rows.groupby("variant")}
+        for name, (a, b) in COMPARISONS.items():
+            if a in wide and b in wide:
+                if wide[a]["seed"].tolist() != wide[b]["seed"].tolist():
+                    raise ValueError(f"{loss}: {a} and {b} were evaluated on different seeds")
+                out.setdefault(loss, {})[name] = {
+                    "a": a, "b": b,
+                    **{c: paired_comparison(wide[a][c].to_numpy(), wide[b][c].to_numpy()).to_json() for c in columns},
+                }
+    return out
+
+
+def depth_comparisons(sweep: pd.DataFrame, columns: Sequence[str] = ("recall_at_1", "map_at_r")) -> dict:
+    """{loss: {variant: {K: {metric: paired comparison of depth K against K = 0}}}} (K > 0)."""
+    out: dict = {}
+    for (loss, variant), rows in sweep.groupby(["loss", "variant"], sort=False):
+        unranked = rows[rows.depth == 0].sort_values("seed")
+        if unranked.empty:
+            continue
+        for k, at_k in rows[rows.depth > 0].groupby("depth"):
+            at_k = at_k.sort_values("seed")
+            out.setdefault(loss, {}).setdefault(variant, {})[str(k)] = {
+                c: paired_comparison(at_k[c].to_numpy(), unranked[c].to_numpy()).to_json() for c in columns
+            }
+    return out
+
+
+def class_sizes(labels: torch.Tensor) -> dict[str, int]:
+    """R_q = class size - 1 over the test classes: smallest and largest."""
+    counts = np.bincount(labels.numpy())
+    r = counts[counts > 0] - 1
+    return {"r_min": int(r.min()), "r_max": int(r.max())}
 
 
 def history_frame(meta: dict) -> pd.DataFrame:
     """The training history stored in a model's metadata, one row per epoch."""
-    return pd.DataFrame(meta["history"]).assign(model=f"{meta['loss']} / {meta['objective']}")
+    return pd.DataFrame(meta["history"]).assign(
+        model=f"{meta['loss']} / {meta['objective']}", loss_name=meta["loss"], objective=meta["objective"],
+        seed=meta.get("seed", 0),
+    )
 
 
-def save_results(table: pd.DataFrame, history: pd.DataFrame, cfg: DimlEvalParams, out_dir: str | os.PathLike) -> None:
-    """The study's results under ``out_dir``:
+def learned_betas(metas: Iterable[Mapping]) -> dict[str, list[list[float]]]:
+    """{"<loss>_<objective>": per seed, the margin loss's learned per-class beta} from the models' metadata."""
+    out: dict[str, list[list[float]]] = {}
+    for meta in sorted(metas, key=lambda m: m.get("seed", 0)):
+        if meta.get("beta"):
+            out.setdefault(f"{meta['loss']}_{meta['objective']}", []).append(meta["beta"])
+    return out
+
+
+def save_results(table: pd.DataFrame, sweep: pd.DataFrame, history: pd.DataFrame, labels: torch.Tensor,
+                 cfg: DimlEvalParams, out_dir: str | os.PathLike, betas: Mapping[str, list] | None = None) -> dict:
+    """The study's results under ``out_dir``; returns the summary.
 
     * ``metrics.json`` - the headline numbers a reader compares between runs
-      (Recall@1 and MAP@R per loss and variant), for ``dvc metrics``;
-    * ``summary.json`` - every metric of every variant and the settings that produced them (the paper reads it);
-    * ``plots/`` - training curves and the retrieval table as CSV, for ``dvc plots``;
-    * ``tables/`` - the full tables as CSV.
+      (means over seeds of Recall@1 and MAP@R per loss for baseline, rerank and
+      structural), for ``dvc metrics``;
+    * ``summary.json`` - every metric of every variant as mean, 95 % half-width
+      and per-seed values, the paired comparisons, the depth sweep, and the
+      settings that produced them (the paper reads it);
+    * ``plots/`` - training curves (means over seeds) and the retrieval means as CSV, for ``dvc plots``;
+    * ``tables/`` - the per-seed tables as CSV.
     """
-    metrics_by_loss = {
-        loss: {row.variant: {k: float(v) for k, v in row._asdict().items() if k not in ("Index", "loss", "variant")}
-               for row in rows.itertuples()}
-        for loss, rows in table.groupby("loss", sort=False)
-    }
+    history = history.reset_index(drop=True)
+    summary_table = summarise(table)
+    means = {loss: {v: {m: s["mean"] for m, s in variants[v].items()} for v in variants}
+             for loss, variants in summary_table.items()}
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", {
-        loss: {variant: {k: round(values[k], 4) for k in HEADLINE} for variant, values in variants.items()}
-        for loss, variants in metrics_by_loss.items()
+        loss: {v: {m: round(means[loss][v][m], 4) for m in HEADLINE} for v in HEADLINE_VARIANTS if v in means[loss]}
+        for loss in means
     })
-    write_json(out_dir / "summary.json", {
-        "retrieval": metrics_by_loss,
+    best = (history.loc[history.groupby(["model", "seed"]).val_score.idxmax()]
+            .sort_values(["model", "seed"]).groupby("model", sort=False)["epoch"].apply(list))
+    summary = {
+        "seeds": list(cfg.seeds),
+        "retrieval": means,
+        "ci95": {loss: {v: {m: s["ci95"] for m, s in vs.items()} for v, vs in variants.items()}
+                 for loss, variants in summary_table.items()},
+        "per_seed": {loss: {v: {m: s["per_seed"] for m, s in vs.items()} for v, vs in variants.items()}
+                     for loss, variants in summary_table.items()},
+        "comparisons": comparisons(table),
+        "depth_sweep": {
+            "depths": list(cfg.eval.rerank_depths),
+            "metrics": summarise(sweep, [c for c in METRICS if c in sweep], ("loss", "variant", "depth")) if len(sweep) else {},
+            "vs_unranked": depth_comparisons(sweep) if len(sweep) else {},
+        },
+        **class_sizes(labels),
+        "n_test": len(labels),
+        "n_queries": min(cfg.eval.n_queries, len(labels)),
         "rerank_k": cfg.eval.rerank_k,
+        "rerank_weight": cfg.eval.rerank_weight,
         "epsilon": cfg.structural.epsilon,
-        "marginals": cfg.structural.marginals,
+        "global_weight": cfg.structural.global_weight,
         "test_classes": cfg.data.test_classes,
-        "best_epochs": {model: int(rows.loc[rows.val_score.idxmax(), "epoch"]) for model, rows in history.groupby("model")},
-    })
+        "objectives": list(cfg.objectives),
+        "ablation": cfg.ablation.model_dump(),
+        "epochs": int(history["epoch"].max()) + 1,
+        "best_epochs": {model: [int(e) for e in epochs] for model, epochs in best.items()},
+        "beta": dict(betas or {}),
+    }
+    write_json(out_dir / "summary.json", summary)
     write_text(out_dir / "tables" / "retrieval.csv", table.to_csv(index=False, float_format="%.4f"))
+    write_text(out_dir / "tables" / "rerank_depth.csv", sweep.to_csv(index=False, float_format="%.4f"))
     write_text(out_dir / "tables" / "training_history.csv", history.to_csv(index=False, float_format="%.5f"))
-    # One column per model, one row per epoch (counted from 1): dvc plots draws a line per column.
+    # One column per model, one row per epoch (counted from 1), the mean over seeds: dvc plots draws a line per column.
     by_epoch = history.assign(epoch=history["epoch"] + 1, model=history["model"].str.replace(" / ", "_"))
     for value, name in (("val_score", "validation_map_at_r"), ("loss", "training_loss")):
-        wide = by_epoch.pivot(index="epoch", columns="model", values=value).reset_index()
+        wide = by_epoch.pivot_table(index="epoch", columns="model", values=value, aggfunc="mean", sort=False).reset_index()
         write_text(out_dir / "plots" / f"{name}.csv", wide.to_csv(index=False, float_format="%.5f"))
-    bars = table.assign(model=table["loss"] + " " + table["variant"])[["model", *HEADLINE]]
+    bars = pd.DataFrame([{"model": f"{loss} {v}", **{m: means[loss][v][m] for m in HEADLINE}}
+                         for loss in means for v in means[loss]])
     write_text(out_dir / "plots" / "retrieval.csv", bars.to_csv(index=False, float_format="%.4f"))
+    return summary
 
 
-def rerank_summary(table: pd.DataFrame) -> str:
-    """One sentence per loss on what re-ranking and structural training did to Recall@1 and MAP@R."""
+def comparison_summary(summary: Mapping, metric_names: Sequence[str] = HEADLINE) -> str:
+    """One line per loss and comparison: the paired difference in points, its interval and whether it is supported."""
     lines = []
-    for loss, rows in table.groupby("loss", sort=False):
-        by = rows.set_index("variant")
-        base = by.loc["baseline"] if "baseline" in by.index else None
-        for variant in ("rerank", "structural"):
-            if base is None or variant not in by.index:
-                continue
-            d1 = 100 * (by.loc[variant, "recall_at_1"] - base["recall_at_1"])
-            dm = 100 * (by.loc[variant, "map_at_r"] - base["map_at_r"])
-            lines.append(
-                f"{loss}: {variant} vs baseline changes Recall@1 by {d1:+.1f} points "
-                f"({100 * base['recall_at_1']:.1f} -> {100 * by.loc[variant, 'recall_at_1']:.1f}) and MAP@R by {dm:+.1f} points."
-            )
+    for loss, named in summary["comparisons"].items():
+        for name, c in named.items():
+            parts = []
+            for m in metric_names:
+                d = c[m]
+                half = "" if d["ci95"] is None else f" ± {100 * d['ci95']:.1f}"
+                verdict = "supported" if d["supported"] else "not supported"
+                parts.append(f"{m} {100 * d['difference']:+.1f}{half} ({verdict})")
+            lines.append(f"{loss}: {c['a']} - {c['b']}: " + ", ".join(parts))
     return "\n".join(lines)
 
 
-def explain_matches(local: torch.Tensor, cfg: DimlEvalParams, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor, StructuralMatch]:
+def explain_matches(local: torch.Tensor, cfg: DimlEvalParams, n: int, seed: int,
+                    marginals: Marginals = "cross_correlation") -> tuple[torch.Tensor, torch.Tensor, StructuralMatch]:
     """For ``n`` random queries, their best re-ranked match and the structural matching between them.
 
     Returns (query indices (n,), match indices (n,), the :class:`StructuralMatch` of the n pairs),
@@ -150,10 +383,5 @@ def explain_matches(local: torch.Tensor, cfg: DimlEvalParams, n: int, seed: int)
     """
     generator = torch.Generator().manual_seed(seed)
     queries = torch.randperm(len(local), generator=generator)[:n]
-    matches = retrieve(local, cfg.structural, cfg.eval, queries=queries)[:, 0]
-    return queries, matches, structural_match(local[queries], local[matches], **ot_settings(cfg.structural))
-
-
-def ot_settings(s: StructuralParams) -> dict:
-    """The Sinkhorn settings of :mod:`lib.explain.structural`'s functions."""
-    return dict(epsilon=s.epsilon, marginals=s.marginals, n_iters=s.n_iters, tol=s.tol)
+    matches = retrieve(local, cfg.structural, cfg.eval, queries=queries, marginals=marginals)[:, 0]
+    return queries, matches, structural_match(local[queries], local[matches], **ot_settings(cfg.structural, marginals))

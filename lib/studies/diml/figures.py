@@ -1,4 +1,5 @@
-"""Figures of the DIML study: training curves, retrieval bars, structural matches; each returns its Figure."""
+"""Figures of the DIML study: training curves, retrieval bars and the re-ranking depth sweep over seeds,
+structural matches; each returns its Figure."""
 
 from __future__ import annotations
 
@@ -7,15 +8,88 @@ from collections.abc import Sequence
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
-import seaborn as sns
 
+from lib.eval.intervals import seed_interval
 from lib.plots import curves
 
 
 def training_curves(history: pd.DataFrame):
-    """Training loss and validation MAP@R per epoch, one line per model (loss / objective)."""
-    return curves.training_curves(history, {"loss": "training loss",
-                                            "val_score": "validation MAP@R (train classes, held out)"}, hue="model")
+    """Training loss and validation MAP@R per epoch: the mean over seeds, one line per model (loss / objective)."""
+    mean = history.groupby(["model", "epoch"], sort=False)[["loss", "val_score"]].mean().reset_index()
+    return curves.training_curves(mean, {"loss": "training loss (mean over seeds)",
+                                         "val_score": "validation MAP@R (train digits, held out)"}, hue="model")
+
+
+def _with_intervals(frame: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
+    """Mean and 95 % half-width over seeds of ``metric`` per ``keys`` (half-width 0 for one seed)."""
+    rows = []
+    for group, part in frame.groupby(keys, sort=False):
+        mean, half = seed_interval(part[metric].to_numpy())
+        rows.append({**dict(zip(keys, group if isinstance(group, tuple) else (group,))), "mean": mean, "half": half or 0.0})
+    return pd.DataFrame(rows)
+
+
+def metric_bars(table: pd.DataFrame, metrics: Sequence[str]):
+    """One panel per metric: per loss and variant, the mean over seeds with its 95 % interval, and the seeds as dots."""
+    variants = list(dict.fromkeys(table["variant"]))
+    losses = list(dict.fromkeys(table["loss"]))
+    fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.6), squeeze=False)
+    step = 0.8 / len(variants)
+    for ax, metric in zip(axes[0], metrics):
+        stats = _with_intervals(table, ["loss", "variant"], metric)
+        labelled = set()
+        for i, variant in enumerate(variants):
+            for j, loss in enumerate(losses):
+                row = stats[(stats.loss == loss) & (stats.variant == variant)]
+                if row.empty:
+                    continue
+                x = j - 0.4 + (i + 0.5) * step
+                ax.errorbar(x, row["mean"].iloc[0], yerr=row["half"].iloc[0], fmt="o", color=f"C{i}", capsize=3,
+                            label=None if variant in labelled else variant)
+                labelled.add(variant)
+                seeds = table[(table.loss == loss) & (table.variant == variant)][metric]
+                ax.plot(np.full(len(seeds), x + step / 3), seeds, ".", color=f"C{i}", ms=3, alpha=0.6)
+        ax.set_xticks(range(len(losses)), [loss.replace("_", "-") for loss in losses])
+        ax.set_title(metric.replace("_at_", "@").replace("_", " "), fontsize=10)
+        _clip_to_unit(ax, stats)
+    axes[0, -1].legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
+    fig.tight_layout()
+    return fig
+
+
+def _clip_to_unit(ax, stats: pd.DataFrame, pad: float = 0.02) -> None:
+    """Y limits around the intervals, within [0, 1] (a rate cannot leave it, its Student-t interval can)."""
+    low, high = (stats["mean"] - stats["half"]).min(), (stats["mean"] + stats["half"]).max()
+    ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
+
+
+def rerank_depth(sweep: pd.DataFrame, metrics: Sequence[str] = ("recall_at_1", "r_precision", "map_at_r")):
+    """Metric against the re-ranking depth K (0 = global ranking): mean over seeds with 95 % intervals.
+
+    One row of panels per loss, one panel per metric, one line per swept variant;
+    K on an evenly spaced axis labelled with its values.
+    """
+    losses = list(dict.fromkeys(sweep["loss"]))
+    depths = sorted(sweep["depth"].unique())
+    position = {k: i for i, k in enumerate(depths)}
+    fig, axes = plt.subplots(len(losses), len(metrics), figsize=(3.6 * len(metrics), 2.8 * len(losses)),
+                             squeeze=False, sharex=True)
+    for r, loss in enumerate(losses):
+        for c, metric in enumerate(metrics):
+            ax = axes[r, c]
+            stats = _with_intervals(sweep[sweep.loss == loss], ["variant", "depth"], metric)
+            for i, (variant, rows) in enumerate(stats.groupby("variant", sort=False)):
+                x = rows["depth"].map(position).to_numpy() + (i - 0.5) * 0.08
+                ax.errorbar(x, rows["mean"], yerr=rows["half"], marker="o", ms=3, capsize=2, color=f"C{i}",
+                            label=f"{variant} model" if variant != "rerank" else "global model")
+            ax.set_title(f"{loss.replace('_', '-')}: {metric.replace('_at_', '@').replace('_', ' ')}", fontsize=9)
+            _clip_to_unit(ax, stats)
+            ax.set_xticks(range(len(depths)), [str(k) for k in depths])
+            if r == len(losses) - 1:
+                ax.set_xlabel("re-ranking depth K")
+    axes[0, -1].legend(fontsize=7, frameon=False, loc="upper left", bbox_to_anchor=(1.0, 1.0))
+    fig.tight_layout()
+    return fig
 
 
 def _centres(grid: int, size: int) -> np.ndarray:
@@ -58,16 +132,6 @@ def contribution_overlay(ax, image: np.ndarray, contributions: np.ndarray, grid:
     )
     ax.axis("off")
     return im
-
-
-def metric_bars(table: pd.DataFrame, metrics: Sequence[str]):
-    """One bar panel per metric: loss on the x axis, variant as hue."""
-    long = table.melt(id_vars=["loss", "variant"], value_vars=list(metrics), var_name="metric")
-    grid = sns.catplot(long, kind="bar", x="loss", y="value", hue="variant", col="metric", height=3.2, aspect=1.2, sharey=False)
-    for ax in grid.axes.flat:
-        for container in ax.containers:
-            ax.bar_label(container, fmt="%.3f", fontsize=7)
-    return grid.figure
 
 
 def structural_matches(queries: np.ndarray, matches: np.ndarray, match, grid: int, titles: Sequence[str] | None = None, top: int = 12):

@@ -3,7 +3,14 @@
 ``diml_train`` reads :class:`DimlTrainParams`, ``diml_eval`` reads
 :class:`DimlEvalParams`; the model selection during training has its own
 re-ranking settings (``selection``), so an evaluation setting such as
-``eval.rerank_k`` reruns the evaluation and not the four trainings.
+``eval.rerank_k`` reruns the evaluation and not the trainings. Every
+(loss, objective) is trained once per seed of ``seeds`` (:class:`~lib.params.Repeated`).
+
+The objectives (:mod:`.loss`): ``global``; ``structural``, DIML as the
+reference code trains it, (1 - w) structural + w global similarity with
+``structural.global_weight`` w = 1/2; and two ablations of it,
+``structural_pure`` (w = 0) and ``structural_uniform`` (uniform transport
+marginals in training and re-ranking).
 """
 
 from __future__ import annotations
@@ -12,10 +19,10 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lib.params import Optimiser, Params, RunParams
+from lib.params import Optimiser, Params, Repeated
 
 Loss = Literal["margin", "multi_similarity"]
-Objective = Literal["global", "structural"]
+Objective = Literal["global", "structural", "structural_pure", "structural_uniform"]
 
 
 class DimlData(Params):
@@ -41,12 +48,13 @@ class DimlModel(Params):
 
 class StructuralParams(Params):
     epsilon: float = Field(gt=0, description="entropic regularisation of Sinkhorn")
-    marginals: Literal["cross_correlation", "uniform"]
+    global_weight: float = Field(ge=0, le=1, description="w of the training mix (1 - w) structural + w global (reference: 1/2)")
     n_iters: int = Field(ge=1, description="Sinkhorn iterations at most")
     tol: float = Field(gt=0, description="stop a pair's iterations when its marginals are this close")
 
 
 class DimlTrain(Optimiser):
+    beta_lr: float = Field(gt=0, description="learning rate of the margin loss's learned beta (reference: 0.0005)")
     batch_size: int = Field(ge=4)
     samples_per_class: int = Field(ge=2)
     world_size: int = Field(ge=1, description="processes for torchrun (DDP); 1 = in the kernel")
@@ -59,9 +67,25 @@ class Reranking(Params):
 
 class DimlEval(Reranking):
     n_examples: int = Field(ge=1)
+    n_queries: int = Field(ge=1, description="test queries per seed, drawn with the seed (the gallery is every test image)")
+    rerank_depths: list[int] = Field(min_length=1, description="the depth sweep: K of the re-ranking figure (0 = none)")
+
+    @model_validator(mode="after")
+    def _depths(self) -> DimlEval:
+        d = self.rerank_depths
+        if min(d) < 0 or sorted(set(d)) != d:
+            raise ValueError(f"rerank_depths must be distinct non-negative integers in increasing order, got {d}")
+        return self
 
 
-class DimlCommon(RunParams):
+class DimlAblation(Params):
+    """Ablations of the structural objective, trained (stage ``diml_ablation``) for some losses only."""
+
+    losses: list[Loss] = Field(min_length=1)
+    objectives: list[Objective] = Field(min_length=1)
+
+
+class DimlCommon(Repeated):
     inference_batch_size: int = Field(ge=1, description="images per forward pass when embedding")
     data: DimlData
     model: DimlModel
@@ -69,7 +93,7 @@ class DimlCommon(RunParams):
 
 
 class DimlTrainParams(DimlCommon):
-    """Stage ``diml_train``: one encoder per (loss, objective), its epoch selected on validation data."""
+    """Stage ``diml_train``: one encoder per (loss, objective) and seed, its epoch selected on validation data."""
 
     train: DimlTrain
     selection: Reranking = Field(description="how structural models are ranked for model selection")
@@ -86,11 +110,18 @@ class DimlTrainParams(DimlCommon):
 
 
 class DimlEvalParams(DimlCommon):
-    """Stage ``diml_eval``: retrieval of the unseen classes with every trained model."""
+    """Stage ``diml_eval``: retrieval of the unseen classes with every trained model, per seed."""
 
     losses: list[Loss] = Field(min_length=1)
     objectives: list[Objective] = Field(min_length=1)
+    ablation: DimlAblation
     eval: DimlEval
+
+    def trained(self) -> list[tuple[str, str]]:
+        """Every trained (loss, objective): losses x objectives, then the ablations' pairs, without repeats."""
+        pairs = [(loss, o) for loss in self.losses for o in self.objectives]
+        pairs += [(loss, o) for loss in self.ablation.losses for o in self.ablation.objectives]
+        return list(dict.fromkeys(pairs))
 
 
 class DimlParams(DimlTrainParams, DimlEvalParams):

@@ -1,5 +1,8 @@
-"""DIML's training: one encoder per (loss, objective), its epoch chosen on held-out train-class images.
+"""DIML's training: one encoder per (loss, objective, seed), its epoch chosen on held-out train-class images.
 
+Repetition s (one of ``seeds``) draws its validation split, initial weights,
+batches and augmentations from seed s; the stage trains every seed
+(:func:`train_seeds`) into ``models/diml/<loss>_<objective>/seed_<s>.safetensors``.
 ``python -m lib.studies.diml.train`` trains one model from a JSON config;
 ``torchrun`` runs it data-parallel (:func:`launch` starts it from a notebook).
 """
@@ -26,18 +29,19 @@ from lib.data.splits import Split
 from lib.io import load_module, load_weights, save_weights
 from lib.models.backbone import SpatialEmbedding, diml_encoder
 from lib.params import validate
-from lib.runtime import runtime, seed_everything
+from lib.runtime import Runtime, runtime, seed_everything
 from lib.studies.diml.evaluate import embed, evaluate
-from lib.studies.diml.loss import DimlLoss
-from lib.studies.diml.params import DimlEvalParams, DimlModel, DimlTrainParams, Loss, Objective
+from lib.studies.diml.loss import DimlLoss, objective_spec
+from lib.studies.diml.params import DimlEvalParams, DimlModel, DimlTrain, DimlTrainParams, Loss, Objective
 from lib.training import distributed, fit, unwrap, wrap_ddp
 
 
-def load_splits(cfg: DimlTrainParams | DimlEvalParams, data_dir: str | os.PathLike = "data") -> Split[MnistDataset]:
-    """MNIST-5k in the unseen-class protocol: fit / validation on the train classes, test on the rest."""
+def load_splits(cfg: DimlTrainParams | DimlEvalParams, seed: int, data_dir: str | os.PathLike = "data") -> Split[MnistDataset]:
+    """MNIST-5k in the unseen-class protocol: fit / validation (drawn with ``seed``) on the train classes,
+    test on the rest (the same for every seed)."""
     images, labels = load_mnist5k(data_dir)
     train_idx, test_idx = unseen_class_split(labels, cfg.data.train_classes, cfg.data.test_classes)
-    fit_idx, val_idx = validation_split(labels, train_idx, cfg.data.val_fraction, seed=cfg.seed)
+    fit_idx, val_idx = validation_split(labels, train_idx, cfg.data.val_fraction, seed=seed)
     return Split(
         fit=MnistDataset(images[fit_idx], labels[fit_idx], MNIST_MEAN_STD),
         val=MnistDataset(images[val_idx], labels[val_idx], MNIST_MEAN_STD),
@@ -49,40 +53,60 @@ def build_model(cfg: DimlModel) -> SpatialEmbedding:
     return diml_encoder(in_chans=1, width=cfg.width, embedding_dim=cfg.embedding_dim, grid=cfg.grid)
 
 
+def optimiser(model: nn.Module, loss_fn: nn.Module, cfg: DimlTrain) -> torch.optim.AdamW:
+    """AdamW on the encoder (``lr``, ``weight_decay``) and on the loss's own parameters (the margin
+    loss's learned beta: ``beta_lr``, no weight decay, as the reference's separate parameter group)."""
+    groups = [{"params": list(model.parameters())}]
+    if list(loss_fn.parameters()):
+        groups.append({"params": list(loss_fn.parameters()), "lr": cfg.beta_lr, "weight_decay": 0.0})
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+def model_path(out_dir: str | os.PathLike, seed: int) -> Path:
+    """Where the model of one seed lives in a (loss, objective) directory."""
+    return Path(out_dir) / f"seed_{seed}.safetensors"
+
+
 def train(
     cfg: DimlTrainParams,
     loss: str,
     objective: str,
+    seed: int,
     out_path: str | os.PathLike,
     data_dir: str | os.PathLike = "data",
     checkpoint: str | os.PathLike | None = None,
     progress: bool = True,
 ) -> dict:
-    """Train one (loss, objective) model; select the epoch by validation MAP@R; save safetensors.
+    """Train one (loss, objective) model with ``seed``; select the epoch by validation MAP@R; save safetensors.
 
-    Runs in one process or under torchrun (each process then draws its own
-    class-balanced batches; DDP averages gradients). Returns the training history.
+    AdamW updates the encoder and, for the margin loss, its learned per-class
+    beta (:func:`optimiser`). Runs in one process or under
+    torchrun (each process then draws its own class-balanced batches; DDP
+    averages gradients). Returns the training history and the learned beta.
     """
     rt = runtime(cfg.device)
     with distributed(rt) as (rank, world):
-        seed_everything(cfg.seed + rank)
-        splits = load_splits(cfg, data_dir)
+        seed_everything(seed + rank)
+        splits = load_splits(cfg, seed, data_dir)
         model = wrap_ddp(rt.prepare(build_model(cfg.model)), rt)
-        loss_fn = DimlLoss(loss, objective, cfg.model.grid**2, cfg.structural).to(rt.device)
-        optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+        loss_fn = DimlLoss(loss, objective, cfg.model.grid**2, cfg.structural,
+                           n_classes=max(cfg.data.train_classes) + 1).to(rt.device)
+        optimizer = optimiser(model, loss_fn, cfg.train)
         sampler = samplers.MPerClassSampler(
             splits.fit.labels, m=cfg.train.samples_per_class, batch_size=cfg.train.batch_size,
             length_before_new_iter=len(splits.fit),
         )
         loader = DataLoader(splits.fit, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True)
         val_labels = splits.val.labels
+        spec = objective_spec(objective, cfg.structural)
 
         def validate(m: nn.Module) -> float:
             # Model selection on held-out images of the *training* classes only.
-            # Structural models are ranked as they will be evaluated: their global top K re-ranked.
+            # Structural models are ranked as they will be evaluated: their global top K re-ranked
+            # with their own marginals.
             local = embed(unwrap(m), splits.val, rt, cfg.inference_batch_size)
-            reranking = cfg.selection if objective == "structural" else None
-            return evaluate(local, val_labels, cfg.structural, reranking)["map_at_r"]
+            reranking = cfg.selection if spec.structural else None
+            return evaluate(local, val_labels, cfg.structural, reranking, marginals=spec.marginals)["map_at_r"]
 
         result = fit(
             model, loss_fn, lambda epoch: loader, optimizer,
@@ -91,13 +115,21 @@ def train(
             # Small rotations and shifts only: digits are not rotation- or flip-invariant (6 vs 9).
             augment=lambda x: random_affine(x, degrees=8.0, translate=0.08),
         )
+        beta = None if loss_fn.beta is None else [round(float(b), 6) for b in loss_fn.beta.detach().cpu()]
         if rank == 0:
             save_weights(
                 out_path, result.best_state,
-                {"loss": loss, "objective": objective, "params": cfg.model_dump(), "history": result.history,
-                 "best_epoch": result.best_epoch, "world_size": world},
+                {"loss": loss, "objective": objective, "seed": seed, "params": cfg.model_dump(),
+                 "history": result.history, "best_epoch": result.best_epoch, "world_size": world, "beta": beta},
             )
-    return {"history": result.history, "best_epoch": result.best_epoch, "best_val_map_at_r": result.best_score}
+    return {"history": result.history, "best_epoch": result.best_epoch, "best_val_map_at_r": result.best_score,
+            "beta": beta}
+
+
+def train_seeds(cfg: DimlTrainParams, loss: str, objective: str, out_dir: str | os.PathLike,
+                data_dir: str | os.PathLike = "data") -> dict[int, dict]:
+    """One model per seed of ``cfg.seeds`` under ``out_dir`` (:func:`model_path`); seed -> its run."""
+    return {seed: launch(cfg, loss, objective, seed, model_path(out_dir, seed), data_dir) for seed in cfg.seeds}
 
 
 def load_model(path: str | os.PathLike) -> tuple[SpatialEmbedding, dict]:
@@ -105,7 +137,20 @@ def load_model(path: str | os.PathLike) -> tuple[SpatialEmbedding, dict]:
     return load_module(path, lambda state, meta: build_model(DimlTrainParams.model_validate(meta["params"]).model))
 
 
-def launch(cfg: DimlTrainParams, loss: str, objective: str, out_path: str | os.PathLike, data_dir="data") -> dict:
+def embed_seed(cfg: DimlEvalParams, seed: int, dataset: MnistDataset, rt: Runtime,
+               model_dir: str | os.PathLike = "models/diml") -> tuple[dict[tuple[str, str], torch.Tensor], list[dict]]:
+    """Local embeddings of ``dataset`` by seed ``seed``'s model of every trained (loss, objective)
+    (``cfg.trained()``), and the models' metadata."""
+    local, metas = {}, []
+    for loss, objective in cfg.trained():
+        model, meta = load_model(model_path(Path(model_dir) / f"{loss}_{objective}", seed))
+        local[loss, objective] = embed(rt.prepare(model), dataset, rt, cfg.inference_batch_size)
+        metas.append(meta)
+    return local, metas
+
+
+def launch(cfg: DimlTrainParams, loss: str, objective: str, seed: int, out_path: str | os.PathLike,
+           data_dir="data") -> dict:
     """Train in this process, or under ``torchrun`` when ``train.world_size > 1``.
 
     DDP cannot start inside a Jupyter kernel, so the notebook launches torchrun
@@ -113,19 +158,19 @@ def launch(cfg: DimlTrainParams, loss: str, objective: str, out_path: str | os.P
     through the saved weights' metadata.
     """
     if cfg.train.world_size == 1:
-        return train(cfg, loss, objective, out_path, data_dir)
+        return train(cfg, loss, objective, seed, out_path, data_dir)
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps(cfg.model_dump()))
         subprocess.run(
             [sys.executable, "-m", "torch.distributed.run", "--standalone",
              f"--nproc-per-node={cfg.train.world_size}", "-m", "lib.studies.diml.train",
-             "--config", str(config), "--loss", loss, "--objective", objective,
+             "--config", str(config), "--loss", loss, "--objective", objective, "--seed", str(seed),
              "--out", str(out_path), "--data-dir", str(data_dir)],
             check=True,
         )
     _, meta = load_weights(out_path)
-    return {"history": meta["history"], "best_epoch": meta["best_epoch"]}
+    return {"history": meta["history"], "best_epoch": meta["best_epoch"], "beta": meta["beta"]}
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -133,11 +178,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--config", required=True, help="JSON file of diml_train's parameters")
     parser.add_argument("--loss", required=True, choices=get_args(Loss))
     parser.add_argument("--objective", required=True, choices=get_args(Objective))
+    parser.add_argument("--seed", required=True, type=int, help="the repetition's seed (one of the config's seeds)")
     parser.add_argument("--out", required=True, help="safetensors file to write")
     parser.add_argument("--data-dir", default="data")
     args = parser.parse_args(argv)
     cfg = validate("diml", json.loads(Path(args.config).read_text()), DimlTrainParams)
-    train(cfg, args.loss, args.objective, args.out, args.data_dir, progress=False)
+    train(cfg, args.loss, args.objective, args.seed, args.out, args.data_dir, progress=False)
     return 0
 
 

@@ -3,6 +3,7 @@ batching for the image-text loss, the benchmark's table shapes and the packaged 
 
 import json
 import os
+from itertools import product
 
 import numpy as np
 import pytest
@@ -23,7 +24,7 @@ from lib.studies.cocoa import params as P
 
 # A tiny but complete configuration; every section is checked by CocoaParams.
 SMALL = {
-    "seed": 0,
+    "seeds": [0, 1],
     "device": "cpu",
     "data": {"test_fraction": 0.2},
     "simclr": {"width": 4, "projection_dim": 8, "temperature": 0.5, "epochs": 1, "batch_size": 8, "lr": 0.001,
@@ -33,8 +34,9 @@ SMALL = {
     "probe": {"regularisation": 1.0, "max_iter": 100},
     "attribution": {"ig_steps": 2, "gradshap_samples": 2, "gradshap_stdev": 0.1, "rise_masks": 8, "rise_grid": 4,
                     "rise_p": 0.5, "batch_size": 64},
-    "benchmark": {"n_seeds": 2, "n_explicands": 2, "corpus_size": 3, "foil_size": 4,
+    "benchmark": {"n_explicands": 2, "corpus_size": 3, "foil_size": 4,
                   "methods": ["integrated_gradients", "gradient_shap", "rise"], "blur_sigma": 2.0, "curve_steps": 3},
+    "sanity": {"n_explicands": 1, "max_rank_correlation": 0.5},
     "augmentation": {"n_images": 1, "foil_size": 4, "method": "rise"},
     "scenes": {"size": 40, "n_train": 20, "n_test": 4, "n_strokes": 2, "stroke_width": 1.5, "crowded_other_digits": 1},
     "clip": {"width": 4, "epochs": 1, "groups_per_batch": 1, "lr": 0.001, "weight_decay": 0.0, "init_temperature": 0.07,
@@ -160,29 +162,6 @@ def test_grouped_batches_hold_one_scene_of_every_digit_per_group():
     assert len(torch.cat(batches).unique()) == sum(len(b) for b in batches)
 
 
-# ------------------------------------------------------------------ benchmark
-def test_benchmark_on_a_tiny_random_encoder_fills_the_expected_tables():
-    cfg = P.CocoaParams.model_validate(SMALL)
-    torch.manual_seed(0)
-    encoder = conv_encoder(1, width=4, n_blocks=3).eval()
-    probe = torch.nn.Linear(encoder.out_dim, 10).eval()
-    train, test = blocks(60, seed=1), blocks(40, seed=2)
-    digits = Split(fit=MnistDataset(train[0] * 255, train[1]), val=None, test=MnistDataset(test[0] * 255, test[1]))
-    result = benchmark.run_benchmark(encoder, probe, digits, cfg, runtime("cpu"), progress=False)
-
-    rankings = len(benchmark.TARGETS) * 3 + 1  # every target x method, and the random ranking
-    assert len(result.aucs) == 2 * len(benchmark.SETTINGS) * rankings * len(benchmark.METRICS) * 2
-    assert len(result.curves) == len(result.aucs) * (cfg.benchmark.curve_steps + 1)
-    assert result.aucs.auc.notna().all()
-    summary = benchmark.summarise(result.aucs)
-    assert (summary.n_seeds == 2).all()
-    table = benchmark.auc_table(summary, "same_class", "corpus_majority_probability")
-    assert table.shape == (len(benchmark.TARGETS) + 1, 3 * 2)
-    assert list(table.index) == [*benchmark.TARGETS, "random"]
-    assert len(benchmark.cocoa_advantage(result.aucs)) == len(benchmark.SETTINGS) * len(benchmark.METRICS) * 3 * 2 * len(benchmark.TARGETS)
-    assert set(result.examples) == set(benchmark.SETTINGS)
-
-
 @pytest.mark.parametrize("method", ["rise", "integrated_gradients"])
 def test_attributions_of_all_targets_at_once_equal_one_target_at_a_time(method):
     cfg = P.CocoaParams.model_validate(SMALL).attribution
@@ -231,51 +210,301 @@ def test_packaged_text_encoder_loads_offline_and_embeds_in_384_dimensions():
     assert similarity.fill_diagonal_(0).max() < 0.99  # ten different captions, ten different embeddings
 
 
-def test_headline_compares_cocoa_with_the_best_other_target():
+
+
+# ------------------------------------------------------------------ seeds and sampling
+def tiny_digits(train_n: int = 60, test_n: int = 40) -> Split:
+    train, test = blocks(train_n, seed=1), blocks(test_n, seed=2)
+    return Split(fit=MnistDataset(train[0] * 255, train[1]), val=None, test=MnistDataset(test[0] * 255, test[1]))
+
+
+def test_derived_seeds_differ_between_repetitions_keys_and_key_counts():
+    from lib.studies.cocoa.data import derived_seed
+
+    seeds = [derived_seed(0, 1), derived_seed(1, 0), derived_seed(0, 1, 0), derived_seed(0, 1, 0, 0), derived_seed(0, 0, 1)]
+    assert len(set(seeds)) == len(seeds)  # numpy's SeedSequence alone maps [0, 1] and [0, 1, 0] to one state
+    assert derived_seed(3, 2, 5) == derived_seed(3, 2, 5)
+
+
+def test_every_class_is_the_corpus_class_with_the_reference_sampling():
+    cfg = P.CocoaParams.model_validate(SMALL).benchmark
+    digits = tiny_digits(200, 60)
+    train_y, test_y = digits.fit.labels.numpy(), digits.test.labels.numpy()
+    tasks = benchmark.sample_tasks(digits, cfg, seed=0)
+    assert sorted((t.corpus_class, t.setting) for t in tasks) == sorted(
+        (c, s) for c in range(10) for s in benchmark.SETTINGS)
+    images = digits.fit.images.flatten(1)
+
+    def rows(x):  # indices of training images by content (the blocks are all distinct)
+        return {int((images == r).all(dim=1).nonzero()[0, 0]) for r in x.flatten(1)}
+
+    others = set()
+    for task in tasks:
+        c = task.corpus_class
+        corpus, foil, eval_foil = rows(task.corpus), rows(task.foil), rows(task.eval_foil)
+        assert len(corpus) == cfg.corpus_size and (train_y[list(corpus)] == c).all()
+        assert len(foil) == len(eval_foil) == cfg.foil_size and not (foil & eval_foil) and not (corpus & (foil | eval_foil))
+        labels = task.explicand_labels.numpy()
+        assert len(labels) == cfg.n_explicands
+        assert (labels == c).all() if task.setting == "same_class" else (labels != c).all()
+        if task.setting == "different_class":
+            others |= set(labels.tolist())
+    assert len(others) > 2  # different-class explicands come from the pool of all other classes
+
+
+def test_foil_pool_keeps_the_corpus_class_share_of_the_training_set():
+    labels = np.repeat(np.arange(10), 40)
+    rng = np.random.default_rng(0)
+    corpus = rng.choice(np.flatnonzero(labels == 4), 10, replace=False)
+    pool = benchmark.foil_pool(labels, 4, corpus, rng)
+    assert len(set(pool)) == len(pool) and not set(corpus) & set(pool)
+    assert (labels[pool] == 4).sum() == 30 and len(pool) == 30 + int(360 * 0.75)  # class 4 keeps its 10 % share
+    np.testing.assert_allclose((labels[pool] == 4).mean(), 0.1)
+
+
+def test_draws_change_with_the_seed_and_not_with_the_target():
+    cfg = P.CocoaParams.model_validate(SMALL).benchmark
+    digits = tiny_digits()
+    first, second = benchmark.sample_tasks(digits, cfg, 0), benchmark.sample_tasks(digits, cfg, 1)
+    again = benchmark.sample_tasks(digits, cfg, 0)
+    assert first[0].draw_seed(0) != second[0].draw_seed(0)  # RISE masks are drawn per seed
+    assert first[0].draw_seed(0) != first[0].draw_seed(1) != first[1].draw_seed(0)
+    assert first[0].draw_seed(0) == again[0].draw_seed(0)
+    torch.testing.assert_close(first[3].corpus, again[3].corpus)
+    assert not torch.equal(first[3].corpus, second[3].corpus)
+
+
+def test_corpus_majority_class_is_the_modal_probe_prediction_not_the_label():
+    from collections import Counter
+
+    encoder = torch.nn.Flatten()  # h(x) = the pixels
+    probe = torch.nn.Linear(4, 10, bias=False)
+    with torch.no_grad():
+        probe.weight.zero_()
+        probe.weight[3, 0] = probe.weight[7, 1] = probe.weight[1, 2] = 1.0
+    corpus = torch.zeros(7, 1, 2, 2)  # pixel 0 -> class 3, pixel 1 -> class 7, pixel 2 -> class 1
+    for i, pixel in enumerate([0, 0, 1, 0, 2, 1, 0]):
+        corpus[i].view(-1)[pixel] = 1.0
+    predicted = probe(encoder(corpus)).argmax(dim=1).tolist()
+    expected = Counter(predicted).most_common(1)[0][0]
+    assert simclr.corpus_majority_class(encoder, probe, corpus, runtime("cpu")) == expected == 3
+    tie = corpus[[0, 2]]  # one vote each for 3 and 7: the lower class
+    assert simclr.corpus_majority_class(encoder, probe, tie, runtime("cpu")) == 3
+
+
+# ------------------------------------------------------------------ benchmark and its summaries
+@pytest.fixture(scope="module")
+def tiny_benchmark():
+    cfg = P.CocoaParams.model_validate(SMALL)
+    torch.manual_seed(0)
+    encoder = conv_encoder(1, width=4, n_blocks=3).eval()
+    probe = torch.nn.Linear(encoder.out_dim, 10).eval()
+    result = benchmark.run_benchmark(encoder, probe, tiny_digits(), cfg, 1, runtime("cpu"), progress=False)
+    return cfg, encoder, probe, result
+
+
+def test_benchmark_on_a_tiny_random_encoder_fills_the_expected_tables(tiny_benchmark):
+    cfg, _, _, result = tiny_benchmark
+    rankings = len(benchmark.TARGETS) * 3 + 1  # every target x method, and the random ranking
+    tasks = 10 * len(benchmark.SETTINGS)
+    assert len(result.aucs) == tasks * rankings * len(benchmark.METRICS) * 2
+    assert len(result.curves) == len(result.aucs) * (cfg.benchmark.curve_steps + 1)
+    assert result.aucs.auc.notna().all() and set(result.aucs.seed) == {1}
+    assert result.aucs.majority_class.between(0, 9).all()
+    summary = benchmark.summarise(result.aucs)
+    assert (summary.n_seeds == 1).all() and summary.ci95.isna().all()  # one seed: no interval
+    table = benchmark.auc_table(summary, "same_class", "corpus_majority_probability")
+    assert table.shape == (len(benchmark.TARGETS) + 1, 3 * 2)
+    assert list(table.index) == [*benchmark.TARGETS, "random"]
+    assert set(result.examples) == set(benchmark.SETTINGS)
+    assert len(result.first_maps) == tasks
+    assert all(m.shape[0] == cfg.sanity.n_explicands for maps in result.first_maps.values() for m in maps.values())
+
+
+def fake_aucs(n_seeds: int = 3) -> "pd.DataFrame":
+    """AUCs of two classes per seed, COCOA a bit better than the corpus target, with seed-to-seed noise."""
     import pandas as pd
 
-    from lib.studies.cocoa.results import headline
+    rng = np.random.default_rng(0)
+    rows = []
+    for seed, c, target, curve in product(range(n_seeds), (0, 1), ("cocoa", "corpus", "random"), ("insertion", "deletion")):
+        base = {"cocoa": 0.6, "corpus": 0.5, "random": 0.3}[target]
+        value = base if curve == "insertion" else 1 - base
+        method = "random" if target == "random" else "rise"
+        rows.append({"seed": seed, "setting": "same_class", "corpus_class": c, "majority_class": c, "target": target,
+                     "method": method, "metric": "contrastive_corpus_similarity", "curve": curve,
+                     "auc": value + rng.normal(0, 0.02)})
+    return pd.DataFrame(rows)
+
+
+def test_summary_is_the_interval_over_seeds_of_the_class_means():
+    from lib.eval.intervals import seed_interval
+
+    aucs = fake_aucs()
+    summary = benchmark.summarise(aucs)
+    row = summary[(summary.target == "cocoa") & (summary.curve == "insertion")].iloc[0]
+    chosen = aucs[(aucs.target == "cocoa") & (aucs.curve == "insertion")]
+    per_seed = [chosen[chosen.seed == s].auc.mean() for s in range(3)]
+    mean, half = seed_interval(per_seed)
+    assert row["mean"] == pytest.approx(mean) and row["ci95"] == pytest.approx(half)
+    assert row["per_seed"] == pytest.approx(per_seed) and row["seeds"] == [0, 1, 2]
+
+
+def test_cocoa_advantage_is_the_paired_comparison_of_seed_means_signed_by_curve():
+    from lib.eval.intervals import paired_comparison
+
+    aucs = fake_aucs()
+    advantage = benchmark.cocoa_advantage(aucs).set_index(["curve", "other"])
+    assert set(advantage.index) == {(c, o) for c in ("insertion", "deletion") for o in ("corpus", "random")}
+    seed_mean = aucs.groupby(["target", "curve", "seed"]).auc.mean()
+    for curve in ("insertion", "deletion"):
+        cocoa, corpus = seed_mean["cocoa", curve].to_numpy(), seed_mean["corpus", curve].to_numpy()
+        expected = paired_comparison(cocoa, corpus) if curve == "insertion" else paired_comparison(corpus, cocoa)
+        row = advantage.loc[(curve, "corpus")]
+        assert row.advantage == pytest.approx(expected.difference) and row.ci95 == pytest.approx(expected.half_width)
+        assert row.advantage > 0 and bool(row.supported) == expected.supported
+    verdict = benchmark.verdicts(benchmark.cocoa_advantage(aucs)).iloc[0]
+    assert verdict.n_columns == 2 and verdict.best_on_average == 2
+    one_seed = benchmark.cocoa_advantage(fake_aucs(1))
+    assert not one_seed.supported.any() and one_seed.ci95.isna().all()  # one seed never supports a difference
+
+
+# ------------------------------------------------------------------ sanity check
+def test_sanity_check_gives_one_for_a_copy_and_less_for_a_randomised_encoder(tiny_benchmark, monkeypatch):
+    import copy
+
+    from lib.studies.cocoa import sanity
+
+    cfg, encoder, _, result = tiny_benchmark
+    randomised = sanity.model_randomisation(encoder, result, cfg, 1, runtime("cpu"), progress=False).correlations
+    assert len(randomised) == 10 * 2 * cfg.sanity.n_explicands * len(benchmark.TARGETS) * 3
+    monkeypatch.setattr(sanity, "randomised_encoder", lambda module, seed: copy.deepcopy(module))
+    copied = sanity.model_randomisation(encoder, result, cfg, 1, runtime("cpu"), progress=False).correlations
+    for column in sanity.CORRELATIONS:
+        np.testing.assert_allclose(copied[column], 1.0, atol=1e-6)  # same weights, same draws: the same maps
+        assert randomised[column].mean() < 0.9
+    summary = sanity.summarise_sanity(copied, cfg.sanity.max_rank_correlation)
+    assert not summary.passes.any() and not summary.method_passes.any()
+
+
+def test_sanity_summary_passes_a_method_only_when_both_upper_bounds_are_below_the_bound():
+    import pandas as pd
+
+    from lib.studies.cocoa import sanity
 
     rows = []
-    for target, ins, dele in (("cocoa", 0.8, 0.2), ("corpus", 0.7, 0.1), ("label_free", 0.9, 0.4), ("random", 0.5, 0.5)):
-        for method in ("integrated_gradients", "rise"):
-            for curve, value in (("insertion", ins), ("deletion", dele)):
-                rows.append({"setting": "same_class", "metric": "contrastive_corpus_similarity", "target": target,
-                             "method": method, "curve": curve, "mean": value, "ci95": 0.01, "n_seeds": 2})
-                rows.append({"setting": "same_class", "metric": "corpus_majority_probability", "target": target,
-                             "method": method, "curve": curve, "mean": 0.0, "ci95": 0.0, "n_seeds": 2})
+    for seed, method, signed, absolute in (
+        (0, "rise", 0.1, 0.2), (1, "rise", 0.15, 0.25), (2, "rise", 0.05, 0.3),
+        (0, "integrated_gradients", 0.1, 0.9), (1, "integrated_gradients", 0.2, 0.8), (2, "integrated_gradients", 0.1, 0.85),
+    ):
+        rows += [{"seed": seed, "target": "cocoa", "method": method, "rank_correlation": signed + d,
+                  "rank_correlation_abs": absolute + d} for d in (-0.01, 0.01)]
+    summary = sanity.summarise_sanity(pd.DataFrame(rows), 0.5).set_index(["method", "correlation"])
+    assert summary.loc[("rise", "rank_correlation_abs"), "mean"] == pytest.approx(0.25)
+    assert summary.loc[("rise", "rank_correlation_abs"), "upper"] > 0.25
+    assert summary.loc[("rise", "rank_correlation"), "method_passes"]
+    assert summary.loc[("integrated_gradients", "rank_correlation"), "passes"]  # the signed maps pass ...
+    assert not summary.loc[("integrated_gradients", "rank_correlation"), "method_passes"]  # ... the absolute do not
+
+
+# ------------------------------------------------------------------ localisation comparisons
+def test_localisation_compares_cocoa_with_the_corpus_target_paired_by_seed():
+    import pandas as pd
+
+    from lib.eval.intervals import paired_comparison
+    from lib.studies.cocoa import localisation
+
+    rng = np.random.default_rng(1)
+    rows = []
+    for seed, scene, (target, method) in product(range(3), range(4), (("cocoa", "rise"), ("corpus", "rise"),
+                                                                        ("random", "random"))):
+        p = {"cocoa": 0.8, "corpus": 0.5, "random": 0.1}[target]
+        rows.append({"seed": seed, "scene": scene, "scenes": "crowded", "target": target, "method": method,
+                     "pointing_game": float(rng.random() < p), "mass_in_box": p + rng.normal(0, 0.05),
+                     "points_at_other_digit": 0.0})
+    scores = pd.DataFrame(rows)
+    comparisons = localisation.compare_localisation(scores).set_index(["score", "other"])
+    assert set(comparisons.index) == {(s, o) for s in ("pointing_game", "mass_in_box") for o in ("corpus", "random")}
+    mass = scores.groupby(["target", "seed"]).mass_in_box.mean()
+    expected = paired_comparison(mass["cocoa"].to_numpy(), mass["corpus"].to_numpy())
+    row = comparisons.loc[("mass_in_box", "corpus")]
+    assert row.difference == pytest.approx(expected.difference) and row.ci95 == pytest.approx(expected.half_width)
+    assert row.direction == expected.direction == 1
+    summary = localisation.summarise_localisation(scores)
+    assert set(summary.score) == set(localisation.LOCALISATION_SCORES) and (summary.n_seeds == 3).all()
+
+
+# ------------------------------------------------------------------ results
+def fake_results(n_seeds: int = 2):
+    import pandas as pd
+
+    from lib.studies.cocoa.results import StudyResults
+
+    aucs = fake_aucs(n_seeds)
+    curves = pd.concat([aucs.drop(columns="auc").assign(fraction=f, score=aucs.auc * f) for f in (0.0, 0.5, 1.0)])
     localisation = pd.DataFrame([
-        {"scenes": "crowded", "method": "integrated_gradients", "target": t, "pointing_game": p}
-        for t, p in (("cocoa", 0.74), ("corpus", 0.7), ("random", 0.1))
-    ])
-    out = headline(pd.DataFrame(rows), localisation, {"probe_test_accuracy": 0.94, "zero_shot_accuracy": 0.85})
-    assert out["same_class_insertion"] == {"cocoa": 0.8, "best_other": 0.9}  # higher is better
-    assert out["same_class_deletion"] == {"cocoa": 0.2, "best_other": 0.1}  # lower is better
-    assert out["crowded_pointing_game"] == {"cocoa": 0.74, "corpus": 0.7}
-    assert out["probe_test_accuracy"] == 0.94 and out["caption_accuracy"] == 0.85
+        {"seed": s, "scene": i, "scenes": name, "target": t, "method": m, "pointing_game": float(i % 2),
+         "mass_in_box": 0.3 + 0.1 * i, "points_at_other_digit": 0.0}
+        for s in range(n_seeds) for i in range(2) for name in ("single", "crowded")
+        for t, m in (("cocoa", "integrated_gradients"), ("corpus", "integrated_gradients"), ("random", "random"))])
+    augmentation = pd.DataFrame({"seed": list(range(n_seeds)), "image": 0, "augmentation": "crop", "similarity": 0.3})
+    sanity = pd.DataFrame([{"seed": s, "setting": "same_class", "corpus_class": 0, "explicand": 0, "target": "cocoa",
+                            "method": "rise", "rank_correlation": 0.1 + 0.01 * s, "rank_correlation_abs": 0.2}
+                           for s in range(n_seeds)])
+    accuracies = pd.DataFrame({"seed": list(range(n_seeds)), "probe_test_accuracy": 0.9,
+                               "caption_matching_accuracy": [0.8 + 0.01 * s for s in range(n_seeds)]})
+    return StudyResults(aucs, curves, localisation, augmentation, sanity, accuracies, {"single": 0.1, "crowded": 0.1})
 
 
-def test_plot_data_has_one_file_per_method_and_curve_with_the_random_ranking_in_each(tmp_path):
+def test_results_write_summary_metrics_tables_and_plot_data(tmp_path):
     import pandas as pd
 
     from lib.studies.cocoa import results
 
-    rows = [{"seed": seed, "setting": "same_class", "metric": "contrastive_corpus_similarity", "target": target,
-             "method": method, "curve": curve, "fraction": f, "score": f * (2 if target == "cocoa" else 1) + seed}
-            for seed in (0, 1) for target, method in (("cocoa", "rise"), ("corpus", "rise"), ("random", "random"))
-            for curve in ("insertion", "deletion") for f in (0.0, 0.5, 1.0)]
-    curves = pd.DataFrame(rows)
-    aucs = curves.groupby(["seed", "setting", "metric", "target", "method", "curve"], as_index=False).score.mean()
-    aucs = aucs.rename(columns={"score": "auc"})
-    localisation = pd.DataFrame([{"scenes": "crowded", "method": "integrated_gradients", "target": "cocoa",
-                                  "n_scenes": 2, **{s: 0.5 for s in ("pointing_game", "mass_in_box", "points_at_other_digit")},
-                                  **{f"{s}_ci95": 0.1 for s in ("pointing_game", "mass_in_box", "points_at_other_digit")}}])
-    augmentation = pd.DataFrame({"image": [0], "augmentation": ["crop"], "similarity": [0.3]})
     cfg = P.CocoaParams.model_validate(SMALL)
-    results.save_results(tmp_path, cfg, aucs, curves, localisation, augmentation,
-                         {"probe_test_accuracy": 0.9, "zero_shot_accuracy": 0.8})
+    summary = results.save_results(tmp_path, cfg, fake_results())
+    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
+    assert {"benchmark", "comparisons", "verdicts", "localisation", "localisation_comparisons", "sanity",
+            "caption_matching_accuracy", "probe_test_accuracy", "augmentation_similarity", "seeds"} <= set(summary)
+    cell = summary["benchmark"]["same_class"]["contrastive_corpus_similarity"]["cocoa"]["rise"]["insertion"]
+    assert set(cell) == {"mean", "ci95", "per_seed", "seeds"} and len(cell["per_seed"]) == 2
+    assert summary["benchmark"]["same_class"]["contrastive_corpus_similarity"]["random"]["random"]["deletion"]["mean"] > 0
+    comparison = summary["comparisons"]["same_class"]["contrastive_corpus_similarity"]["rise"]["insertion"]["corpus"]
+    assert {"difference", "ci95", "p_value", "n_seeds", "supported", "direction"} == set(comparison)
+    assert summary["localisation_comparisons"]["crowded"]["integrated_gradients"]["corpus"]["mass_in_box"]["n_seeds"] == 2
+    assert summary["sanity"]["passes"] == {"cocoa": {"rise": True}}
+    assert summary["caption_matching_accuracy"]["mean"] == pytest.approx(0.805)
+    assert summary["corpus_majority_is_corpus_class"]["mean"] == 1.0
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["same_class_insertion"]["cocoa"] > metrics["same_class_insertion"]["best_other"]
+    assert metrics["caption_matching_accuracy"] == 0.805 and "zero_shot_accuracy" not in metrics
+    assert metrics["crowded_pointing_game"] == {"cocoa": 0.5, "corpus": 0.5}
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["deletion_rise.csv", "insertion_rise.csv"]
     wide = pd.read_csv(tmp_path / "plots" / "insertion_rise.csv")
     assert list(wide.columns) == ["fraction", "cocoa", "corpus", "random"]
-    assert wide["cocoa"].tolist() == [0.5, 1.5, 2.5] and wide["random"].tolist() == [0.5, 1.0, 1.5]  # means over seeds
-    assert {"same_class_insertion", "probe_test_accuracy"} <= set(json.loads((tmp_path / "metrics.json").read_text()))
+    one = results.summary_json(cfg, fake_results(1))  # one seed: means without intervals
+    assert one["caption_matching_accuracy"]["ci95"] is None
+    assert not one["comparisons"]["same_class"]["contrastive_corpus_similarity"]["rise"]["insertion"]["corpus"]["supported"]
+
+
+def test_a_constant_randomised_map_shares_no_ranking_with_the_trained_one():
+    from lib.studies.cocoa import sanity
+
+    trained = {("cocoa", "rise"): torch.randn(2, 1, 4, 4, generator=torch.Generator().manual_seed(0))}
+    randomised = {("cocoa", "rise"): torch.stack([torch.zeros(1, 4, 4), trained["cocoa", "rise"][1]])}
+    rows = sanity.compare_maps(trained, randomised)
+    assert rows.rank_correlation.tolist() == pytest.approx([0.0, 1.0])
+    assert rows.constant_map.tolist() == [True, False]
+
+
+def test_augmentation_summary_states_a_difference_only_when_the_seeds_support_it():
+    import pandas as pd
+
+    from lib.studies.cocoa.augmentations import augmentation_summary
+
+    clear = pd.DataFrame({"seed": [0, 0, 1, 1, 2, 2], "image": 0, "augmentation": ["crop", "noise"] * 3,
+                          "similarity": [0.30, 0.10, 0.31, 0.12, 0.29, 0.11]})
+    assert "support crop keeping views closer than noise" in augmentation_summary(clear)
+    noisy = clear.assign(similarity=[0.30, 0.10, 0.10, 0.31, 0.2, 0.21])
+    assert "do not tell" in augmentation_summary(noisy)
+    assert "do not tell" in augmentation_summary(clear[clear.seed == 0])  # one seed: no interval, no claim

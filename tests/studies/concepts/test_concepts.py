@@ -3,34 +3,39 @@
 import copy
 import json
 import math
+from types import SimpleNamespace
 
 import numpy as np
 import pandas as pd
 import pytest
+import torch
+import xarray as xr
 from pydantic import ValidationError
 from scipy import stats
+from torch import nn
 
-from lib.data.splits import stratified_split
-from lib.data.tiles import load_tiles
+from lib.data.city import build_city, load_city, river_city
+from lib.explain.tcav import compute_cavs, make_concept, random_concepts, score_by_interval
 from lib.runtime import runtime
+from lib.studies.concepts import data as city_data
 from lib.studies.concepts import evaluate, model, train
-from lib.studies.concepts.params import ConceptsEvalParams, ConceptsParams, ConceptsTrainParams
-from lib.data.city import build_city, river_city
+from lib.studies.concepts.params import ConceptsEvalParams, ConceptsParams, ConceptsTcav, ConceptsTrainParams
 
 # A complete, tiny parameter section: one step of each variant on a 4 x 4-tile city.
 TINY = {
-    "seed": 0,
+    "seeds": [0, 1],
     "device": "cpu",
     "inference_batch_size": 8,
     "outcome": None,
-    "split": {"val_fraction": 0.15, "test_fraction": 0.15, "n_strata": 4},
+    "split": {"val_fraction": 0.25, "test_fraction": 0.25, "n_strata": 4},
     "model": {"width": 8, "embedding_dim": 8},
     "augment": {"crop_min": 0.7, "jitter": 0.2},
     "rnc": {"temperature": 2.0, "epochs": 1, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "max_steps_per_epoch": 1},
     "probe": {"ridge_alphas": [0.1, 10.0]},
     "baseline": {"epochs": 1, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "max_steps_per_epoch": 1},
     "eval": {"knn_k": 3, "tsne_perplexity": 5.0},
-    "tcav": {"layer": "encoder.layer3", "threshold": 0.3, "set_size": 3, "min_concept_size": 2, "n_random": 10,
+    "tcav": {"layer": "encoder.layer3", "threshold": 0.3, "set_size": 3, "min_concept_size": 2, "n_random": [10, 12],
+             "n_random_agreement": 0.9,
              "n_intervals": 2, "alpha": 0.05, "bonferroni": True, "statistic": "score", "concept_table": None},
 }
 
@@ -38,7 +43,7 @@ TINY = {
 # ------------------------------------------------------------------ parameters
 def test_params_accept_the_tiny_section_and_reject_unknown_keys():
     cfg = ConceptsParams.model_validate(TINY)
-    assert cfg.tcav.n_random == 10 and cfg.outcome is None
+    assert cfg.tcav.n_random == [10, 12] and cfg.outcome is None and cfg.seeds == [0, 1]
 
     for path in (("epoch",), ("rnc", "temprature"), ("tcav", "layers")):
         values = copy.deepcopy(TINY)
@@ -54,7 +59,9 @@ def test_params_accept_the_tiny_section_and_reject_unknown_keys():
 @pytest.mark.parametrize(
     ("section", "key", "value", "message"),
     [
-        ("tcav", "n_random", 5, "greater than or equal to 10"),
+        ("tcav", "n_random", [5, 20], "distinct and >= 10"),
+        ("tcav", "n_random", [10, 10], "distinct and >= 10"),
+        ("tcav", "n_random_agreement", 1.5, "less than or equal to 1"),
         ("tcav", "min_concept_size", 4, "exceeds set_size"),
         ("probe", "ridge_alphas", [1.0, 0.0], "must be > 0"),
         ("rnc", "epochs", "ten", "valid integer"),
@@ -65,6 +72,11 @@ def test_params_reject_bad_values(section, key, value, message):
     values[section][key] = value
     with pytest.raises(ValidationError, match=message):
         ConceptsParams.model_validate(values)
+
+
+def test_params_need_distinct_seeds():
+    with pytest.raises(ValidationError, match="seeds must be distinct"):
+        ConceptsParams.model_validate(copy.deepcopy(TINY) | {"seeds": [1, 1]})
 
 
 # ------------------------------------------------------------------ metrics
@@ -92,16 +104,37 @@ def test_ground_truth_agreement_on_a_planted_example():
     assert math.isnan(evaluate.ground_truth_agreement(monotone[:2], truth)["spearman"])
 
 
-def test_conclusion_follows_the_numbers():
-    def table(rnc, baseline):
-        columns = ["latent_spearman", "knn_r2", "r2"]
-        return pd.DataFrame([rnc, baseline], index=["rnc", "baseline"], columns=columns)
+def _summary(rnc: dict, baseline: dict) -> dict:
+    """A summary of three seeds with the per-seed values given, as build_summary makes it."""
+    variants = {v: {m: evaluate.interval_over_seeds(x) for m, x in values.items()}
+                for v, values in (("rnc", rnc), ("baseline", baseline))}
+    comparison = {m: evaluate.compare(rnc[m], baseline[m]) for m in rnc}
+    return {"seeds": [0, 1, 2], "variants": variants, "comparison": comparison}
 
-    assert "orders the latent space better than" in evaluate.conclusion(table([0.6, 0.7, 0.7], [0.3, 0.5, 0.4]), None, "score")
-    assert "does not order" in evaluate.conclusion(table([0.2, 0.4, 0.4], [0.3, 0.5, 0.4]), None, "score")
-    assert "by one measure better" in evaluate.conclusion(table([0.509, 0.64, 0.6], [0.514, 0.56, 0.6]), None, "score")
-    agreement = pd.DataFrame({"variant": ["rnc", "baseline"], "statistic": "score", "n_concepts": 2, "spearman": np.nan})
-    assert "too few" in evaluate.conclusion(table([0.6, 0.7, 0.7], [0.3, 0.5, 0.4]), agreement, "score")
+
+def test_conclusion_states_a_difference_only_where_the_seeds_support_it():
+    low = {"latent_spearman": [0.30, 0.31, 0.29], "knn_r2": [0.50, 0.52, 0.48], "r2": [0.40, 0.41, 0.39]}
+    high = {k: [x + 0.2 for x in v] for k, v in low.items()}
+    assert "orders the latent space better than" in evaluate.conclusion(_summary(high, low))
+    assert "worse" in evaluate.conclusion(_summary(low, high))
+    # A larger mean whose seeds scatter across the other's: not a finding.
+    noisy = {"latent_spearman": [0.9, 0.1, 0.5], "knn_r2": [0.9, 0.1, 0.6], "r2": [0.40, 0.41, 0.39]}
+    summary = _summary(noisy, low)
+    assert summary["variants"]["rnc"]["latent_spearman"]["mean"] > summary["variants"]["baseline"]["latent_spearman"]["mean"]
+    assert not summary["comparison"]["latent_spearman"]["supported"]
+    assert "cannot be told apart" in evaluate.conclusion(summary)
+    one = {k: v for k, v in high.items()}
+    one["knn_r2"] = noisy["knn_r2"]
+    assert "better by one measure" in evaluate.conclusion(_summary(one, low))
+
+
+def test_interval_over_seeds_and_paired_comparison():
+    cell = evaluate.interval_over_seeds([0.2, 0.4, math.nan])
+    assert cell["mean"] == pytest.approx(0.3) and cell["per_seed"] == [0.2, 0.4, None] and cell["n_seeds"] == 2
+    assert cell["ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([0.2, 0.4], ddof=1) / math.sqrt(2))
+    c = evaluate.compare([1.0, 1.1, 1.2], [0.0, 0.1, 0.15])
+    assert c["supported"] and c["direction"] == 1 and c["n_seeds"] == 3
+    assert evaluate.compare([math.nan] * 3, [1.0] * 3)["supported"] is False
 
 
 # ------------------------------------------------------------------ augmentation and concepts
@@ -114,12 +147,128 @@ def test_concept_sets_keep_dominant_tiles_and_skip_rare_concepts():
     assert sets.table.set_index("concept")["qualifying_tiles"].to_dict() == {"forest": 3, "water": 1}
 
 
+# ------------------------------------------------------------------ choosing n_random on validation tiles
+def _decisions(significant: dict[tuple[str, int], bool]) -> pd.DataFrame:
+    """A TCAV table with the given significance decisions (two runs each) and null-concept rows."""
+    rows = [{"concept": c, "interval": i, "run": r, "score": 0.5, "significant": d}
+            for (c, i), d in significant.items() for r in range(2)]
+    rows += [{"concept": "random_0", "interval": i, "run": r, "score": 0.5, "significant": False}
+             for i in {i for _, i in significant} for r in range(2)]
+    table = pd.DataFrame(rows)
+    table.attrs["null_concept"] = "random_0"
+    return table
+
+
+def test_choose_n_random_takes_the_smallest_candidate_agreeing_with_the_largest():
+    cells = [("forest", 0), ("forest", 1), ("park", 0), ("park", 1), ("fields", 0)]
+    largest = dict(zip(cells, [True, True, False, True, False], strict=True))
+    one_off = largest | {("park", 0): True}        # 4 of 5 cells agree in this table
+    two_off = one_off | {("fields", 0): True}       # 3 of 5
+    validation = {10: [_decisions(two_off), _decisions(largest)],   # 8 of 10 agree
+                  20: [_decisions(one_off), _decisions(largest)],   # 9 of 10
+                  40: [_decisions(largest), _decisions(largest)]}
+    tcav = ConceptsTcav.model_validate(TINY["tcav"] | {"n_random": [40, 10, 20], "n_random_agreement": 0.9})
+    choice = evaluate.choose_n_random(validation, tcav)
+    assert choice.agreement == {10: 0.8, 20: 0.9, 40: 1.0} and choice.cells == 10
+    assert choice.chosen == 20
+    assert evaluate.choose_n_random(validation, tcav.model_copy(update={"n_random_agreement": 0.8})).chosen == 10
+    assert evaluate.choose_n_random(validation, tcav.model_copy(update={"n_random_agreement": 0.95})).chosen == 40
+    fixed = tcav.model_copy(update={"n_random": [30]})
+    assert evaluate.choose_n_random({30: validation[40]}, fixed).chosen == 30  # one candidate: fixed in advance
+    with pytest.raises(ValueError, match="candidates"):
+        evaluate.choose_n_random({10: validation[10]}, tcav)
+
+
+# ------------------------------------------------------------------ the interval-dependent truth
+def test_true_slope_by_interval_and_the_agreement_scores_by_hand():
+    y = np.arange(8.0)                                   # quartiles {0, 1}, {2, 3}, {4, 5}, {6, 7}
+    slope = np.array([0, 0, 0, 30, 30, 30, 30, 30.0])
+    np.testing.assert_allclose(evaluate.true_slope_by_interval(slope, y, 4), [0, 15, 30, 30])
+
+    truth = np.array([0.0, 15.0, 30.0, 30.0])
+    follows = evaluate.interval_truth_agreement(np.array([0.45, 0.6, 0.8, 0.9]), truth)
+    # rho of (1, 2, 3, 4) with (1, 2, 3.5, 3.5); sign: 3 intervals with an effect, all scores above 0.5.
+    assert follows["spearman"] == pytest.approx(stats.spearmanr([1, 2, 3, 4], [1, 2, 3.5, 3.5]).statistic)
+    assert follows["sign_agreement"] == 1.0 and follows["n_intervals"] == 4
+    assert follows["contrast"] == pytest.approx((0.8 + 0.9) / 2 - 0.45)
+    against = evaluate.interval_truth_agreement(np.array([0.9, 0.6, 0.4, 0.3]), truth)
+    assert against["spearman"] < -0.9 and against["sign_agreement"] == pytest.approx(1 / 3) and against["contrast"] < 0
+    flat = evaluate.interval_truth_agreement(np.array([0.5, 0.6, 0.7, np.nan]), np.zeros(4))
+    assert math.isnan(flat["spearman"]) and math.isnan(flat["sign_agreement"]) and flat["n_intervals"] == 3
+    with pytest.raises(ValueError, match="one length"):
+        evaluate.interval_truth_agreement(np.zeros(3), np.zeros(4))
+
+
+class _ThresholdToy(nn.Module):
+    """x (n, 8) -> layer h = x -> y = relu(u . h - t): sensitive to u only above the threshold t."""
+
+    def __init__(self, u: torch.Tensor, threshold: float):
+        super().__init__()
+        self.layer = nn.Identity()
+        self.u, self.threshold = u, threshold
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(self.layer(x) @ self.u - self.threshold)[:, None]
+
+
+def test_interval_truth_scores_tcav_of_a_model_with_a_known_interval_effect():
+    """A model whose output moves along the concept only above the median outcome, like the truth g_u:
+    TCAV per interval is 0, 0, 1, 1 and the true slope 0, 0, 30, 30, so rho = 1 and the signs agree."""
+    gen = torch.Generator().manual_seed(0)
+    u = torch.nn.functional.normalize(torch.randn(8, generator=gen), dim=0)
+    inputs = torch.randn(200, 8, generator=gen)
+    y = (inputs @ u).numpy().astype(np.float64)          # the outcome: larger along u
+    toy = _ThresholdToy(u, float(np.median(y))).eval()
+    concept = make_concept(0, "green_urban", 3 * u + 0.3 * torch.randn(60, 8, generator=gen))
+    randoms = random_concepts(torch.randn(300, 8, generator=gen), n_runs=10, set_size=60, seed=1)
+    table = score_by_interval(toy, "layer", inputs, y, compute_cavs(toy, "layer", [concept], randoms), randoms[0].name)
+    truth = city_data.IntervalTruth("green_urban", np.where(y > np.median(y), 30.0, 0.0), 0.0, 30.0)
+    rows = evaluate.interval_truth_table({"rnc": table}, truth, SimpleNamespace(outcome=y), np.arange(len(y)), "score", 4)
+    assert rows["true_slope"].tolist() == [0.0, 0.0, 30.0, 30.0]
+    assert rows["tcav"].tolist() == [0.0, 0.0, 1.0, 1.0]
+    # Below the threshold no CAV moves the output (random ones neither): not significant there.
+    assert rows["significant"].tolist() == [False, False, True, True]
+    scores = evaluate.interval_truth_scores(rows).set_index("variant").loc["rnc"]
+    assert scores["spearman"] == pytest.approx(1.0) and scores["sign_agreement"] == 1.0 and scores["contrast"] == 1.0
+
+
 # ------------------------------------------------------------------ end to end
+UNINHABITED = [0, 5, 9]  # tiles marked as open water in the tiny city's copy
+
+
 @pytest.fixture(scope="module")
 def tiny_city(tmp_path_factory):
+    """A 4 x 4-tile city whose tiles 0, 5 and 9 are marked uninhabited (outcomes NaN), as water tiles are."""
     out = tmp_path_factory.mktemp("city") / "tiny"
     build_city(river_city(name="tiny", grid=(4, 4), tile_px=32, regions={"spacing_m": 64.0}, views_per_region=1), out)
-    return out / "tiles.nc"
+    with load_city(out) as ds:
+        ds = ds.load()
+    ds["inhabited"].values[UNINHABITED] = 0
+    for name in json.loads(ds.attrs["outcomes"]):
+        ds[name].values[UNINHABITED] = np.nan
+    path = out / "tiles_with_water.nc"
+    ds.to_netcdf(path, engine="h5netcdf")
+    return path
+
+
+def test_uninhabited_tiles_are_in_no_split_and_no_concept_or_random_set(tiny_city):
+    cfg = ConceptsEvalParams.model_validate({k: TINY[k] for k in ConceptsEvalParams.model_fields})
+    tiles = city_data.load_city_tiles(tiny_city, cfg)
+    assert (tiles.n_tiles, tiles.n_uninhabited, len(tiles.data)) == (16, 3, 13)
+    water = {str(t) for t in UNINHABITED}
+    assert water.isdisjoint(tiles.data.tile_ids) and np.isfinite(tiles.data.outcome).all()
+    with xr.open_dataset(tiny_city, engine="h5netcdf") as ds:  # the true slope follows the tiles it belongs to
+        slope = ds["liveability_slope_green_urban"].values
+    np.testing.assert_array_equal(tiles.truth.slope, slope[tiles.data.tile_ids.astype(int)])
+    assert tiles.truth.concept == "green_urban" and (tiles.truth.below, tiles.truth.above) == (0.0, 30.0)
+    for seed in cfg.seeds:
+        split = city_data.split_for(cfg, tiles.data, seed)
+        parts = np.concatenate([split.fit, split.val, split.test])
+        assert sorted(parts) == list(range(13))  # every inhabited tile once, nothing else
+        pool = evaluate.concept_pool(split)
+        sets = evaluate.concept_sets(tiles.data.concepts, pool, 0.3, 3, 2, seed)
+        used = np.concatenate([pool, *sets.members.values()])
+        assert water.isdisjoint(tiles.data.tile_ids[used])  # concept and random sets draw from the pool
 
 
 def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path):
@@ -127,44 +276,71 @@ def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path):
     cfg, eval_cfg = (stage.model_validate({k: TINY[k] for k in stage.model_fields})
                      for stage in (ConceptsTrainParams, ConceptsEvalParams))
     assert set(ConceptsTrainParams.model_fields) | set(ConceptsEvalParams.model_fields) == set(ConceptsParams.model_fields)
-    data = load_tiles(tiny_city)
-    assert data.outcome_name == "liveability" and data.images.shape == (16, 4, 32, 32)
-    split = stratified_split(data.outcome, cfg.split.val_fraction, cfg.split.test_fraction, cfg.split.n_strata, cfg.seed)
+    tiles = city_data.load_city_tiles(tiny_city, cfg)
+    data = tiles.data
+    assert data.outcome_name == "liveability" and data.images.shape == (13, 4, 32, 32)
 
-    trained = {v: train.train_variant(cfg, data, split, v, tmp_path / f"tiny_{v}.safetensors", progress=False)
-               for v in model.VARIANTS}
+    trained = train.train_seeds(cfg, data, tmp_path / "models", progress=False)
+    assert sorted(trained) == [0, 1]
     rt = runtime("cpu")
-    for variant, fitted in trained.items():
-        assert len(fitted.meta["history"]) == 1
-        reloaded = model.load_variant(tmp_path / f"tiny_{variant}.safetensors")
-        # The evaluation stage reads the saved weights: they predict exactly what the trained model did.
-        np.testing.assert_array_equal(reloaded.predict(data.images, rt), fitted.predict(data.images, rt))
-    trained = {v: model.load_variant(tmp_path / f"tiny_{v}.safetensors") for v in model.VARIANTS}
-    assert "probe_alpha" in trained["rnc"].meta
+    for seed, by_variant in trained.items():
+        for variant, fitted in by_variant.items():
+            assert len(fitted.meta["history"]) == 1 and fitted.meta["seed"] == seed
+            reloaded = model.load_variant(model.model_path(tmp_path / "models", variant, seed))
+            # The evaluation stage reads the saved weights: they predict exactly what the trained model did.
+            np.testing.assert_array_equal(reloaded.predict(data.images, rt), fitted.predict(data.images, rt))
+    # Two seeds, two different models.
+    assert not np.array_equal(trained[0]["rnc"].predict(data.images, rt), trained[1]["rnc"].predict(data.images, rt))
+    trained = {s: {v: model.load_variant(model.model_path(tmp_path / "models", v, s)) for v in model.VARIANTS}
+               for s in cfg.seeds}
+    assert "probe_alpha" in trained[0]["rnc"].meta
 
-    metrics = evaluate.metrics_table(trained, data, split, eval_cfg)
+    reps = []
+    for seed in eval_cfg.seeds:
+        split = city_data.split_for(eval_cfg, data, seed)
+        reps.append(evaluate.Repetition(seed, split, evaluate.metrics_table(trained[seed], data, split, eval_cfg, seed)))
+    metrics = reps[0].metrics
     assert list(metrics.index) == ["rnc", "baseline"]
     assert {"r2", "mae", "kendall_tau", "latent_spearman", "knn_r2", "val_r2"} <= set(metrics.columns)
     assert np.isfinite(metrics[["r2", "mae", "latent_spearman", "knn_r2"]].to_numpy(float)).all()
 
-    t = eval_cfg.tcav
-    sets = evaluate.concept_sets(data.concepts, np.concatenate([split.fit, split.val]), t.threshold,
-                                 t.set_size, t.min_concept_size, eval_cfg.seed)
-    tcav = {"rnc": evaluate.concept_tcav(trained["rnc"], data, split, sets, eval_cfg)}  # one variant: the test stays short
-    assert set(tcav["rnc"]["concept"]) == {*sets.members, "random_0"}
-    agreement = evaluate.agreement_table(tcav, data.true_effects)
-    assert set(agreement["statistic"]) == {"score", "magnitude"}
+    for rep in reps:
+        evaluate.prepare_concepts(rep, trained[rep.seed], data, eval_cfg)
+        assert sorted(rep.validation) == [10, 12]
+    choice = evaluate.choose_n_random(evaluate.validation_tables(reps), eval_cfg.tcav)
+    assert choice.chosen in (10, 12) and choice.agreement[12] == 1.0
+    for rep in reps:
+        evaluate.explain_test_tiles(rep, trained[rep.seed], data, eval_cfg, choice.chosen, tiles.truth)
+        assert set(rep.tcav["rnc"]["concept"]) == {*rep.sets.members, "random_0"}
+        assert rep.tcav["rnc"]["run"].max() == choice.chosen - 1
+        assert set(rep.agreement["statistic"]) == {"score", "magnitude"}
+        assert len(rep.interval_truth) == 2 * eval_cfg.tcav.n_intervals
 
-    evaluate.save_results(tmp_path / "results", "tiny", data, split, metrics, model.history_frame(trained), eval_cfg,
-                          sets=sets, tcav=tcav, agreement=agreement)
+    summary = evaluate.build_summary("tiny", data, tiles.n_tiles, tiles.n_uninhabited, reps, eval_cfg, choice, tiles.truth)
+    history = model.history_frame(trained)
+    evaluate.save_results(tmp_path / "results", summary, reps, history, choice)
     saved = json.loads((tmp_path / "results" / "summary.json").read_text())
-    assert saved["variants"]["rnc"]["r2"] == pytest.approx(metrics.loc["rnc", "r2"])
-    assert saved["tiles"] == {"fit": len(split.fit), "validation": len(split.val), "test": len(split.test)}
-    assert set(saved["ground_truth_agreement"]) == {"rnc"}
+    assert saved["seeds"] == [0, 1]
+    assert saved["tiles"] | {} == {"total": 16, "uninhabited_excluded": 3, "inhabited": 13, "fit": len(reps[0].split.fit),
+                                   "validation": len(reps[0].split.val), "test": len(reps[0].split.test)}
+    r2 = saved["variants"]["rnc"]["r2"]
+    assert r2["per_seed"] == pytest.approx([rep.metrics.loc["rnc", "r2"] for rep in reps])
+    assert r2["mean"] == pytest.approx(np.mean(r2["per_seed"])) and r2["ci95"] > 0
+    assert set(saved["comparison"]) == set(evaluate.METRICS)
+    assert saved["epochs"] == {"rnc": [1, 1], "baseline": [1, 1]} and saved["best_epoch"]["rnc"] == [1, 1]
+    assert {"difference", "ci95", "p_value", "n_seeds", "supported", "direction"} == set(saved["comparison"]["r2"])
+    assert saved["tcav"]["n_random"] == choice.chosen and saved["tcav"]["n_random_choice"]["candidates"] == [10, 12]
+    assert set(saved["ground_truth_agreement"]) == {"rnc", "baseline"}
+    truth = saved["interval_truth"]
+    assert truth["concept"] == "green_urban" and len(truth["true_slope"]) == eval_cfg.tcav.n_intervals
+    assert {"tcav", "significant_seeds", "spearman", "sign_agreement", "contrast"} == set(truth["variants"]["rnc"])
     headline = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert set(headline) == {"rnc", "baseline"}
-    assert set(headline["rnc"]) == {"r2", "latent_spearman", "knn_r2", "ground_truth_spearman"}
-    assert headline["baseline"]["knn_r2"] == pytest.approx(metrics.loc["baseline", "knn_r2"], abs=5e-5)
+    assert set(headline["rnc"]) == {"r2", "latent_spearman", "knn_r2", "ground_truth_spearman", "interval_truth_spearman"}
+    assert headline["baseline"]["knn_r2"] == pytest.approx(np.mean([rep.metrics.loc["baseline", "knn_r2"] for rep in reps]),
+                                                           abs=5e-5)
     curves = pd.read_csv(tmp_path / "results" / "plots" / "validation_r2.csv")
     assert list(curves.columns) == ["epoch", "rnc", "baseline"] and curves["epoch"].tolist() == [1]
-    assert (tmp_path / "results" / "tables" / "tcav_intervals.csv").exists()
+    for table in ("tcav_intervals", "tcav_validation", "interval_truth", "metrics", "ground_truth_agreement"):
+        assert "seed" in pd.read_csv(tmp_path / "results" / "tables" / f"{table}.csv").columns
+    assert "RNC pretraining" in evaluate.conclusion(saved)

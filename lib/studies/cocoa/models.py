@@ -1,0 +1,103 @@
+"""The COCOA study's trained models, one set per seed: where they live, how one repetition trains them, and
+how ``cocoa_eval`` loads them.
+
+Repetition ``s`` holds out its own digits, builds its own scenes, and trains the
+SimCLR encoder, its linear probe and the image-text encoder from seed ``s``;
+``cocoa_eval`` explains them with draws of seed ``s``.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import Tensor, nn
+
+from lib.data.mnist import MnistDataset
+from lib.data.splits import Split
+from lib.runtime import Runtime
+from lib.studies.cocoa import image_text, simclr
+from lib.studies.cocoa.data import SceneSets
+from lib.studies.cocoa.params import CocoaTrainParams
+
+
+@dataclass(frozen=True)
+class ModelFiles:
+    """The files of one seed under the models directory: ``<kind>/seed_<s>.safetensors``."""
+
+    root: Path
+    seed: int
+
+    def path(self, kind: str) -> Path:
+        return self.root / kind / f"seed_{self.seed}.safetensors"
+
+    @property
+    def simclr(self) -> Path:
+        return self.path("simclr")
+
+    @property
+    def probe(self) -> Path:
+        return self.path("probe")
+
+    @property
+    def image_text(self) -> Path:
+        return self.path("image_text")
+
+
+def captions_file(root: str | os.PathLike) -> Path:
+    """The caption embeddings, shared by every seed (the text encoder is frozen and deterministic)."""
+    return Path(root) / "captions.safetensors"
+
+
+@dataclass(frozen=True)
+class Trained:
+    """What training one seed reports: loss histories and accuracies."""
+
+    seed: int
+    simclr_history: list[dict]
+    clip_history: list[dict]
+    probe_accuracy: dict[str, float]
+    caption_matching_accuracy: float
+
+
+def train_seed(
+    cfg: CocoaTrainParams, seed: int, digits: Split[MnistDataset], scene_sets: SceneSets, caption_embeddings: Tensor,
+    root: str | os.PathLike, rt: Runtime, progress: bool = True,
+) -> Trained:
+    """Train and save repetition ``seed``'s models: SimCLR, the probe on its frozen representation (train and
+    held-out accuracy) and the image-text encoder (caption matching on held-out single-digit scenes)."""
+    files = ModelFiles(Path(root), seed)
+    model, history = simclr.train_simclr(cfg, digits, seed, progress)
+    simclr.save_simclr(files.simclr, model, history, cfg, seed)
+    features = simclr.representations(model.encoder, digits.fit.images, rt)
+    probe = simclr.fit_probe(features, digits.fit.labels, cfg.probe)
+    accuracy = {name: simclr.probe_accuracy(model.encoder, probe, part, rt)
+                for name, part in (("train", digits.fit), ("test", digits.test))}
+    simclr.save_probe(files.probe, probe, {"seed": seed, "accuracy": accuracy})
+    encoder, loss, clip_history = image_text.train_image_text(cfg, scene_sets.train, caption_embeddings, seed, progress)
+    image_text.save_image_text(files.image_text, encoder, loss, clip_history, cfg, seed)
+    matching = image_text.caption_matching_accuracy(encoder, caption_embeddings, scene_sets.test, rt)
+    return Trained(seed, history, clip_history, accuracy, matching)
+
+
+@dataclass(frozen=True)
+class SeedModels:
+    """Repetition ``seed``'s SimCLR encoder h, probe and image-text encoder, in eval mode on the runtime's device."""
+
+    seed: int
+    encoder: nn.Module
+    probe: nn.Module
+    image_encoder: nn.Module
+
+
+def load_seed(root: str | os.PathLike, seed: int, rt: Runtime) -> SeedModels:
+    """The models :func:`train_seed` saved for ``seed``."""
+    files = ModelFiles(Path(root), seed)
+    missing = [str(p) for p in (files.simclr, files.probe, files.image_text) if not p.exists()]
+    if missing:
+        raise FileNotFoundError(f"no models of seed {seed}: {', '.join(missing)} missing (run cocoa_train)")
+    model, _ = simclr.load_simclr(files.simclr)
+    probe, _ = simclr.load_probe(files.probe)
+    image_encoder, _ = image_text.load_image_text(files.image_text)
+    return SeedModels(seed, rt.prepare(model.encoder).eval(), rt.prepare(probe).eval(), rt.prepare(image_encoder).eval())
