@@ -14,10 +14,10 @@ import os
 import tempfile
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import torch
-from safetensors.torch import load_file, save_file
+if TYPE_CHECKING:  # torch is imported where weights are read or written: the stage runner starts without it
+    import torch
 
 
 def project_root(start: str | os.PathLike | None = None) -> Path:
@@ -91,6 +91,8 @@ def save_weights(
     safetensors writes a header of several metadata keys in a different order
     in every process, so the same weights would hash differently run to run.
     """
+    from safetensors.torch import save_file
+
     tensors = {k: v.detach().cpu().contiguous() for k, v in state_dict.items()}
     meta = {METADATA_KEY: json.dumps(dict(metadata or {}), sort_keys=True, default=_jsonable)}
     with atomic_path(path) as tmp:
@@ -104,6 +106,7 @@ def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict
     Files with one JSON value per metadata key (as earlier versions wrote them) load too.
     """
     from safetensors import safe_open
+    from safetensors.torch import load_file
 
     path = Path(path)
     if not path.exists():

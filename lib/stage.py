@@ -44,7 +44,6 @@ from pydantic import BaseModel
 
 from lib import params as P
 from lib.io import atomic_path, project_root, write_json, write_text
-from lib.runtime import portable_cpu_kernels
 
 #: Environment variable naming the file where :func:`lib.runtime.seed_everything`
 #: records the seeds and determinism settings a stage's run made.
@@ -218,6 +217,8 @@ def run_stage(name: str, args: list[str], root: Path, params_file: str = "params
     with tempfile.TemporaryDirectory(prefix="stage-") as tmp_dir, atomic_path(rendered) as tmp:
         state_file = Path(tmp_dir) / "run_state.jsonl"
         # The kernel (and torchrun) inherit these: where to record the seeds, which CPU kernels to use.
+        from lib.runtime import portable_cpu_kernels  # torch: imported only when a stage runs
+
         kernel_env = {RUN_STATE_ENV: str(state_file), **portable_cpu_kernels()}
         previous = {key: os.environ.get(key) for key in kernel_env}
         os.environ.update(kernel_env)

@@ -61,7 +61,9 @@ def test_save_weights_is_atomic(tmp_path, monkeypatch):
         Path(filename).write_bytes(old[: len(old) // 2])
         raise OSError("interrupted")
 
-    monkeypatch.setattr(lib.io, "save_file", write_half_then_fail)
+    import safetensors.torch
+
+    monkeypatch.setattr(safetensors.torch, "save_file", write_half_then_fail)
     with pytest.raises(OSError, match="interrupted"):
         save_weights(target, {"w": torch.zeros(3)}, {"epoch": 2})
     monkeypatch.undo()
