@@ -21,25 +21,37 @@ $(STAMP): pyproject.toml
 data: $(STAMP)
 	$(BIN)/python -m lib.data.raw fetch data
 
-# Run the whole pipeline on the default parameters.
+# Run the whole pipeline on the default parameters. Every parameter (and dvc.yaml's
+# agreement with the code) is checked first: DVC removes a stage's outputs before it
+# runs the stage, so a bad value found by the stage itself would come too late.
 repro: data
+	$(BIN)/python -m lib.stage check
 	$(BIN)/dvc repro
 
 # The whole test suite: unit, oracle and property tests, the notebooks and the
-# pipeline in a smoke profile.
+# pipeline in a smoke profile. Two pytest-xdist workers, each taking whole test
+# files: one starts on the smoke pipeline's file (collected first, tests/conftest.py)
+# while the other runs the unit tests beside it.
+TEST_WORKERS ?= 2
 test: data
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --no-loadscope-reorder
 
-# Benchmarks print speed ratios against a reference measured in the same run.
+# The last run's time budget (every results/**/*.run.json: seconds, reference units,
+# share of the run, phases), then the benchmarks, which print speed ratios against
+# a reference measured in the same run.
 bench: data
+	@echo "== the last pipeline run (lib.timing)"; $(BIN)/python -m lib.timing results
 	@for b in tests/benchmarks/bench_*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
 
 paper: data
 	$(BIN)/dvc repro paper
 
+# JupyterLab refuses to run as root unless told to: allow it where root is the
+# only user (a container). Notebooks run here take the smoke profile and write
+# under scratch/, never over the pipeline's outputs.
 lab: $(STAMP)
 	$(BIN)/python -m pip install --quiet -e '.[lab]'
-	$(BIN)/jupyter lab notebooks/
+	$(BIN)/jupyter lab notebooks/ $(if $(filter 0,$(shell id -u)),--allow-root)
 
 clean:
 	rm -rf results models datasets paper/paper.pdf .pytest_cache

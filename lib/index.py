@@ -1,21 +1,25 @@
 """The front page of a run: ``results/index.html``, one section per study.
 
 ``python -m lib.index results/index.html`` (the ``index`` stage) lists, for every
-study package (:mod:`lib.studies`), its question, its headline numbers (each
-``metrics.json`` under its results), its key figures, and its rendered notebooks
-with what their run manifests say (revision, device, wall time, peak memory),
-and links the compiled paper. The page is self-contained: relative links only,
+study package (:mod:`lib.studies`), its question, its headline numbers, its key
+figures, and its rendered notebooks with what their run manifests say (revision,
+device, wall time, peak memory), and links the compiled paper. The page is self-contained: relative links only,
 inline styles, no script and nothing fetched from a network, so it reads the
 same from a folder, a DVC remote or an archive.
 
 A study names what the page shows in its package: ``TITLE``, ``QUESTION`` and
-``FIGURES`` (paths under ``results/``, wildcards allowed).
+``FIGURES`` (paths under ``results/``, wildcards allowed). Its headline numbers
+come from ``headlines(results)`` of its ``summary`` module where it has one:
+rows of (what, value, meaning), each value a mean with its 95 % interval
+("mean [low, high]") or a paired comparison read from the study's
+``summary.json``; a study without it shows its ``metrics.json`` files.
 """
 
 from __future__ import annotations
 
 import html
 import importlib
+import importlib.util
 import json
 import sys
 from collections.abc import Iterator, Mapping
@@ -34,7 +38,7 @@ th, td { padding: .2rem .6rem; border-bottom: 1px solid #eee; text-align: right;
 th:first-child, td:first-child { text-align: left; } caption { text-align: left; font-weight: 600; padding: .3rem 0; }
 .figures { display: flex; flex-wrap: wrap; gap: .8rem; } .figures a { flex: 1 1 20rem; }
 .figures img { width: 100%; border: 1px solid #ddd; } .figures span { font-size: .8rem; color: #555; }
-.muted { color: #777; font-size: .85rem; }
+.muted { color: #777; font-size: .85rem; } td.meaning { text-align: left; color: #555; font-size: .85rem; }
 """
 
 
@@ -77,6 +81,24 @@ def _number(value: object) -> str:
     return html.escape(str(value))
 
 
+def headline_table(package: str, results: Path) -> str | None:
+    """The study's headline numbers with their intervals and what each means (``headlines`` of its ``summary``
+    module), or None where it has none or its summary is not written yet."""
+    if importlib.util.find_spec(f"{package}.summary") is None:
+        return None
+    module = importlib.import_module(f"{package}.summary")
+    if not hasattr(module, "headlines"):
+        return None
+    try:
+        rows = module.headlines(results)
+    except FileNotFoundError:
+        return None
+    body = "".join(f"<tr><td>{html.escape(what)}</td><td>{html.escape(value)}</td>"
+                   f"<td class=meaning>{html.escape(meaning)}</td></tr>" for what, value, meaning in rows)
+    caption = "headline numbers: mean [95 % interval] over seeds; comparisons paired by seed, Holm-corrected"
+    return (f"<table><caption>{caption}</caption><tr><th></th><th>value</th><th>meaning</th></tr>{body}</table>")
+
+
 def rendered_runs(stage: Stage, results: Path) -> list[tuple[Path, dict | None]]:
     """The rendered notebooks (HTML) of a stage, each with its run manifest if there is one."""
     folder = results / stage.section
@@ -110,8 +132,12 @@ def study_section(package: str, root: Path) -> str:
     parts = [f'<h2 id="{name}">{html.escape(getattr(module, "TITLE", name))}</h2>']
     if getattr(module, "QUESTION", None):
         parts.append(f'<p class="question">{html.escape(module.QUESTION)}</p>')
-    metrics = sorted(p for section in sections for p in (results / section).rglob("metrics.json"))
-    parts += [metrics_table(p, root) for p in metrics]
+    headline = headline_table(package, results)
+    if headline is not None:
+        parts.append(headline)
+    else:
+        metrics = sorted(p for section in sections for p in (results / section).rglob("metrics.json"))
+        parts += [metrics_table(p, root) for p in metrics]
     figures = [p for pattern in getattr(module, "FIGURES", ()) for p in sorted(results.glob(pattern))]
     if figures:
         parts.append('<div class="figures">' + "".join(

@@ -16,6 +16,8 @@ from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from lib.timing import phase
+
 if TYPE_CHECKING:  # torch is imported where weights are read or written: the stage runner starts without it
     import torch
 
@@ -59,6 +61,7 @@ def atomic_path(path: str | os.PathLike, suffix: str | None = None) -> Iterator[
         tmp_path.unlink(missing_ok=True)
 
 
+@phase("write")
 def write_text(path: str | os.PathLike, text: str) -> Path:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
@@ -70,6 +73,7 @@ def write_json(path: str | os.PathLike, data: Any) -> Path:
     return write_text(path, json.dumps(data, indent=2, sort_keys=True, default=_jsonable) + "\n")
 
 
+@phase("write")
 def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> None:
     """Save a matplotlib figure atomically (PNG or PDF by extension)."""
     with atomic_path(path) as tmp:
@@ -80,6 +84,7 @@ def save_figure(fig, path: str | os.PathLike, dpi: int = 150) -> None:
 METADATA_KEY = "compendium"
 
 
+@phase("write")
 def save_weights(
     path: str | os.PathLike,
     state_dict: Mapping[str, torch.Tensor],
@@ -100,6 +105,7 @@ def save_weights(
     return Path(path)
 
 
+@phase("data")
 def load_weights(path: str | os.PathLike) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load a safetensors file written by :func:`save_weights`: (tensors, metadata).
 

@@ -6,6 +6,10 @@ built on the bases here (:class:`Seeded`, :class:`RunParams`, :class:`Repeated`,
 :class:`Optimiser`), and each stage reads only the keys its own model names. Unknown keys and ill-typed
 values fail at once with a :class:`ParameterError` that names the key, e.g.
 ``diml.train.epochs: expected an integer, got 'ten'``.
+
+Parameter files are read as YAML 1.2 reads numbers (:class:`ParamsLoader`): DVC
+writes ``dvc exp run -S lr=1e-5`` as ``1e-05``, a float in YAML 1.2 but a string
+to PyYAML's YAML 1.1 rules.
 """
 
 from __future__ import annotations
@@ -13,6 +17,7 @@ from __future__ import annotations
 import difflib
 import importlib
 import pkgutil
+import re
 from pathlib import Path
 from typing import Any
 
@@ -37,10 +42,22 @@ class Seeded(Params):
     seed: int
 
 
+#: The device names a stage accepts (:func:`lib.runtime.select_device`): checked with the other
+#: parameters, so a typo fails before any work rather than when the notebook first asks torch.
+DEVICE = re.compile(r"auto|cpu|mps|cuda(:[0-9]+)?")
+
+
 class OnDevice(Params):
     """Base of a stage that runs a model: the device it runs on."""
 
-    device: str = Field(description="auto = CUDA > MPS > CPU, or a torch device name")
+    device: str = Field(description="auto = CUDA > MPS > CPU, or cpu, cuda, cuda:N, mps")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE.fullmatch(value):
+            raise ValueError(f"device must be auto, cpu, cuda, cuda:N (N = 0, 1, ...) or mps, got {value!r}")
+        return value
 
 
 class RunParams(OnDevice, Seeded):
@@ -109,6 +126,22 @@ def validate(section: str, values: Any, model: type[BaseModel] | None = None) ->
         raise ParameterError(_explain(section, model, err)) from None
 
 
+def validate_document(document: dict, where: str = "params.yaml") -> list[str]:
+    """Every problem of a whole parameter document: each declared section validated, a
+    section missing or unknown named. Empty when the document is valid."""
+    known = sections()
+    problems = [f"{where}: unknown section {name!r}; known: {sorted(known)}" for name in document if name not in known]
+    for name in known:
+        if name not in document:
+            problems.append(f"{where}: no section {name!r}")
+            continue
+        try:
+            validate(name, document[name])
+        except ParameterError as err:
+            problems.append(str(err))
+    return problems
+
+
 def load(section: str, path: str | Path = "params.yaml") -> Params:
     """Read ``path`` and validate its ``section``."""
     path = Path(path)
@@ -137,9 +170,38 @@ def _merge(base: dict, overlay: dict) -> dict:
     return out
 
 
+class ParamsLoader(yaml.SafeLoader):
+    """PyYAML's safe loader, reading floats as YAML 1.2 does.
+
+    YAML 1.1 (PyYAML) takes a float only with a dot and a signed exponent, so
+    ``1e-05`` (how DVC writes ``-S key=1e-5``) and ``2e-3`` load as strings;
+    YAML 1.2's core schema, which DVC follows, reads both as numbers. The
+    resolver added here accepts a mantissa with or without a dot and an
+    exponent with or without a sign; integers and every other scalar resolve as
+    before (the int resolver is tried first).
+    """
+
+
+ParamsLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?[0-9][0-9_]*(?:\.[0-9_]*)?[eE][-+]?[0-9]+$"),
+    list("-+0123456789"),
+)
+
+
+def load_yaml(text: str):
+    """Parse YAML text with :class:`ParamsLoader` (YAML 1.2 floats)."""
+    return yaml.load(text, Loader=ParamsLoader)  # noqa: S506 - a SafeLoader subclass
+
+
+def read_params(path: str | Path) -> dict:
+    """A parameter file (params.yaml or a profile) as a mapping of sections; errors name the file."""
+    return _read(Path(path))
+
+
 def _read(path: Path) -> dict:
     try:
-        document = yaml.safe_load(path.read_text(encoding="utf-8"))
+        document = load_yaml(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ParameterError(f"{path}: parameter file not found") from None
     except yaml.YAMLError as err:
@@ -160,6 +222,8 @@ def _explain(section: str, model: type[Params], err: ValidationError) -> str:
             lines.append(f"{key}: unknown parameter{suggestion}")
         elif e["type"] == "missing":
             lines.append(f"{key}: missing")
+        elif e["type"] == "value_error":  # a check of ours: its message names the value
+            lines.append(f"{key}: {e['ctx']['error']}")
         elif isinstance(e.get("input"), dict):  # a check across keys: the message names them
             lines.append(f"{key}: {e['msg']}")
         else:

@@ -51,3 +51,25 @@ def test_main_writes_the_page_atomically(tmp_path, monkeypatch):
     assert index.main(["results/index.html"]) == 0
     assert (root / "results" / "index.html").read_text().startswith("<!DOCTYPE html>")
     assert index.main([]) == 2
+
+
+def test_a_study_with_a_summary_shows_its_headlines_with_intervals_and_meaning(tmp_path):
+    from lib.eval.intervals import comparison_cell, holm, interval_cell
+    from lib.studies.diml.summary import DepthSweep, Summary
+
+    root = make_run(tmp_path)
+    base, method = [0.80, 0.82, 0.81], [0.86, 0.88, 0.865]
+    cells = {v: {"recall_at_1": interval_cell(x, bounds=(0.0, 1.0))} for v, x in (("baseline", base), ("structural", method))}
+    (compared,) = holm([comparison_cell(method, base, a="structural", b="baseline")])
+    summary = Summary(seeds=[0, 1, 2], retrieval={"margin": cells},
+                      comparisons={"margin": {"structural_vs_baseline": {"recall_at_1": compared}}},
+                      holm_families={"variants": 1, "variants_other_metrics": 0, "depth_sweep": 0},
+                      depth_sweep=DepthSweep(depths=[0], metrics={}, vs_unranked={}), r_min=499, r_max=512, n_test=2500,
+                      n_queries=500, rerank_k=100, rerank_weight=1.0, epsilon=0.05, global_weight=0.5,
+                      test_classes=[5, 6], objectives=["global", "structural"], ablation={}, epochs=4, best_epochs={}, beta={})
+    (root / "results" / "diml" / "summary.json").write_text(summary.model_dump_json())
+    page = index.build_index(root)
+    low, high = cells["baseline"]["recall_at_1"].low, cells["baseline"]["recall_at_1"].high
+    assert f"<td>margin / baseline: Recall@1 (%)</td><td>81.0 [{100 * low:.1f}, {100 * high:.1f}]</td>" in page
+    assert "the whole method against the baseline, paired by seed: supported (Holm over 1)" in page
+    assert "<td>margin / baseline</td><td>0.86</td>" not in page  # the headlines replace the bare metrics.json table

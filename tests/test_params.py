@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def diml_values() -> dict:
     """The diml section of the repository's params.yaml, as plain data to alter."""
-    return copy.deepcopy(yaml.safe_load((ROOT / "params.yaml").read_text())["diml"])
+    return copy.deepcopy(P.read_params(ROOT / "params.yaml")["diml"])
 
 
 def error_of(values: dict) -> str:
@@ -38,7 +38,7 @@ def test_repository_params_are_valid():
 def test_smoke_profile_overrides_key_by_key():
     base = P.load("diml", ROOT / "params.yaml")
     smoke = P.profile("diml", "smoke", root=ROOT)
-    overlay = yaml.safe_load((ROOT / "params.smoke.yaml").read_text())["diml"]
+    overlay = P.read_params(ROOT / "params.smoke.yaml")["diml"]
     assert smoke.train.epochs == overlay["train"]["epochs"] != base.train.epochs
     assert smoke.train.max_steps_per_epoch == overlay["train"]["max_steps_per_epoch"]
     assert smoke.eval.rerank_k == overlay["eval"]["rerank_k"]
@@ -237,3 +237,63 @@ def test_repeated_runs_need_distinct_seeds(seeds, problem):
     with pytest.raises(P.ParameterError, match=rf"demo\.seeds.*{problem}"):
         P.validate("demo", {"seeds": seeds, "device": "cpu"}, _Repeated)
     assert P.validate("demo", {"seeds": [2, 0, 1], "device": "cpu"}, _Repeated).seeds == [2, 0, 1]
+
+
+# ------------------------------------------------------------------ parameter files as DVC writes them
+FLOATS = ["1e-05", "2e-3", "1E5", "-3e+2", "+4.5e-1", "1.0e5", "1.5", ".5", "-0.25", "6.02e23", "1_0.5e1"]
+
+
+def test_floats_read_as_dvc_reads_them():
+    """YAML 1.2 floats: DVC's own YAML reader (ruamel, YAML 1.2) is the oracle."""
+    from dvc.utils.serialize import parse_yaml
+
+    for text in FLOATS:
+        ours, dvc = P.load_yaml(f"k: {text}")["k"], parse_yaml(f"k: {text}", "params.yaml")["k"]
+        assert isinstance(ours, float) and ours == dvc, text
+    # PyYAML's own rules (YAML 1.1) would have given strings: the reason for the loader
+    assert yaml.safe_load("k: 1e-05")["k"] == "1e-05"
+
+
+def test_what_dvc_writes_reads_back_as_the_same_number():
+    from dvc.utils.serialize import dumps_yaml
+
+    values = {"a": 1e-5, "b": 2e-3, "c": 1e20, "d": 3.0, "e": 1.5e-7, "f": 10, "g": "1e-5 as text", "h": True}
+    assert P.load_yaml(dumps_yaml(values)) == values
+
+
+def test_other_scalars_keep_their_meaning():
+    loaded = P.load_yaml("i: 10\nj: -7\nk: 0x1F\ns: abc\nv: 1.2.3\nw: e5\nq: '1e-5'\nn: null\nt: true\ninf: .inf")
+    assert loaded == {"i": 10, "j": -7, "k": 31, "s": "abc", "v": "1.2.3", "w": "e5", "q": "1e-5", "n": None, "t": True,
+                      "inf": float("inf")}
+    assert all(type(loaded[k]) is int for k in "ijk")
+
+
+def test_a_float_written_by_dvc_passes_validation(tmp_path, diml_values):
+    diml_values["train"]["weight_decay"] = "WD"
+    text = yaml.safe_dump({"diml": diml_values}).replace("WD", "1e-05")  # as `dvc exp run -S` writes it
+    (tmp_path / "params.yaml").write_text(text)
+    assert P.load("diml", tmp_path / "params.yaml").train.weight_decay == 1e-05
+
+
+@pytest.mark.parametrize("device", ["auto", "cpu", "cuda", "cuda:0", "cuda:12", "mps"])
+def test_known_devices_pass(diml_values, device):
+    assert P.validate("diml", {**diml_values, "device": device}).device == device
+
+
+@pytest.mark.parametrize("device", ["gpu0", "cuda:", "cuda:x", "CPU", "cuda0", "", "auto "])
+def test_unknown_devices_are_named(diml_values, device):
+    message = error_of({**diml_values, "device": device})
+    assert "diml.device: device must be auto, cpu, cuda, cuda:N" in message and repr(device) in message
+
+
+def test_the_whole_document_is_validated_section_by_section():
+    document = P.read_params(ROOT / "params.yaml")
+    assert P.validate_document(document) == []
+    document["concepts"]["device"] = "gpu0"
+    document["cities"]["river_city"]["crs"] = "EPSG:99999"
+    del document["maps"]
+    document["dimll"] = {}
+    problems = "\n".join(P.validate_document(document))
+    for named in ("unknown section 'dimll'", "no section 'maps'", "concepts.device",
+                  "cities.river_city: crs 'EPSG:99999' is not a coordinate reference system"):
+        assert named in problems, problems

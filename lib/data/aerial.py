@@ -1,17 +1,15 @@
-"""Aerial and street-level rendering of a synthetic city from its land cover.
+"""Aerial rendering of a synthetic city from its land cover, and the land-cover classes themselves.
 
 The city generator (:mod:`lib.data.city`) decides *what* is where -- one
 land-cover class per pixel. This module decides how it *looks*, so that a
 model has to learn visual features (roof shapes, shadows, canopy blobs,
-field strips, ripples) rather than a colour per class:
+field strips, ripples) rather than a colour per class.
 
-* :func:`render_aerial` turns land-cover tiles into 4-band (R, G, B, NIR)
-  ``uint8`` images at the city's ground resolution, and on request the mask
-  of the pixels it painted as roofs (building footprints, for maps);
-* :func:`render_street_views` draws 3-band street-level views (sky, facades,
-  trees, road) whose content is sampled from a neighbourhood's land-cover
-  mix, and whose upkeep (facade condition, street trees, parked cars, a
-  tidy verge) shows a hidden affluence factor that is no land-cover property.
+:func:`render_aerial` turns land-cover tiles (classes :class:`LandCover`)
+into 4-band (R, G, B, NIR) ``uint8`` images at the city's ground resolution,
+and on request the mask of the pixels it painted as roofs (building
+footprints, for maps). Street-level views are drawn by
+:mod:`lib.data.street_views`.
 
 Transport land (class ROADS) carries markings, one code per pixel:
 :data:`MARK_DASH` (1) a white centre-line dash on asphalt;
@@ -49,7 +47,6 @@ from __future__ import annotations
 from enum import IntEnum
 
 import numpy as np
-from scipy import ndimage
 
 __all__ = [
     "AERIAL_BANDS",
@@ -58,17 +55,15 @@ __all__ = [
     "MARK_NONE",
     "MARK_RAIL",
     "MARK_SLEEPER",
-    "STREET_BANDS",
+    "URBAN_ATLAS_CODES",
     "LandCover",
     "render_aerial",
-    "render_street_views",
 ]
 
 AERIAL_BANDS = ("red", "green", "blue", "nir")
 # Codes of the ``markings`` passed to :func:`render_aerial` (painted on ROADS pixels only).
 MARK_NONE, MARK_DASH, MARK_BALLAST, MARK_RAIL = 0, 1, 2, 3
 MARK_SLEEPER = 4
-STREET_BANDS = ("red", "green", "blue")
 
 
 class LandCover(IntEnum):
@@ -547,317 +542,3 @@ def render_aerial(
             tile += rng.standard_normal(tile.shape, dtype=np.float32) * np.float32(pixel_noise)
     image = np.clip(np.rint(image), 0, 255).astype(np.uint8)
     return (image, buildings) if return_buildings else image
-
-
-# ---------------------------------------------------------------------------
-# Street-level views.
-# ---------------------------------------------------------------------------
-
-# What stands along the street for each class: (height range as a fraction of
-# the view, segment width range as a fraction of the view, facade palette).
-_FRONTAGE = {
-    LandCover.DENSE_RESIDENTIAL: ((0.34, 0.50), (0.16, 0.30), [(214, 200, 170), (190, 150, 120), (170, 170, 168),
-                                                                (222, 186, 160), (160, 120, 100)]),
-    LandCover.MEDIUM_RESIDENTIAL: ((0.20, 0.30), (0.14, 0.24), [(236, 230, 214), (226, 204, 140), (176, 96, 76),
-                                                                 (200, 200, 196)]),
-    LandCover.SPARSE_RESIDENTIAL: ((0.10, 0.15), (0.12, 0.20), [(240, 236, 226), (200, 170, 120), (150, 80, 60),
-                                                                 (180, 196, 204)]),
-    LandCover.INDUSTRIAL_COMMERCIAL: ((0.12, 0.20), (0.26, 0.46), [(170, 174, 180), (120, 136, 160),
-                                                                    (196, 196, 190), (140, 120, 110)]),
-    LandCover.ROADS: ((0.04, 0.08), (0.10, 0.20), [(150, 160, 176)]),
-    LandCover.GREEN_URBAN: ((0.18, 0.34), (0.10, 0.22), [(70, 118, 60)]),
-    LandCover.FOREST: ((0.30, 0.46), (0.10, 0.20), [(40, 78, 40)]),
-    LandCover.AGRICULTURE: ((0.02, 0.05), (0.18, 0.36), [(70, 96, 60)]),
-    LandCover.WATER: ((0.0, 0.0), (0.18, 0.36), [(0, 0, 0)]),
-}
-# Rows of windows repeat every this many pixels on facades (0: no window rows).
-_WINDOW_PERIOD = np.array([5, 6, 0, 9, 0, 0, 0, 0, 0], dtype=np.float32)
-# Classes drawn as a solid skyline block (buildings, or a distant low skyline or tree line).
-_SOLID = np.array([True, True, True, True, True, False, False, True, False])
-_TREE_CLASSES = (LandCover.GREEN_URBAN, LandCover.FOREST)
-# What lines the street beside the carriageway, by class: pavement, grass, a field, water.
-_VERGE = np.array([(150, 148, 142), (150, 148, 142), (96, 140, 70), (130, 130, 128), (140, 140, 138),
-                   (90, 142, 66), (70, 96, 52), (176, 164, 100), (52, 84, 104)], dtype=np.float32)
-# Roads around a viewpoint on a road would crowd out what lines it; they count less.
-_SKYLINE_WEIGHT = np.array([1, 1, 1, 1, 0.3, 1, 1, 1, 1], dtype=np.float64)
-
-
-# Kerbside parking and street trees line built-up land and roads, not parks, woods, fields or water.
-_KERB = np.array([True, True, True, True, True, False, False, False, False])
-_CAR_SLOTS = 6  # kerbside parking slots across a view
-# Facades that age with the neighbourhood's affluence (not the distant skyline of a road or a tree line).
-_FACADE = np.array([True, True, True, True, False, False, False, False, False])
-_NEW_CARS = np.array([(204, 26, 32), (24, 64, 178), (238, 238, 242), (16, 16, 20), (196, 200, 208),
-                      (244, 192, 18), (24, 136, 74), (124, 32, 128), (236, 104, 20)], np.float32)
-_OLD_CARS = np.array([(152, 142, 122), (112, 102, 88), (130, 128, 124), (122, 76, 60), (92, 98, 88)], np.float32)
-_LITTER = np.array([(236, 236, 230), (204, 44, 40), (44, 92, 200), (240, 204, 64), (30, 30, 30)], np.float32)
-_DIRT = np.array([76, 70, 58], np.float32)  # grime and rain streaks on facades
-_WEEDS = np.array([106, 100, 88], np.float32)  # dry weeds and mud on an untended verge
-_BOARDED = np.array([64, 50, 38], np.float32)  # plywood over a window
-_GLASS = np.array([50, 58, 70], np.float32)  # grimy glass; clean glass reflects the sky: + q * _SHEEN
-_SHEEN = np.array([36, 52, 72], np.float32)
-_KERBSTONE = np.array([196, 196, 190], np.float32)
-_STREET_TREE = np.array([74, 124, 62], np.float32)
-
-
-def _logistic(z):
-    return 1.0 / (1.0 + np.exp(-z))
-
-
-def _street_view(fractions: np.ndarray, affluence: float, rng: np.random.Generator, size: int,
-                 illumination_noise: float, pixel_noise: float) -> np.ndarray:
-    """One ``(3, size, size)`` view: sky, a skyline of segments sampled from ``fractions``, verge and road.
-
-    ``affluence`` only changes how the street is kept (see :func:`render_street_views`); every random
-    number is drawn whatever its value, so one rng state gives the same street at any affluence.
-    """
-    yy = np.arange(size, dtype=np.float32)[:, None]
-    xx = np.arange(size, dtype=np.float32)[None, :]
-    horizon = int(round(0.58 * size))
-    q = float(_logistic(affluence))  # upkeep in (0, 1): 0.5 at affluence 0
-    p_tree = 0.7 * float(_logistic(2.0 * affluence - 1.0))
-    p_car = 0.2 + 0.55 * q
-    p_board = 0.45 * (1.0 - q) ** 2
-    p_litter = 0.025 * (1.0 - q)
-
-    # Sky: a vertical gradient, greyer when overcast, with smoothed-noise clouds.
-    overcast = rng.uniform() ** 2
-    top = (1 - overcast) * np.array([70, 130, 210]) + overcast * np.array([168, 172, 180])
-    low = (1 - overcast) * np.array([192, 212, 236]) + overcast * np.array([200, 202, 206])
-    t = np.clip(yy / horizon, 0, 1)[..., None]
-    image = np.broadcast_to((1 - t) * top + t * low, (size, size, 3)).astype(np.float32)
-    clouds = ndimage.zoom(rng.standard_normal((size // 8 + 2, size // 8 + 2)), 8, order=1)[:size, :size]
-    cloud = np.clip(clouds - 0.6, 0, 1)[..., None] * (yy < horizon)[..., None]
-    image = image + cloud * (np.array([245, 245, 248]) - image)
-
-    # Skyline: consecutive segments left to right, each of one class drawn from the mix.
-    weights = np.asarray(fractions, dtype=np.float64) * _SKYLINE_WEIGHT + 1e-9
-    classes = rng.choice(len(weights), size=size, p=weights / weights.sum())
-    column_class = np.empty(size, dtype=np.intp)
-    column_top = np.empty(size, dtype=np.float32)
-    column_colour = np.empty((size, 3), dtype=np.float32)
-    column_start = np.empty(size, dtype=np.float32)
-    trees = []
-    street_trees = []
-    start = 0
-    for cls in classes:
-        if start >= size:
-            break
-        cls = LandCover(int(cls))
-        heights, widths, palette = _FRONTAGE[cls]
-        stop = min(size, start + max(3, int(round(rng.uniform(*widths) * size))))
-        column_class[start:stop] = cls
-        column_top[start:stop] = horizon - rng.uniform(*heights) * size
-        column_colour[start:stop] = np.asarray(palette[rng.integers(len(palette))], np.float32) * rng.uniform(0.85, 1.1)
-        column_start[start:stop] = start
-        if cls == LandCover.SPARSE_RESIDENTIAL:
-            # A pitched roof: the wall top rises towards the middle of the segment.
-            middle = (start + stop - 1) / 2
-            column_top[start:stop] -= (stop - start) / 2 - np.abs(np.arange(start, stop) - middle)
-        if cls in _TREE_CLASSES or (cls == LandCover.SPARSE_RESIDENTIAL and rng.uniform() < 0.5):
-            crown_heights = _FRONTAGE[LandCover.GREEN_URBAN][0]
-            for _ in range(rng.integers(1, 4) if cls == LandCover.FOREST else 1):
-                trees.append((rng.uniform(start, stop), horizon - rng.uniform(*crown_heights) * size,
-                              rng.uniform(0.08, 0.15) * size, cls == LandCover.FOREST))
-        # A street tree at the kerb of this segment, with probability p_tree.
-        chance, where, height, radius = rng.uniform(size=4)
-        if _KERB[cls] and chance < p_tree:
-            street_trees.append((start + where * (stop - start), horizon - (0.14 + 0.10 * height) * size,
-                                 (0.07 + 0.04 * radius) * size))
-        start = stop
-    stains = ndimage.zoom(rng.standard_normal((size // 8 + 2, size // 8 + 2)), 8, order=1)[:size, :size]
-    streaks = rng.standard_normal(size)
-    window_draws = rng.uniform(size=(size, 2 * size))
-    car_draws = rng.uniform(size=(_CAR_SLOTS, 5))
-    litter_draws = rng.uniform(size=(size, size))
-
-    # Facades in good repair are brighter and more saturated: c' = b (m + s (c - m)), m the grey level.
-    facade_column = _FACADE[column_class]
-    grey = column_colour.mean(axis=1, keepdims=True)
-    kept = (0.85 + 0.3 * q) * (grey + (0.55 + 0.9 * q) * (column_colour - grey))
-    column_colour = np.where(facade_column[:, None], np.clip(kept, 0, 255), column_colour)
-    built = (yy >= column_top[None, :]) & (yy < horizon) & _SOLID[column_class][None, :]
-    image = np.where(built[..., None], column_colour[None, :, :], image)
-    # Sparse houses get a darker roof band; flat-roofed buildings get window rows.
-    roof = built & (column_class == LandCover.SPARSE_RESIDENTIAL)[None, :] & (yy < column_top[None, :] + 0.06 * size)
-    image = np.where(roof[..., None], np.array([140, 70, 56], np.float32) * (0.85 + 0.3 * q), image)
-    period = _WINDOW_PERIOD[column_class]
-    has_windows = period > 0
-    storey = np.remainder(horizon - 1 - yy, np.where(has_windows, period, 1)[None, :])
-    bay = np.remainder(xx - column_start[None, :], 4)
-    window = (built & has_windows[None, :] & (storey >= 2) & (storey < 4) & (bay >= 1) & (bay < 3)
-              & (yy > column_top[None, :] + 2))
-    # Each window (storey, bay) is boarded up with probability p_board.
-    storey_index = np.floor_divide(horizon - 1 - yy, np.where(has_windows, period, 1)[None, :]).astype(np.intp)
-    bay_index = (np.floor_divide(xx - column_start[None, :], 4) + column_start[None, :]).astype(np.intp)
-    boarded = window_draws[np.clip(storey_index, 0, size - 1), np.clip(bay_index, 0, 2 * size - 1)] < p_board
-    image = np.where(window[..., None], np.where(boarded[..., None], _BOARDED, _GLASS + q * _SHEEN), image)
-    # Grime in patches and rain streaks down from the roofline, in proportion to 1 - q.
-    facade = built & facade_column[None, :]
-    fade = np.clip(1 - (yy - column_top[None, :]) / (0.6 * (horizon - column_top[None, :]) + 1), 0, 1)
-    grime = (0.6 * np.clip(stains - 0.2, 0, 1) + 0.5 * np.clip(streaks - 0.6, 0, 1)[None, :] * fade) * (1 - q)
-    grime = np.where(facade, np.minimum(grime, 0.8), 0)[..., None]
-    image = image + grime * (_DIRT - image)
-
-    # Trees in front of the skyline: a round crown on a trunk.
-    for cx, cy, r, dark in trees:
-        trunk = (np.abs(xx - cx) < max(1.0, r / 6)) & (yy > cy) & (yy < horizon + 2)
-        image = np.where(trunk[..., None], np.array([90, 70, 50], np.float32), image)
-        crown = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
-        green = np.array([40, 80, 42] if dark else [74, 124, 62], np.float32)
-        image = np.where(crown[..., None], green * (1.0 + 0.15 * (cy - yy) / r)[..., None], image)
-
-    # Ground: a verge per column's class, and the carriageway in perspective.
-    below = yy >= horizon
-    # A kept verge (pavement, lawn, field edge; not water) is fresher: c' = b (m + s (c - m)) as facades, milder.
-    verge_colour = _VERGE[column_class]
-    grey = verge_colour.mean(axis=1, keepdims=True)
-    kept = (0.9 + 0.2 * q) * (grey + (0.7 + 0.6 * q) * (verge_colour - grey))
-    verge_colour = np.where((column_class != LandCover.WATER)[:, None], kept, verge_colour)
-    image = np.where(below[..., None], verge_colour[None, :, :], image)
-    depth = (yy - horizon) / (size - horizon)
-    half_width = 0.04 * size + depth * 0.42 * size
-    off_centre = np.abs(xx - size / 2 + 0.5)
-    carriageway = below & (off_centre < half_width)
-    verge = below & ~carriageway
-    # An untended verge: weeds and mud in patches, litter; a tended one: a clean kerbstone edge.
-    weeds = np.where(verge, 0.5 * (1 - q) * np.clip(stains, 0, 1), 0)[..., None]
-    image = image + weeds * (_WEEDS - image)
-    litter = verge & (litter_draws < p_litter)
-    kind = np.minimum(litter_draws / max(p_litter, 1e-9) * len(_LITTER), len(_LITTER) - 1).astype(np.intp)
-    image = np.where(litter[..., None], _LITTER[kind], image)
-    kerb = verge & (off_centre < half_width + 0.5 + 0.02 * (yy - horizon))
-    image = np.where(kerb[..., None], image + q * (_KERBSTONE - image), image)
-    image = np.where(carriageway[..., None], np.array([88, 88, 92], np.float32), image)
-    # Dashes shorten with distance: alternate on a logarithmic scale of the depth below the horizon.
-    dashes = np.remainder(np.floor(8.0 * np.log1p(np.maximum(yy - horizon, 0))), 2) == 0
-    centre_line = carriageway & (off_centre < 0.5 + 0.03 * (yy - horizon)) & dashes
-    image = np.where(centre_line[..., None], np.array([230, 230, 222], np.float32), image)
-
-    # Street trees at the kerb: a trunk down to the pavement and a crown over the facades.
-    kerb_row = horizon + max(1, int(round(0.035 * size)))
-    for cx, cy, r in street_trees:
-        trunk = (np.abs(xx - cx) < max(0.6, r / 7)) & (yy > cy) & (yy <= kerb_row)
-        image = np.where(trunk[..., None], np.array([84, 66, 48], np.float32), image)
-        crown = (xx - cx) ** 2 + (yy - cy) ** 2 < r * r
-        image = np.where(crown[..., None], _STREET_TREE * (1.0 + 0.15 * (cy - yy) / r)[..., None], image)
-
-    # Cars parked at the kerb, one per slot with probability p_car; new (glossy, bright) with probability q.
-    body = max(2, int(round(0.05 * size)))
-    cabin = max(1, int(round(0.04 * size)))
-    wheel = max(1, int(round(0.03 * size)))
-    road_half = 0.04 * size + (kerb_row - horizon) / (size - horizon) * 0.42 * size
-    slot = size / _CAR_SLOTS
-    for k, (occupied, new, pick, offset, length) in enumerate(car_draws):
-        span = (0.12 + 0.05 * length) * size
-        x0 = int(round(k * slot + offset * max(slot - span, 0)))
-        x1 = min(size, x0 + int(round(span)))
-        centre = min(size - 1, (x0 + x1) // 2)
-        on_road = x0 < size / 2 + road_half + 1 and x1 > size / 2 - road_half - 1
-        if occupied >= p_car or on_road or not _KERB[column_class[centre]]:
-            continue
-        if new < q:
-            paint = _NEW_CARS[int(pick * len(_NEW_CARS))]
-        else:
-            paint = _OLD_CARS[int(pick * len(_OLD_CARS))] * 0.9
-        top = kerb_row - body
-        image[top:kerb_row, x0:x1] = paint
-        c0, c1 = x0 + int(round(0.2 * (x1 - x0))), x0 + int(round(0.75 * (x1 - x0)))
-        image[top - cabin:top, c0:c1] = paint
-        if cabin > 1 and c1 - c0 > 2:
-            image[top - cabin + 1:top, c0 + 1:c1 - 1] = _GLASS + q * _SHEEN
-        if new < q:  # a gloss highlight along the top of the body
-            image[top, x0:x1] = paint + 0.5 * (255 - paint)
-        for wx in (x0 + 0.2 * (x1 - x0), x0 + 0.8 * (x1 - x0)):
-            w0 = int(round(wx - wheel / 2))
-            image[kerb_row - 1:kerb_row + wheel - 1, max(0, w0):w0 + wheel] = 28.0
-
-    level = illumination_noise
-    image = image * np.exp(0.2 * level * rng.uniform(-1, 1)) * np.exp(0.06 * level * rng.uniform(-1, 1, size=3))
-    image = image + rng.standard_normal(image.shape) * pixel_noise
-    return np.clip(np.rint(image), 0, 255).astype(np.uint8).transpose(2, 0, 1)
-
-
-def render_street_views(
-    fractions: np.ndarray,
-    rng: np.random.Generator,
-    *,
-    affluence: np.ndarray | None = None,
-    size: int = 64,
-    illumination_noise: float = 1.0,
-    pixel_noise: float = 6.0,
-) -> np.ndarray:
-    """Render street-level views from the land-cover mix and the affluence around each viewpoint.
-
-    A view looks down a street: sky above the horizon (58 % of the height),
-    then a skyline of segments whose classes are drawn with probabilities
-    ``fractions[v]`` -- tall facades with window rows for dense residential,
-    lower ones for medium, small pitched-roof houses for sparse, wide
-    corrugated sheds for industrial, tree crowns for green areas and forest,
-    open horizon for fields and water -- and below it a verge coloured by the
-    same class and the carriageway with a dashed centre line in perspective.
-
-    ``affluence[v]`` is a standardised factor that is not a land-cover
-    property: it changes how the street is kept, not what stands along it.
-    With upkeep ``q = logistic(affluence) = 1 / (1 + exp(-affluence))``
-    (0.12, 0.5 and 0.88 at -2, 0 and +2):
-
-    * facades (residential and industrial segments): colour ``c`` becomes
-      ``(0.85 + 0.3 q) * (m + (0.55 + 0.9 q) * (c - m))`` with ``m`` its grey
-      level -- brighter and more saturated paint when kept, darker and greyer
-      when not; grime patches and rain streaks from the roofline blend the
-      facade towards dirt by up to ``0.6 (1 - q)`` and ``0.5 (1 - q)``; each
-      window is boarded up (dark plywood) with probability
-      ``p_board = 0.45 (1 - q)^2`` and its glass reflects more sky as ``q`` grows;
-    * street trees: each segment of built-up land or road gets one at its
-      kerb with probability ``p_tree = 0.7 * logistic(2 affluence - 1)``
-      (0.005, 0.19 and 0.67 at -2, 0 and +2);
-    * parked cars: each of 6 kerbside slots (in front of built-up land or a
-      road, off the carriageway) holds a car with probability
-      ``p_car = 0.2 + 0.55 q``; a car is new with probability ``q`` (bright,
-      glossy paint from a varied palette, with a highlight along its top)
-      and old otherwise (faded, dull paint from a small palette);
-    * verge (of any class but water): its colour becomes
-      ``(0.9 + 0.2 q) * (m + (0.7 + 0.6 q) * (c - m))`` -- fresher lawn and
-      cleaner paving when kept; weeds and mud blend in by up to
-      ``0.5 (1 - q)``, each verge pixel is litter with probability
-      ``p_litter = 0.025 (1 - q)``, and the kerbstone edge is cleaned
-      towards light grey by ``q``.
-
-    Every random number is drawn whatever the affluence, so views rendered
-    from the same rng state at different affluence show the same street
-    (sky, skyline, road; trees and cars are coupled, appearing in the same
-    places as affluence rises); all effects are smooth and monotone in it.
-
-    Parameters
-    ----------
-    fractions:
-        ``(V, K)`` land-cover fractions around each viewpoint, ``K = len(LandCover)``.
-    rng:
-        Source of all randomness, so the caller controls determinism.
-    affluence:
-        ``(V,)`` standardised affluence (mean 0, sd 1) at each viewpoint;
-        None means 0 everywhere.
-    size:
-        Side of the square views in pixels.
-    illumination_noise, pixel_noise:
-        Level of the per-view brightness (``exp(0.2 a U(-1, 1))``) and hue
-        (``exp(0.06 a U(-1, 1))`` per band) variation and the standard
-        deviation of the per-pixel noise in DN.
-
-    Returns
-    -------
-    ``(V, 3, size, size)`` uint8, bands :data:`STREET_BANDS`.
-    """
-    fractions = np.atleast_2d(fractions)
-    if len(fractions) == 0:
-        return np.zeros((0, 3, size, size), np.uint8)
-    if affluence is None:
-        affluence = np.zeros(len(fractions))
-    affluence = np.asarray(affluence, dtype=np.float64)
-    if affluence.shape != (len(fractions),):
-        raise ValueError(f"affluence has shape {affluence.shape}, expected ({len(fractions)},)")
-    if not np.isfinite(affluence).all():
-        raise ValueError("affluence must be finite")
-    return np.stack([_street_view(f, a, rng, size, illumination_noise, pixel_noise)
-                     for f, a in zip(fractions, affluence, strict=True)])

@@ -14,10 +14,10 @@ Generating process
   factors, smooth fields that no aerial image shows: **affluence**,
   **commercial character** and **accessibility** (from a transit network of
   stations that is not drawn).
-* **Appearance** (:mod:`lib.data.aerial`): 4-band aerial images (R, G, B,
-  NIR) rendered from the land cover; street-level views rendered from the
+* **Appearance**: 4-band aerial images (R, G, B, NIR) rendered from the
+  land cover (:mod:`lib.data.aerial`); street-level views rendered from the
   land-cover mix around a viewpoint *and the affluence there* (facades,
-  street trees, cars).
+  street trees, cars; :mod:`lib.data.street_views`).
 * **Units**: tiles (``tile_px`` squares, for the concepts study) and regions
   (cells of a square or hexagonal grid of ``regions.spacing_m``, for the
   region studies). A unit whose water fraction is 0.5 or more is
@@ -75,7 +75,6 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
 
 import h5netcdf
 import h5py
@@ -88,14 +87,22 @@ import rioxarray  # noqa: F401  (registers the .rio accessor)
 import torch
 import xarray as xr
 from affine import Affine
-from pydantic import Field, PositiveInt, field_validator, model_validator
-from pyproj import CRS, Transformer
+from pyproj import Transformer
 from rasterio.windows import Window
 from scipy import ndimage
 from torch.utils.data import Dataset
 
 from lib.data import aerial, poi_text
-from lib.data.aerial import AERIAL_BANDS, STREET_BANDS, URBAN_ATLAS_CODES, LandCover
+from lib.data.aerial import AERIAL_BANDS, URBAN_ATLAS_CODES, LandCover
+from lib.data.city_config import (  # noqa: F401  (re-exported)
+    CityConfig,
+    GravityConfig,
+    PoiConfig,
+    RegionGrid,
+    coastal_city,
+    lake_city,
+    river_city,
+)
 from lib.data.city_layout import MARK_BALLAST, MARK_RAIL, CityLayout, smooth_noise
 from lib.data.city_outcomes import (
     MODALITY_FACTORS,
@@ -105,7 +112,7 @@ from lib.data.city_outcomes import (
     outcome_models,
     with_thresholds,
 )
-from lib.params import Params
+from lib.data.street_views import STREET_BANDS, render_street_views
 
 __all__ = [
     "AERIAL_BANDS",
@@ -143,107 +150,7 @@ _COARSE_PX = 8  # step of the city-wide water raster (16 m at 2 m per pixel)
 _NEAR_WATER_M = 60.0
 
 
-# ---------------------------------------------------------------------------
-# Configuration
-# ---------------------------------------------------------------------------
-
-
-class GravityConfig(Params):
-    """Parameters of the gravity model of flows between regions."""
-
-    alpha: float = Field(1.0, ge=0, description="exponent of the origin's population")
-    beta: float = Field(1.0, ge=0, description="exponent of the destination's jobs")
-    gamma: float = Field(2.0, ge=0, description="distance-decay exponent")
-    accessibility: float = Field(1.5, ge=0, description="eta: weight of origin and destination accessibility")
-    noise_sd: float = Field(0.5, ge=0, description="sigma: sd of the lognormal noise per pair")
-    trips_per_capita: float = Field(0.3, gt=0, description="expected trips between regions per inhabitant")
-    min_distance_km: float = Field(0.25, gt=0, description="distances are clipped below this")
-
-
-class RegionGrid(Params):
-    """The regions: cells of a square or hexagonal grid, ``spacing_m`` between neighbouring centres."""
-
-    shape: Literal["hex", "square"] = "hex"
-    spacing_m: float = Field(160.0, gt=0)
-
-
-class PoiConfig(Params):
-    """POI counts: ``Poisson(rate * sum_k rho_k f_k * exp(0.6 commercial))`` per inhabited region."""
-
-    rate: float = Field(10.0, ge=0, description="expected POIs of an all-dense-residential region of average character")
-
-
-class CityConfig(Params):
-    """Everything that determines a synthetic city; unknown keys and ill-typed values are errors.
-
-    Sizes: the city is ``grid[0] x grid[1]`` tiles of ``tile_px`` pixels at
-    ``resolution_m`` metres per pixel; ``origin`` is the (easting, northing)
-    of its north-west corner in ``crs``, which must be projected (metres).
-    """
-
-    name: str = Field(pattern=r"^[A-Za-z0-9_-]+$")
-    seed: int = Field(0, ge=0)
-    layout: Literal["river", "coast", "lake"]
-    task: Literal["liveability", "income", "land_price", "population_density", "environment_index"]
-    crs: str
-    origin: tuple[float, float] = Field(strict=False, description="(easting, northing) of the north-west corner")
-    resolution_m: float = Field(2.0, gt=0)
-    tile_px: int = Field(64, ge=16, le=1024, multiple_of=16, description="a multiple of 16, the GeoTIFF block")
-    grid: tuple[PositiveInt, PositiveInt] = Field((32, 32), strict=False, description="tiles (rows, columns)")
-    regions: RegionGrid = RegionGrid()
-    pois: PoiConfig = PoiConfig()
-    views_per_region: int = Field(4, ge=1)
-    view_px: int = Field(64, ge=16, le=512)
-    layout_noise: float = Field(1.0, ge=0, description="amplitude of the noise in the urban potential")
-    outcome_noise: float = Field(1.0, ge=0, description="multiplier of each outcome's noise sd")
-    noise_length_tiles: float = Field(2.0, gt=0, description="correlation length of the tile outcomes' noise")
-    illumination_noise: float = Field(1.0, ge=0, description="per-tile brightness, hue, haze and season level")
-    pixel_noise: float = Field(6.0, ge=0, description="per-pixel sensor noise sd in DN")
-    gravity: GravityConfig = GravityConfig()
-
-    @field_validator("crs")
-    @classmethod
-    def _projected(cls, value: str) -> str:
-        crs = CRS.from_user_input(value)
-        if not crs.is_projected:
-            raise ValueError(f"crs {value!r} is not a projected CRS; the city is laid out in metres")
-        return crs.to_string()
-
-    @model_validator(mode="after")
-    def _room_for_regions(self) -> CityConfig:
-        side_m = min(self.grid) * self.tile_px * self.resolution_m
-        if 2 * self.regions.spacing_m > side_m:
-            raise ValueError(f"regions.spacing_m {self.regions.spacing_m} m is more than half the city's shorter "
-                             f"side ({side_m:g} m = grid x tile_px x resolution_m): the grid has room for fewer "
-                             "than two regions across")
-        if self.regions.spacing_m < 4 * self.resolution_m:
-            raise ValueError(f"regions.spacing_m {self.regions.spacing_m} m is under 4 pixels of {self.resolution_m} m")
-        return self
-
-    @property
-    def n_tiles(self) -> int:
-        return self.grid[0] * self.grid[1]
-
-
-def river_city(**overrides) -> CityConfig:
-    """A 32 x 32-tile river city near 60.2 N, 24.9 E (ETRS-TM35FIN), with the liveability task."""
-    values = dict(name="river_city", seed=7, layout="river", task="liveability",
-                  crs="EPSG:3067", origin=(381_500.0, 6_677_500.0))
-    return CityConfig.model_validate(values | overrides)
-
-
-def coastal_city(**overrides) -> CityConfig:
-    """A 32 x 32-tile coastal city near 43.5 N, 16.4 E (UTM 33N), with the income task."""
-    values = dict(name="coastal_city", seed=11, layout="coast", task="income",
-                  crs="EPSG:32633", origin=(615_200.0, 4_821_600.0))
-    return CityConfig.model_validate(values | overrides)
-
-
-def lake_city(**overrides) -> CityConfig:
-    """A 32 x 32-tile lake city near 52.5 N, 13.4 E (UTM 33N), with the environment-index task."""
-    values = dict(name="lake_city", seed=23, layout="lake", task="environment_index",
-                  crs="EPSG:25833", origin=(389_000.0, 5_822_000.0))
-    return CityConfig.model_validate(values | overrides)
+# The configuration (CityConfig and its parts) lives in lib.data.city_config; it is re-exported here.
 
 
 def stored_outcome_models(ds: xr.Dataset) -> dict[str, OutcomeModel]:
@@ -419,7 +326,7 @@ class _CityFiles:
         self.tif = self._stack.enter_context(rasterio.open(out / "landcover.tif", "w", **profile))
         self.tif.write_colormap(1, {int(c): (*rgb, 255) for c, rgb in LANDCOVER_COLOURS.items()})
         self.tif.update_tags(1, **{str(int(c)): c.label for c in LandCover})
-        # CF-style class table, read by lib.data.osm_maps to draw the city as a map.
+        # CF-style class table, read by lib.data.landcover_maps to draw the city as a map.
         self.tif.update_tags(flag_values=" ".join(str(int(c)) for c in LandCover),
                              flag_meanings=" ".join(c.label for c in LandCover))
         self.buildings = self._stack.enter_context(rasterio.open(out / "buildings.tif", "w", **profile, nbits=1))
@@ -501,10 +408,11 @@ class _WaterDistance:
 
 def _render_region_row(config: CityConfig, layout: CityLayout, g: _Regions, water: _WaterDistance, i: int,
                        n_tiles: int) -> _RegionRow:
+    """Render one row of regions: the band of pixel rows around it, each region's land-cover fractions,
+    its aerial image, POIs (:func:`_region_pois`) and street views (:func:`_region_street_views`)."""
     tp, vp, n_views = config.tile_px, config.view_px, config.views_per_region
     ids = g.centre_of_row(i)
     half = tp / 2
-    reach = max(1, int(round(64.0 / config.resolution_m)))
     y0 = int(max(0, np.floor(g.cy[ids].min() - max(g.reach, half) - 1)))
     y1 = int(min(g.height, np.ceil(g.cy[ids].max() + max(g.reach, half) + 1)))
     if y1 - y0 < tp:  # near the city's edge: widen the band to hold a whole image
@@ -537,46 +445,81 @@ def _render_region_row(config: CityConfig, layout: CityLayout, g: _Regions, wate
     for k, region in enumerate(ids):
         if fractions[k, LandCover.WATER] >= UNINHABITED_WATER_FRACTION or land_px[k] == 0:
             continue
-        rows_px, cols_px = np.nonzero(owner == region)
-        cls = classes[rows_px, cols_px]
-        mark = markings[rows_px, cols_px]
-        factors = layout.factors_at(np.array([g.cy[region]]), np.array([g.cx[region]]))
-
-        # POIs: a Poisson count at distinct land pixels weighted by class intensity.
-        rng = np.random.default_rng([config.seed, _SALT_POI, int(region)])
-        weights = _POI_INTENSITY[cls]
-        lam = config.pois.rate * float(fractions[k] @ _POI_INTENSITY) * np.exp(0.6 * factors["commercial"][0])
-        n = min(int(rng.poisson(lam)), int(np.count_nonzero(weights)))
-        if n:
-            picks = rng.choice(len(cls), size=n, replace=False, p=weights / weights.sum())
-            py, px = rows_px[picks] + y0, cols_px[picks]
-            near = water.at(py, px) <= _NEAR_WATER_M
-            labels = [LANDCOVER_NAMES[c] for c in cls[picks]]
-            for poi, row, col, label in zip(poi_text.draw_pois(rng, labels, float(factors["commercial"][0]), near),
-                                            py, px, labels, strict=True):
-                pois.append({"region": int(region), **poi, "landcover": label, "row_px": int(row), "col_px": int(col)})
-
-        # Street views at distinct street pixels (not rail); land pixels if there are too few streets.
-        rng = np.random.default_rng([config.seed, _SALT_VIEW, int(region)])
-        street = np.flatnonzero((cls == LandCover.ROADS) & (mark != MARK_BALLAST) & (mark != MARK_RAIL))
-        if len(street) >= n_views:
-            picks = rng.choice(street, size=n_views, replace=False)
-        else:
-            land = np.setdiff1d(np.flatnonzero(cls != LandCover.WATER), street)
-            pool = land if len(land) else street
-            picks = np.concatenate([street, rng.choice(pool, size=n_views - len(street),
-                                                       replace=len(pool) < n_views - len(street))])
-        vy, vx = rows_px[picks], cols_px[picks]
-        mix = np.empty((n_views, _K))
-        for v, (row, col) in enumerate(zip(vy, vx, strict=True)):
-            around = classes[max(0, row - reach):row + reach + 1, max(0, col - reach):col + reach + 1]
-            mix[v] = np.bincount(around.ravel(), minlength=_K) / around.size
-        affluence = layout.factors_at(vy + y0 + 0.5, vx + 0.5)["affluence"]
-        views[k] = aerial.render_street_views(mix, rng, affluence=affluence, size=vp,
-                                              illumination_noise=config.illumination_noise,
-                                              pixel_noise=config.pixel_noise)
-        view_meta[k] = np.column_stack([vy + y0 + 0.5, vx + 0.5, rng.uniform(0, 360, n_views), affluence, mix])
+        pixels = _RegionPixels.of(owner == region, classes, markings, y0)
+        commercial = layout.factors_at(np.array([g.cy[region]]), np.array([g.cx[region]]))["commercial"][0]
+        pois += _region_pois(config, int(region), fractions[k], commercial, pixels, water)
+        views[k], view_meta[k] = _region_street_views(config, layout, int(region), pixels, classes)
     return _RegionRow(ids, fractions, land_px, images, views, view_meta, pois)
+
+
+@dataclass(frozen=True)
+class _RegionPixels:
+    """The pixels of one region in a band of rows starting at row ``y0``: positions in the band, class, marking."""
+
+    rows: np.ndarray
+    cols: np.ndarray
+    classes: np.ndarray
+    markings: np.ndarray
+    y0: int
+
+    @classmethod
+    def of(cls, mine: np.ndarray, classes: np.ndarray, markings: np.ndarray, y0: int) -> _RegionPixels:
+        rows, cols = np.nonzero(mine)
+        return cls(rows, cols, classes[rows, cols], markings[rows, cols], y0)
+
+
+def _region_pois(config: CityConfig, region: int, fractions: np.ndarray, commercial: float, pixels: _RegionPixels,
+                 water: _WaterDistance) -> list[dict]:
+    """The POIs of one region: ``Poisson(rate * sum_k rho_k f_k * exp(0.6 C))`` at distinct land pixels
+    drawn with weights ``rho``, their texts from :mod:`lib.data.poi_text` ("by the water" within 60 m)."""
+    rng = np.random.default_rng([config.seed, _SALT_POI, region])
+    cls = pixels.classes
+    weights = _POI_INTENSITY[cls]
+    lam = config.pois.rate * float(fractions @ _POI_INTENSITY) * np.exp(0.6 * commercial)
+    n = min(int(rng.poisson(lam)), int(np.count_nonzero(weights)))
+    if not n:
+        return []
+    picks = rng.choice(len(cls), size=n, replace=False, p=weights / weights.sum())
+    py, px = pixels.rows[picks] + pixels.y0, pixels.cols[picks]
+    near = water.at(py, px) <= _NEAR_WATER_M
+    labels = [LANDCOVER_NAMES[c] for c in cls[picks]]
+    return [{"region": region, **poi, "landcover": label, "row_px": int(row), "col_px": int(col)}
+            for poi, row, col, label in zip(poi_text.draw_pois(rng, labels, float(commercial), near),
+                                            py, px, labels, strict=True)]
+
+
+def _region_street_views(config: CityConfig, layout: CityLayout, region: int, pixels: _RegionPixels,
+                         classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The street views of one region and their (row px, col px, heading, affluence, land-cover mix).
+
+    Viewpoints are distinct street pixels (never rail, never water; land pixels
+    only if the region has too few street pixels); each view shows the
+    land-cover mix within 64 m (inside the band ``classes``, which starts at
+    row ``pixels.y0`` of the city) and the affluence at its viewpoint
+    (:mod:`lib.data.street_views`).
+    """
+    n_views, y0 = config.views_per_region, pixels.y0
+    reach = max(1, int(round(64.0 / config.resolution_m)))
+    cls, mark = pixels.classes, pixels.markings
+    rng = np.random.default_rng([config.seed, _SALT_VIEW, region])
+    street = np.flatnonzero((cls == LandCover.ROADS) & (mark != MARK_BALLAST) & (mark != MARK_RAIL))
+    if len(street) >= n_views:
+        picks = rng.choice(street, size=n_views, replace=False)
+    else:
+        land = np.setdiff1d(np.flatnonzero(cls != LandCover.WATER), street)
+        pool = land if len(land) else street
+        picks = np.concatenate([street, rng.choice(pool, size=n_views - len(street),
+                                                   replace=len(pool) < n_views - len(street))])
+    vy, vx = pixels.rows[picks], pixels.cols[picks]
+    mix = np.empty((n_views, _K))
+    for v, (row, col) in enumerate(zip(vy, vx, strict=True)):
+        around = classes[max(0, row - reach):row + reach + 1, max(0, col - reach):col + reach + 1]
+        mix[v] = np.bincount(around.ravel(), minlength=_K) / around.size
+    affluence = layout.factors_at(vy + y0 + 0.5, vx + 0.5)["affluence"]
+    views = render_street_views(mix, rng, affluence=affluence, size=config.view_px,
+                                illumination_noise=config.illumination_noise, pixel_noise=config.pixel_noise)
+    meta = np.column_stack([vy + y0 + 0.5, vx + 0.5, rng.uniform(0, 360, n_views), affluence, mix])
+    return views, meta
 
 
 # ---------------------------------------------------------------------------
@@ -752,52 +695,105 @@ def _write_tile_variables(path: Path, variables: dict[str, tuple[np.ndarray, dic
 
 
 def _write_city(config: CityConfig, out: Path, progress: Callable[[int, int], None] | None) -> dict:
-    """Generate the city into the (empty) directory ``out``, streaming; returns its outcome models and counts."""
+    """Generate the city into the (empty) directory ``out``, streaming; returns its summary (``city.json``).
+
+    The steps, in the order they write: the small parts of the files
+    (:func:`_templates`); pass 1, the tiles a block at a time (:func:`_write_tiles`);
+    pass 2, the regions a row at a time (:func:`_write_regions`); the true
+    factors of every unit (:func:`_unit_designs`) and the outcomes drawn from
+    them (:func:`_draw_outcomes`); the tiles' outcome variables
+    (:func:`_write_tile_outcomes`); the region, flow and POI tables
+    (:func:`_write_tables`); the summary (:func:`_write_summary`).
+    """
     layout = CityLayout(config)
     t = _Tiles(config)
     g = _Regions(config, layout.height, layout.width)
     info = layout.describe(lambda r, c: _pixel_to_map(config, r, c))
     _templates(out, config, t, g, info)
     water = _WaterDistance(layout, config.resolution_m)
-
-    tile_fractions = np.empty((config.n_tiles, _K), dtype=np.float32)
-    region_fractions = np.empty((g.n, _K), dtype=np.float32)
-    land_px = np.zeros(g.n, np.int64)
-    pois: list[dict] = []
-    n_blocks_r = -(-t.rows // t.block)
-    n_blocks_c = -(-t.cols // t.block)
-    steps, done = n_blocks_r * n_blocks_c + g.n_rows, 0
+    tick = _Progress(progress, -(-t.rows // t.block) * -(-t.cols // t.block) + g.n_rows)
     with _CityFiles(out, config, t, g, layout.height, layout.width) as files:
-        for br in range(n_blocks_r):
-            for bc in range(n_blocks_c):
-                r0, r1 = br * t.block, min(t.rows, (br + 1) * t.block)
-                c0, c1 = bc * t.block, min(t.cols, (bc + 1) * t.block)
-                classes, images, roofs = _render_block(config, layout, t, r0, r1, c0, c1)
-                files.write_block(r0, r1, c0, c1, classes, images, roofs)
-                ids = (np.arange(r0, r1)[:, None] * t.cols + np.arange(c0, c1)[None, :]).ravel()
-                tile_fractions[ids] = _fractions(_tiles_of(classes, t.tp))
-                done += 1
-                if progress is not None:
-                    progress(done, steps)
-        for i in range(g.n_rows):
-            if g.first[i + 1] == g.first[i]:
-                continue
-            row = _render_region_row(config, layout, g, water, i, config.n_tiles)
-            files.regions["image"][row.ids[0]:row.ids[-1] + 1] = row.images
-            files.views["image"][row.ids[0]:row.ids[-1] + 1] = row.views
-            east, north = _pixel_to_map(config, row.view_meta[..., 0], row.view_meta[..., 1])
-            files.views["view_easting"][row.ids[0]:row.ids[-1] + 1] = east
-            files.views["view_northing"][row.ids[0]:row.ids[-1] + 1] = north
-            files.views["view_heading_deg"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 2]
-            files.views["view_affluence"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 3]
-            files.views["view_fractions"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 4:]
-            region_fractions[row.ids] = row.fractions
-            land_px[row.ids] = row.land_px
-            pois.extend(row.pois)
-            done += 1
-            if progress is not None:
-                progress(done, steps)
+        tile_fractions = _write_tiles(config, layout, t, files, tick)
+        regions = _write_regions(config, layout, g, water, files, tick)
+    units = _unit_designs(config, layout, t, g, water, tile_fractions, regions.fractions)
+    models = with_thresholds(outcome_models(config.outcome_noise), units["tile"].design, units["tile"].inhabited)
+    outcomes = _draw_outcomes(config, g, models, units)
+    _write_tile_outcomes(out / "tiles.nc", models, units["tile"], tile_fractions, outcomes["tile"])
+    counts = _write_tables(config, out, t, g, models, units["region"], regions, outcomes["region"])
+    return _write_summary(config, out, models, units, outcomes, info, counts)
 
+
+class _Progress:
+    """Calls ``progress(steps_done, steps_total)`` once per finished step (nothing without a callback)."""
+
+    def __init__(self, progress: Callable[[int, int], None] | None, total: int):
+        self.progress, self.total, self.done = progress, total, 0
+
+    def __call__(self) -> None:
+        self.done += 1
+        if self.progress is not None:
+            self.progress(self.done, self.total)
+
+
+def _write_tiles(config: CityConfig, layout: CityLayout, t: _Tiles, files: _CityFiles, tick: _Progress) -> np.ndarray:
+    """Pass 1: render and write the tiles a block of ``t.block`` x ``t.block`` at a time; their land-cover fractions."""
+    tile_fractions = np.empty((config.n_tiles, _K), dtype=np.float32)
+    for br in range(-(-t.rows // t.block)):
+        for bc in range(-(-t.cols // t.block)):
+            r0, r1 = br * t.block, min(t.rows, (br + 1) * t.block)
+            c0, c1 = bc * t.block, min(t.cols, (bc + 1) * t.block)
+            classes, images, roofs = _render_block(config, layout, t, r0, r1, c0, c1)
+            files.write_block(r0, r1, c0, c1, classes, images, roofs)
+            ids = (np.arange(r0, r1)[:, None] * t.cols + np.arange(c0, c1)[None, :]).ravel()
+            tile_fractions[ids] = _fractions(_tiles_of(classes, t.tp))
+            tick()
+    return tile_fractions
+
+
+@dataclass
+class _RegionPass:
+    """What pass 2 keeps in memory of every region: land-cover fractions, land pixels, POIs."""
+
+    fractions: np.ndarray  # (n, K)
+    land_px: np.ndarray  # (n,)
+    pois: list[dict]
+
+
+def _write_regions(config: CityConfig, layout: CityLayout, g: _Regions, water: _WaterDistance, files: _CityFiles,
+                   tick: _Progress) -> _RegionPass:
+    """Pass 2: render and write the regions a row at a time (aerial image, street views and their viewpoints)."""
+    totals = _RegionPass(np.empty((g.n, _K), dtype=np.float32), np.zeros(g.n, np.int64), [])
+    for i in range(g.n_rows):
+        if g.first[i + 1] == g.first[i]:
+            continue
+        row = _render_region_row(config, layout, g, water, i, config.n_tiles)
+        files.regions["image"][row.ids[0]:row.ids[-1] + 1] = row.images
+        files.views["image"][row.ids[0]:row.ids[-1] + 1] = row.views
+        east, north = _pixel_to_map(config, row.view_meta[..., 0], row.view_meta[..., 1])
+        files.views["view_easting"][row.ids[0]:row.ids[-1] + 1] = east
+        files.views["view_northing"][row.ids[0]:row.ids[-1] + 1] = north
+        files.views["view_heading_deg"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 2]
+        files.views["view_affluence"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 3]
+        files.views["view_fractions"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 4:]
+        totals.fractions[row.ids] = row.fractions
+        totals.land_px[row.ids] = row.land_px
+        totals.pois.extend(row.pois)
+        tick()
+    return totals
+
+
+@dataclass(frozen=True)
+class _Units:
+    """One kind of unit (tiles or regions): its true factors by name, whether inhabited, the hidden factors."""
+
+    design: dict[str, np.ndarray]
+    inhabited: np.ndarray
+    factors: dict[str, np.ndarray]
+
+
+def _unit_designs(config: CityConfig, layout: CityLayout, t: _Tiles, g: _Regions, water: _WaterDistance,
+                  tile_fractions: np.ndarray, region_fractions: np.ndarray) -> dict[str, _Units]:
+    """The true factors of the tiles and of the regions, at their centres (see :mod:`lib.data.city_outcomes`)."""
     centre = (layout.centre[0], layout.centre[1])
     units = {}
     for unit, fractions, cy, cx in (("tile", tile_fractions, t.cy, t.cx), ("region", region_fractions, g.cy, g.cx)):
@@ -805,8 +801,13 @@ def _write_city(config: CityConfig, out: Path, progress: Callable[[int, int], No
         distance_km = np.hypot(cy - centre[0], cx - centre[1]) * config.resolution_m / 1000
         design = _design(fractions, factors, water.at(cy, cx), distance_km)
         inhabited = fractions[:, LandCover.WATER] < UNINHABITED_WATER_FRACTION
-        units[unit] = (design, inhabited, factors)
-    models = with_thresholds(outcome_models(config.outcome_noise), units["tile"][0], units["tile"][1])
+        units[unit] = _Units(design, inhabited, factors)
+    return units
+
+
+def _draw_outcomes(config: CityConfig, g: _Regions, models: dict[str, OutcomeModel],
+                   units: dict[str, _Units]) -> dict[str, dict[str, dict[str, np.ndarray]]]:
+    """Every outcome of the tiles (spatially smooth noise) and of the regions (independent noise), by unit."""
 
     def tile_noise(index):
         rng = np.random.default_rng([config.seed, _SALT_OUTCOME, index])
@@ -815,20 +816,22 @@ def _write_city(config: CityConfig, out: Path, progress: Callable[[int, int], No
     def region_noise(index):
         return np.random.default_rng([config.seed, _SALT_REGION_NOISE, index]).standard_normal(g.n)
 
-    tile_out = _evaluate(models, units["tile"][0], units["tile"][1], tile_noise)
-    region_out = _evaluate(models, units["region"][0], units["region"][1], region_noise)
+    return {"tile": _evaluate(models, units["tile"].design, units["tile"].inhabited, tile_noise),
+            "region": _evaluate(models, units["region"].design, units["region"].inhabited, region_noise)}
 
-    # Tiles: the per-tile variables.
-    design, inhabited, factors = units["tile"]
+
+def _write_tile_outcomes(path: Path, models: dict[str, OutcomeModel], tiles: _Units, tile_fractions: np.ndarray,
+                         tile_out: dict[str, dict[str, np.ndarray]]) -> None:
+    """The per-tile variables of ``tiles.nc``: fractions, factors, and each outcome noisy, noise-free and its slope."""
     variables = {
         "fractions": (tile_fractions, {"long_name": "land-cover fractions (concept ground truth)"}),
-        "inhabited": (inhabited.astype(np.uint8), {"long_name": "1 = inhabited (water fraction < 0.5)"}),
-        "water_proximity": (design["water_proximity"].astype(np.float32),
+        "inhabited": (tiles.inhabited.astype(np.uint8), {"long_name": "1 = inhabited (water fraction < 0.5)"}),
+        "water_proximity": (tiles.design["water_proximity"].astype(np.float32),
                             {"long_name": "proximity to water", "formula": "exp(-d / 300 m), d city-wide"}),
-        "distance_to_centre_km": (design["distance_to_centre_km"].astype(np.float32), {"units": "km"}),
+        "distance_to_centre_km": (tiles.design["distance_to_centre_km"].astype(np.float32), {"units": "km"}),
     }
     for name in ("affluence", "commercial", "accessibility"):
-        variables[name] = (factors[name].astype(np.float32), {"long_name": f"hidden factor: {name}"})
+        variables[name] = (tiles.factors[name].astype(np.float32), {"long_name": f"hidden factor: {name}"})
     for name, m in models.items():
         attrs = {"units": m.units, "model": json.dumps(m.to_json())}
         variables[name] = (tile_out[name]["noisy"].astype(np.float32), attrs | {"long_name": name.replace("_", " ")})
@@ -838,49 +841,58 @@ def _write_city(config: CityConfig, out: Path, progress: Callable[[int, int], No
             variables[f"{name}_slope_{m.interval.concept}"] = (
                 tile_out[name]["slope"].astype(np.float32),
                 {"long_name": f"true effect of the {m.interval.concept} fraction on {name} at this tile"})
-    _write_tile_variables(out / "tiles.nc", variables)
+    _write_tile_variables(path, variables)
 
-    # Regions: the table, POIs, flows.
-    design_r, inhabited_r, factors_r = units["region"]
-    area_km2 = land_px * config.resolution_m**2 / 1e6
+
+def _write_tables(config: CityConfig, out: Path, t: _Tiles, g: _Regions, models: dict[str, OutcomeModel],
+                  units: _Units, regions: _RegionPass, region_out: dict[str, dict[str, np.ndarray]]) -> dict[str, int]:
+    """``regions.parquet`` (factors, population, jobs, outcomes, trips), ``flows.parquet`` and ``pois.parquet``.
+
+    Returns the counts of :func:`_write_summary`: POIs, flow pairs and trips.
+    """
+    area_km2 = regions.land_px * config.resolution_m**2 / 1e6
     east, north = _pixel_to_map(config, g.cy, g.cx)
     lon, lat = t.to_lonlat.transform(east, north)
     table = pd.DataFrame({"region": np.arange(g.n, dtype=np.int32), "grid_row": g.row.astype(np.int32),
                           "grid_col": g.col.astype(np.int32), "easting": east, "northing": north,
-                          "lon": lon, "lat": lat, "inhabited": inhabited_r, "land_area_km2": area_km2})
+                          "lon": lon, "lat": lat, "inhabited": units.inhabited, "land_area_km2": area_km2})
     for k, c in enumerate(_FRACTION_COLUMNS):
-        table[c] = region_fractions[:, k]
+        table[c] = regions.fractions[:, k]
     for name in ("affluence", "commercial", "accessibility", "water_proximity", "distance_to_centre_km"):
-        table[name] = design_r[name]
-    table["n_pois"] = np.bincount(np.array([p["region"] for p in pois], dtype=np.intp), minlength=g.n)
+        table[name] = units.design[name]
+    table["n_pois"] = np.bincount(np.array([p["region"] for p in regions.pois], dtype=np.intp), minlength=g.n)
     density = np.nan_to_num(np.maximum(region_out["population_density"]["noisy"], 0))
-    table["population"] = np.where(inhabited_r, density * 1000 * area_km2, 0.0)
-    table["jobs"] = np.where(inhabited_r, 1000 * area_km2 * (region_fractions @ _JOB_DENSITY)
-                             * np.exp(0.5 * factors_r["commercial"]) + _JOBS_PER_POI * table["n_pois"], 0.0)
+    table["population"] = np.where(units.inhabited, density * 1000 * area_km2, 0.0)
+    table["jobs"] = np.where(units.inhabited, 1000 * area_km2 * (regions.fractions @ _JOB_DENSITY)
+                             * np.exp(0.5 * units.factors["commercial"]) + _JOBS_PER_POI * table["n_pois"], 0.0)
     for name, m in models.items():
         table[name] = region_out[name]["noisy"]
         table[f"{name}_noise_free"] = region_out[name]["noise_free"]
         if m.interval is not None:
             table[f"{name}_slope_{m.interval.concept}"] = region_out[name]["slope"]
-    mix = region_fractions
-    table["dominant_landcover"] = np.array(LANDCOVER_NAMES)[mix.argmax(axis=1)]
+    table["dominant_landcover"] = np.array(LANDCOVER_NAMES)[regions.fractions.argmax(axis=1)]
     n_flows = _flows(config, table, out)
     flows = pd.read_parquet(out / "flows.parquet", columns=["origin", "destination", "flow"])
     table["trips_out"] = np.bincount(flows["origin"], weights=flows["flow"], minlength=g.n)
     table["trips_in"] = np.bincount(flows["destination"], weights=flows["flow"], minlength=g.n)
     table.to_parquet(out / "regions.parquet", index=False)
-    _pois_table(config, t, pois).to_parquet(out / "pois.parquet", index=False)
+    _pois_table(config, t, regions.pois).to_parquet(out / "pois.parquet", index=False)
+    return {"pois": len(regions.pois), "flow_pairs": n_flows, "trips": int(flows["flow"].sum())}
 
-    oracle = {"tile": _oracle(models, units["tile"][0], tile_out, units["tile"][1]),
-              "region": _oracle(models, design_r, region_out, inhabited_r)}
+
+def _write_summary(config: CityConfig, out: Path, models: dict[str, OutcomeModel], units: dict[str, _Units],
+                   outcomes: dict[str, dict[str, dict[str, np.ndarray]]], info: dict, counts: dict[str, int]) -> dict:
+    """``city.json`` (config, outcome models, oracle R^2, counts, layout) and the outcome attributes of ``tiles.nc``."""
+    oracle = {unit: _oracle(models, units[unit].design, outcomes[unit], units[unit].inhabited)
+              for unit in ("tile", "region")}
     summary = {
         "config": config.model_dump(mode="json"),
         "outcome_models": {name: m.to_json() for name, m in models.items()},
         "modality_factors": {k: list(v) for k, v in MODALITY_FACTORS.items()},
         "oracle_r2": oracle,
-        "counts": {"tiles": config.n_tiles, "inhabited_tiles": int(units["tile"][1].sum()), "regions": g.n,
-                   "inhabited_regions": int(inhabited_r.sum()), "pois": len(pois), "flow_pairs": n_flows,
-                   "trips": int(flows["flow"].sum())},
+        "counts": {"tiles": config.n_tiles, "inhabited_tiles": int(units["tile"].inhabited.sum()),
+                   "regions": len(units["region"].inhabited),
+                   "inhabited_regions": int(units["region"].inhabited.sum()), **counts},
         "layout": info,
     }
     with h5netcdf.File(out / "tiles.nc", "a") as f:

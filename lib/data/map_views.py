@@ -21,7 +21,7 @@ the whole image.
 
 Outside the image: areas that a rotation or a zoom-out brings into view are
 filled with the maps' background colour (``MultiCropConfig.background``,
-default the OSM "no mapped feature" colour of :data:`lib.data.osm_maps.STYLES`,
+default the OSM "no mapped feature" colour of :data:`lib.data.map_style.STYLES`,
 242/239/233), not black and not cropped away, so every view keeps its sampled
 scale and looks like a map with an unmapped area rather than a black hole.
 
@@ -46,7 +46,7 @@ __all__ = ["MAX_LOCAL_VIEWS", "OSM_BACKGROUND", "MultiCropConfig", "crop_views",
 MAX_LOCAL_VIEWS = 10
 
 #: The background colour of the rendered maps, RGB in [0, 1] (``STYLES[0]`` of
-#: :mod:`lib.data.osm_maps`, not imported here since that module loads pyrosm).
+#: :mod:`lib.data.map_style`; a test keeps the two equal).
 OSM_BACKGROUND: tuple[float, float, float] = (242 / 255, 239 / 255, 233 / 255)
 
 

@@ -9,8 +9,10 @@ import torch
 from torch import Tensor
 
 from lib.runtime import Runtime
+from lib.timing import phase
 
 
+@phase("evaluate")
 @torch.no_grad()
 def encode(forward: Callable[[Tensor], Tensor], inputs: Tensor, batch_size: int = 256,
            runtime: Runtime | None = None) -> Tensor:

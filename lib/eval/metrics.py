@@ -24,14 +24,30 @@ from scipy import stats
 from sklearn.cluster import KMeans
 from sklearn.metrics import mean_absolute_error, normalized_mutual_info_score, r2_score
 
+from lib.timing import phase
 
+
+@phase("evaluate")
 def retrieval_metrics(
     ranked_labels: np.ndarray,
     query_labels: np.ndarray,
     n_relevant: np.ndarray,
     ks: Sequence[int] = (1, 2, 4, 8),
 ) -> dict[str, float]:
-    """Recall@K, R-Precision and MAP@R from ranked gallery labels.
+    """Recall@K, R-Precision and MAP@R from ranked gallery labels: the means over queries of
+    :func:`retrieval_metrics_per_query` (same arguments)."""
+    return {name: float(values.mean()) for name, values in
+            retrieval_metrics_per_query(ranked_labels, query_labels, n_relevant, ks).items()}
+
+
+def retrieval_metrics_per_query(
+    ranked_labels: np.ndarray,
+    query_labels: np.ndarray,
+    n_relevant: np.ndarray,
+    ks: Sequence[int] = (1, 2, 4, 8),
+) -> dict[str, np.ndarray]:
+    """Recall@K, R-Precision and MAP@R of each query, (Q,) arrays (Recall@K boolean), e.g. for intervals
+    that resample queries (:func:`lib.eval.intervals.interval_cell` with ``items``).
 
     Args:
         ranked_labels: (Q, L) labels of each query's gallery, best first, with
@@ -58,9 +74,9 @@ def retrieval_metrics(
     hits_r = relevant & within_r
     precision_at_i = np.cumsum(relevant, axis=1) / np.arange(1, depth + 1)[None, :]
 
-    out = {f"recall_at_{k}": float(relevant[:, :k].any(axis=1).mean()) for k in ks}
-    out["r_precision"] = float((hits_r.sum(axis=1) / n_relevant).mean())
-    out["map_at_r"] = float(((precision_at_i * hits_r).sum(axis=1) / n_relevant).mean())
+    out = {f"recall_at_{k}": relevant[:, :k].any(axis=1) for k in ks}
+    out["r_precision"] = hits_r.sum(axis=1) / n_relevant
+    out["map_at_r"] = (precision_at_i * hits_r).sum(axis=1) / n_relevant
     return out
 
 

@@ -17,7 +17,10 @@ from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 from torch import Tensor, nn
 
+from lib.timing import phase
 
+
+@phase("evaluate")
 def ridge_probe(fit_x: np.ndarray, fit_y: np.ndarray, val_x: np.ndarray, val_y: np.ndarray,
                 alphas: list[float]) -> tuple[Ridge, float, float]:
     """Ridge regression y ~ w . x + b on frozen embeddings, the penalty chosen by validation R^2.
@@ -34,6 +37,7 @@ def ridge_probe(fit_x: np.ndarray, fit_y: np.ndarray, val_x: np.ndarray, val_y: 
     return fitted[best], alphas[best], float(scores[best])
 
 
+@phase("evaluate")
 def logistic_probe(features: Tensor, labels: Tensor, n_classes: int, regularisation: float = 1.0,
                    max_iter: int = 1000) -> nn.Linear:
     """Multinomial logistic regression (scikit-learn) on standardised features, as one linear layer.

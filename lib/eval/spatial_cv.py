@@ -1,4 +1,4 @@
-"""Spatial block cross-validation and linear probes evaluated with it.
+"""Spatial block cross-validation and the probes evaluated with it.
 
 Neighbouring map tiles overlap and share their surroundings, so a random
 split lets a probe score by memorising places (Roberts et al., "Cross-
@@ -27,15 +27,23 @@ phylogenetic structure", Ecography 2017). Here:
   (e.g. the spatial blocks, for a spatial inner split too). Reported: each
   fold's metrics, and their mean and sample standard deviation (ddof = 1)
   over folds.
+* :func:`mlp_probe_cv` - the compendium's one MLP probe, scored on the same
+  folds and with the same metrics (its docstring states the architecture and
+  the scaling); every study's "MLP" row is this probe.
+* :func:`folds_for` - the folds of a table of places (``easting``,
+  ``northing`` columns), the one fold builder the studies share.
 """
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 
 import numpy as np
+import pandas as pd
 from scipy.spatial import cKDTree
 from sklearn.base import clone
+from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
 from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score, root_mean_squared_error
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, StratifiedKFold
@@ -43,10 +51,17 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from threadpoolctl import threadpool_limits
 
-__all__ = ["ProbeCV", "mlp_probe_cv", "probe_cv", "probe_estimator", "spatial_block_folds", "spatial_blocks"]
+from lib.timing import phase
+
+__all__ = ["ProbeCV", "folds_for", "mlp_probe_cv", "probe_cv", "probe_estimator", "spatial_block_folds",
+           "spatial_blocks"]
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(10.0**k for k in range(-3, 5))
 DEFAULT_CS: tuple[float, ...] = tuple(10.0**k for k in range(-3, 3))
+#: Training points from which the MLP probe stops early on a held-out tenth. With fewer, the tenth is too
+#: small to judge a plateau: on folds of about 200 points a classifier stopped after a dozen epochs at chance
+#: accuracy (scikit-learn's patience is 10 epochs of one full batch each).
+MLP_EARLY_STOPPING_MIN = 1000
 
 
 def _coordinates(x: np.ndarray, y: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -174,6 +189,7 @@ class ProbeCV:
         return out
 
 
+@phase("evaluate")
 def probe_cv(
     features: np.ndarray,
     target: np.ndarray,
@@ -223,8 +239,7 @@ def probe_cv(
         if task == "regression":
             scores = _regression_scores(target[test], predicted)
         else:
-            scores = {"accuracy": accuracy_score(target[test], predicted),
-                      "macro_f1": f1_score(target[test], predicted, average="macro", zero_division=0)}
+            scores = _classification_scores(target[test], predicted)
         per_fold.append({**{k: float(v) for k, v in scores.items()},
                          penalty: float(search.best_params_[f"model__{penalty}"]),
                          "n_train": float(len(train)), "n_test": float(len(test))})
@@ -239,6 +254,11 @@ def _regression_scores(observed: np.ndarray, predicted: np.ndarray) -> dict[str,
             "mae": mean_absolute_error(observed, predicted)}
 
 
+def _classification_scores(observed: np.ndarray, predicted: np.ndarray) -> dict[str, float]:
+    return {"accuracy": accuracy_score(observed, predicted),
+            "macro_f1": f1_score(observed, predicted, average="macro", zero_division=0)}
+
+
 def _summarise(per_fold: list[dict[str, float]], names: list[str], predictions: np.ndarray) -> ProbeCV:
     table = np.array([[fold[name] for name in names] for fold in per_fold])
     sd = table.std(axis=0, ddof=1) if len(per_fold) > 1 else np.full(len(names), np.nan)
@@ -246,6 +266,7 @@ def _summarise(per_fold: list[dict[str, float]], names: list[str], predictions: 
                    dict(zip(names, sd.tolist(), strict=True)), predictions)
 
 
+@phase("evaluate")
 def mlp_probe_cv(
     features: np.ndarray,
     target: np.ndarray,
@@ -254,33 +275,84 @@ def mlp_probe_cv(
     alpha: float = 1e-3,
     seed: int = 0,
     max_iter: int = 500,
+    *,
+    task: str = "regression",
 ) -> ProbeCV:
-    """An MLP regressor of ``target`` from standardised ``features`` over ``folds``: R^2, RMSE, MAE.
+    """The compendium's MLP probe of ``target`` from ``features``, evaluated over ``folds``.
 
-    Per fold, scikit-learn's ``MLPRegressor`` (ReLU, Adam, L2 penalty
-    ``alpha``) with the target standardised on the fold's training part;
-    early stopping holds out a tenth of that part (a plain fit below 100
-    points). No penalty search: ``hidden`` and ``alpha`` are fixed in advance.
+    Architecture: scikit-learn's ``MLPRegressor`` or ``MLPClassifier``, one
+    hidden layer of 64 ReLU units by default (``hidden``), Adam, L2 penalty
+    ``alpha`` = 1e-3, on features standardised on the fold's training part.
+    Scaling: for regression the target is standardised on the fold's training
+    part too (``TransformedTargetRegressor``) and predictions mapped back, so
+    outcomes of any scale (prices, indices) train alike; for classification
+    the output is a softmax over the classes. Training: Adam, at most
+    ``max_iter`` epochs (fewer when the training loss stops improving by
+    1e-4); with at least :data:`MLP_EARLY_STOPPING_MIN` training points,
+    early stopping on a held-out tenth of them (stratified for classes). No
+    penalty search: ``hidden``, ``alpha`` and the epochs are fixed in advance.
+    Metrics per fold as :func:`probe_cv`: R^2, RMSE, MAE, or accuracy and
+    macro-F1.
     """
     from sklearn.compose import TransformedTargetRegressor
-    from sklearn.neural_network import MLPRegressor
+    from sklearn.neural_network import MLPClassifier, MLPRegressor
 
-    features, target = np.asarray(features, dtype=np.float64), np.asarray(target, dtype=np.float64)
+    if task not in ("regression", "classification"):
+        raise ValueError(f"task must be 'regression' or 'classification', got {task!r}")
+    regression = task == "regression"
+    features, target = np.asarray(features, dtype=np.float64), np.asarray(target)
+    if regression:
+        target = target.astype(np.float64)
     if features.ndim != 2 or target.shape != (features.shape[0],):
         raise ValueError(f"features must be (n, d) and target (n,), got {features.shape} and {target.shape}")
     if not folds:
         raise ValueError("folds must hold at least one (train_idx, test_idx) pair")
-    predictions = np.full(len(target), np.nan)
+    predictions = np.full(len(target), np.nan) if regression else np.full(len(target), None, dtype=object)
     per_fold = []
     for train, test in folds:
-        mlp = MLPRegressor(hidden_layer_sizes=tuple(hidden), alpha=alpha, early_stopping=len(train) >= 100,
-                           max_iter=max_iter, random_state=seed)
-        model = TransformedTargetRegressor(Pipeline([("scale", StandardScaler()), ("model", mlp)]),
-                                           transformer=StandardScaler())
-        with threadpool_limits(1):
+        settings = {"hidden_layer_sizes": tuple(hidden), "alpha": alpha, "max_iter": max_iter, "random_state": seed,
+                    "early_stopping": len(train) >= MLP_EARLY_STOPPING_MIN}
+        if regression:
+            model = TransformedTargetRegressor(
+                Pipeline([("scale", StandardScaler()), ("model", MLPRegressor(**settings))]),
+                transformer=StandardScaler())
+        else:
+            model = Pipeline([("scale", StandardScaler()), ("model", MLPClassifier(**settings))])
+        # The epochs are a budget fixed in advance, not a convergence test: no warning when it is spent.
+        with threadpool_limits(1), warnings.catch_warnings():
+            warnings.simplefilter("ignore", ConvergenceWarning)
             model.fit(features[train], target[train])
         predicted = model.predict(features[test])
         predictions[test] = predicted
-        per_fold.append({**{k: float(v) for k, v in _regression_scores(target[test], predicted).items()},
+        if regression:
+            scores = _regression_scores(target[test], predicted)
+        else:
+            scores = _classification_scores(target[test], predicted)
+        per_fold.append({**{k: float(v) for k, v in scores.items()},
                          "n_train": float(len(train)), "n_test": float(len(test))})
-    return _summarise(per_fold, ["r2", "rmse", "mae"], predictions)
+    if not regression and all(p is not None for p in predictions):
+        predictions = predictions.astype(target.dtype)
+    return _summarise(per_fold, ["r2", "rmse", "mae"] if regression else ["accuracy", "macro_f1"], predictions)
+
+
+def folds_for(
+    table: pd.DataFrame,
+    n_folds: int,
+    block_m: float,
+    gap_m: float,
+    seed: int,
+    group_by: str | None = None,
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """:func:`spatial_block_folds` over the rows of ``table``: its ``easting`` and ``northing`` columns (metres).
+
+    ``group_by`` names a column whose values are separate places (each its
+    own block grid and buffer, e.g. ``"place"`` when a table spans several
+    cities in their own coordinate systems); None = one place.
+    """
+    needed = ["easting", "northing"] + ([group_by] if group_by is not None else [])
+    missing = [column for column in needed if column not in table.columns]
+    if missing:
+        raise ValueError(f"folds_for: the table has no column {missing}; it needs {needed}")
+    groups = table[group_by].to_numpy() if group_by is not None else None
+    return spatial_block_folds(table["easting"].to_numpy(), table["northing"].to_numpy(), n_folds, block_m, gap_m,
+                               seed, groups=groups)

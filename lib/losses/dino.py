@@ -25,8 +25,10 @@ with the mean over all processes when ``torch.distributed`` is initialised.
 
 Schedules (Caron et al., Sec. 3.1 and App. B). The teacher is an exponential
 moving average of the student, ``theta_t <- lambda theta_t + (1 - lambda)
-theta_s``, with ``lambda`` following a cosine from 0.996 to 1 over training;
-``tau_t`` warms up linearly (0.04 -> 0.04 .. 0.07) and then stays constant.
+theta_s`` (:func:`update_teacher`), with ``lambda`` following a cosine from
+0.996 to 1 over training (:func:`lib.training.cosine_value`, the loop's one
+cosine); ``tau_t`` warms up linearly (0.04 -> 0.04 .. 0.07) and then stays
+constant (:func:`teacher_temperature_schedule`).
 
 Collapse (Caron et al., Sec. 5.3). Collapse to one dimension gives a teacher
 entropy ``H(P_t)`` near 0 *and* a batch-mean distribution of entropy near 0;
@@ -49,8 +51,6 @@ from torch import Tensor, nn
 __all__ = [
     "DinoLoss",
     "collapse_indicators",
-    "cosine_schedule",
-    "momentum_schedule",
     "teacher_temperature_schedule",
     "update_teacher",
 ]
@@ -193,50 +193,6 @@ class DinoLoss(nn.Module):
             f"student_temperature={self.student_temperature}, "
             f"center_momentum={self.center_momentum}"
         )
-
-
-def cosine_schedule(
-    base: float,
-    final: float,
-    epochs: int,
-    steps_per_epoch: int,
-    warmup_epochs: int = 0,
-    start_warmup: float = 0.0,
-) -> np.ndarray:
-    """Per-step values: a linear warm-up, then a half cosine from ``base`` to ``final``.
-
-    With ``W = warmup_epochs * steps_per_epoch`` warm-up steps and ``N`` steps in
-    all, step ``n`` has the value
-
-        start_warmup + (base - start_warmup) * n / W                 for n < W
-        final + (base - final) * (1 + cos(pi (n - W) / (N - W - 1))) / 2   for n >= W
-
-    so the first step after the warm-up is ``base`` and the last step is exactly
-    ``final`` (a single cosine step is ``base``). Returns a float64 array of
-    length ``N = epochs * steps_per_epoch``.
-    """
-    if epochs < 1 or steps_per_epoch < 1:
-        raise ValueError(
-            f"cosine_schedule: epochs and steps_per_epoch must be >= 1, got {epochs} and "
-            f"{steps_per_epoch}"
-        )
-    if not 0 <= warmup_epochs < epochs:
-        raise ValueError(
-            f"cosine_schedule: warmup_epochs must be in [0, epochs={epochs}), got {warmup_epochs}"
-        )
-    n_warmup = warmup_epochs * steps_per_epoch
-    n_cosine = (epochs - warmup_epochs) * steps_per_epoch
-    warmup = start_warmup + (base - start_warmup) * np.arange(n_warmup) / max(n_warmup, 1)
-    phase = np.arange(n_cosine) / max(n_cosine - 1, 1)
-    cosine = final + (base - final) * (1 + np.cos(np.pi * phase)) / 2
-    return np.concatenate([warmup, cosine]).astype(np.float64)
-
-
-def momentum_schedule(
-    epochs: int, steps_per_epoch: int, start: float = 0.996, end: float = 1.0
-) -> np.ndarray:
-    """Teacher EMA momentum per step: cosine from ``start`` to ``end`` (Caron et al., Sec. 3.1)."""
-    return cosine_schedule(start, end, epochs, steps_per_epoch)
 
 
 def teacher_temperature_schedule(

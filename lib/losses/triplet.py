@@ -1,33 +1,24 @@
-"""Triplet margin loss over index triplets, and in-batch InfoNCE between two sets of embeddings.
+"""Triplet margin loss over index triplets of one batch of embeddings.
 
 MuseCL (Yong and Zhou, IJCAI 2024, Eq. 1) and Tile2Vec (Jean et al., AAAI 2019)
-train image encoders on (anchor, positive, negative) triplets of regions:
+train image encoders on (anchor, positive, negative) triplets of regions. For
+embeddings ``z`` of a batch of distinct regions and triplets of row indices
+``(a_t, p_t, n_t)``::
 
-* :func:`triplet_margin_loss` - for embeddings ``z`` of a batch of distinct
-  regions and triplets of row indices ``(a_t, p_t, n_t)``::
+    L = 1/T sum_t max(0, |z_a - z_p|_2 - |z_a - z_n|_2 + margin)
 
-      L = 1/T sum_t max(0, |z_a - z_p|_2 - |z_a - z_n|_2 + margin)
-
-  the same value as ``torch.nn.TripletMarginLoss(margin, p=2)`` applied to the
-  gathered rows; taking indices lets a batch encode every region once, however
-  many triplets it serves in.
-* :func:`info_nce` - for ``N`` matching pairs ``(u_i, v_i)``, with cosine
-  similarities and temperature ``tau``::
-
-      L = -1/N sum_i log( exp(cos(u_i, v_i) / tau) / sum_j exp(cos(u_i, v_j) / tau) )
-
-  every other ``v_j`` of the batch a negative of ``u_i`` (one direction; the
-  MuseCL paper's fusion objective, and the option to the triplet loss for the
-  visual encoders with ``v`` the positives).
+the same value as ``torch.nn.TripletMarginLoss(margin, p=2)`` applied to the
+gathered rows; taking indices lets a batch encode every region once, however
+many triplets it serves in. (The contrastive alternative, InfoNCE of anchors
+against positives, is :func:`lib.losses.contrastive.info_nce`.)
 """
 
 from __future__ import annotations
 
-import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-__all__ = ["info_nce", "triplet_margin_loss"]
+__all__ = ["triplet_margin_loss"]
 
 
 def triplet_margin_loss(z: Tensor, anchor: Tensor, positive: Tensor, negative: Tensor, margin: float) -> Tensor:
@@ -45,14 +36,3 @@ def triplet_margin_loss(z: Tensor, anchor: Tensor, positive: Tensor, negative: T
     d_neg = F.pairwise_distance(za, zn, p=2.0)
     return F.relu(d_pos - d_neg + margin).mean()
 
-
-def info_nce(u: Tensor, v: Tensor, temperature: float = 0.1) -> Tensor:
-    """In-batch InfoNCE of ``u`` against ``v`` (N, D), row i of each a pair (module docstring); a 0-d tensor."""
-    if u.shape != v.shape or u.dim() != 2:
-        raise ValueError(f"expected two (N, D) tensors of one shape, got {tuple(u.shape)} and {tuple(v.shape)}")
-    if u.shape[0] < 2:
-        raise ValueError("InfoNCE needs at least 2 pairs in a batch (the others are the negatives)")
-    if not temperature > 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    logits = F.normalize(u, dim=1) @ F.normalize(v, dim=1).T / temperature
-    return F.cross_entropy(logits, torch.arange(u.shape[0], device=u.device))

@@ -10,10 +10,14 @@ embedding is the (re-normalised) mean of the locations.
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
-from timm.models.resnet import BasicBlock, ResNet
 from torch import nn
+
+if TYPE_CHECKING:  # timm is imported where a backbone is built: it pulls in torchvision and torch._dynamo (~2 s)
+    from timm.models.resnet import ResNet
 
 
 def small_resnet(in_chans: int = 1, width: int = 32, layers: tuple[int, ...] = (1, 1, 1, 1)) -> ResNet:
@@ -24,6 +28,8 @@ def small_resnet(in_chans: int = 1, width: int = 32, layers: tuple[int, ...] = (
     convolutions) with its first stride set to 1 and no max-pool keeps the
     resolution, so 28 px in gives a 4x4 map out of the last stage.
     """
+    from timm.models.resnet import BasicBlock, ResNet
+
     if width % 2:
         raise ValueError(f"width must be even (the deep stem halves it), got {width}")
     net = ResNet(
@@ -79,6 +85,8 @@ def tile_encoder(in_chans: int, width: int) -> ResNet:
     64 px tile to 16 px before the first stage, so the stages see 16, 8, 4 and
     2 px; ``forward`` returns the globally average-pooled (B, 8 width) features.
     """
+    from timm.models.resnet import BasicBlock, ResNet
+
     return ResNet(
         block=BasicBlock, layers=(1, 1, 1, 1), channels=tuple(width * 2**i for i in range(4)),
         in_chans=in_chans, stem_type="deep", stem_width=width // 2, num_classes=0, global_pool="avg",

@@ -19,16 +19,26 @@ per image at any batch size, so expect a ratio near 1 there; with several thread
 small batches pay for synchronising them (much more so on a busy machine), and on
 a GPU for kernel launches. Run with ``python tests/benchmarks/bench_cocoa.py``
 (``make bench``); not a pytest file.
+
+Then the study's SimCLR training step at the default parameters of
+params.yaml (MNIST digits, two augmented views each, NT-Xent, AdamW) against
+the bare encoder's forward and backward on as many images as the two views
+(:mod:`step_timing`), in the same run.
 """
 
 import time
 
 import torch
 from captum.attr import IntegratedGradients
+from step_timing import bare_seconds, report, short_fits  # this folder is on the path of a script run
 from torch import nn
 
 from lib.eval.encode import encode
 from lib.explain.cocoa import ContrastiveCorpusSimilarity
+from lib.params import read_params, validate
+from lib.studies.cocoa.data import load_digits
+from lib.studies.cocoa.params import CocoaTrainParams
+from lib.studies.cocoa.simclr import train_simclr
 
 N_EXPLICANDS = 16
 CORPUS_SIZE = 100
@@ -105,5 +115,19 @@ def main() -> None:
     print(f"max |batched - loop| attribution: {(batched_attr - loop_attr).abs().max().item():.2e}")
 
 
+def training_steps() -> None:
+    """COCOA's SimCLR training step against its bare encoder on the two views' worth of digits."""
+    raw = read_params("params.yaml")["cocoa"]
+    cfg = validate("cocoa", {k: raw[k] for k in CocoaTrainParams.model_fields}, CocoaTrainParams)
+    with short_fits() as runs:
+        train_simclr(cfg, load_digits(cfg, seed=0), seed=0, progress=False)
+    run = runs[0]
+    images = torch.cat([run.batch[0]] * 2)  # the step encodes two views of each digit
+    encoder = run.model.encoder
+    bare = bare_seconds(encoder, list(encoder.parameters()), images, run.runtime)
+    report("COCOA SimCLR", run.median_step_s, bare, f"{len(images)} views of 28 px digits")
+
+
 if __name__ == "__main__":
     main()
+    training_steps()

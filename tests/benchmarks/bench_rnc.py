@@ -23,16 +23,30 @@ private ``experimental_event_tree``): the running total of live bytes of the
 CPU tensors allocated during the forward + backward pass, maximised over the
 pass (the inputs, allocated before, are not counted; the gradient is). Run with
 ``python tests/benchmarks/bench_rnc.py`` (``make bench``); not a pytest file.
+
+Then the concepts study's training steps at the default parameters of
+params.yaml (RNC on two augmented views per tile; the L1 baseline on one),
+on synthetic four-band 64 px tiles, against the bare ResNet-10's forward and
+backward on the same images (both views for RNC) in the same run
+(:mod:`step_timing`).
 """
 
 import statistics
 import time
 
+import numpy as np
+import pandas as pd
 import torch
+from step_timing import bare_seconds, report, short_fits  # this folder is on the path of a script run
 from torch._C._profiler import _EventType
 from torch.profiler import ProfilerActivity, profile
 
+from lib.data.splits import Split
+from lib.data.tiles import TileData
 from lib.losses.rnc import rnc_loss
+from lib.params import read_params, validate
+from lib.studies.concepts.params import ConceptsTrainParams
+from lib.studies.concepts.train import train_variant
 
 N_IMAGES = 256
 DIM = 512
@@ -189,5 +203,33 @@ def main() -> None:
           f"{peak_official / 2**20:.1f} MiB ({peak_official / peak:.1f}x)")
 
 
+def synthetic_tiles(n: int, size: int = 64, seed: int = 0) -> TileData:
+    """``n`` random four-band tiles with a random outcome (a step's cost does not depend on the pixels)."""
+    rng = np.random.default_rng(seed)
+    return TileData(
+        images=torch.from_numpy(rng.random((n, 4, size, size), dtype=np.float32)), outcome=rng.normal(size=n),
+        outcome_name="bench", units="1", tile_ids=np.arange(n), easting=np.zeros(n), northing=np.zeros(n),
+        band_names=["red", "green", "blue", "nir"], concepts=pd.DataFrame(index=range(n)), true_effects=None,
+    )
+
+
+def training_steps() -> None:
+    """The concepts study's training step per variant against the bare tile encoder on the same images."""
+    raw = read_params("params.yaml")["concepts"]
+    cfg = validate("concepts", {k: raw[k] for k in ConceptsTrainParams.model_fields}, ConceptsTrainParams)
+    for variant, train_cfg, views in (("rnc", cfg.rnc, 2), ("baseline", cfg.baseline, 1)):
+        n = train_cfg.batch_size * 6
+        data = synthetic_tiles(n)
+        split = Split(fit=np.arange(n - 32), val=np.arange(n - 32, n), test=np.arange(0))
+        with short_fits() as runs:
+            train_variant(cfg, data, split, variant, seed=0, progress=False)
+        run = runs[0]
+        images = torch.cat([run.batch[0]] * views)  # RNC's step encodes two views of each tile
+        encoder = run.model.model.encoder if variant == "rnc" else run.model.encoder
+        bare = bare_seconds(encoder, list(encoder.parameters()), images, run.runtime)
+        report(f"concepts {variant}", run.median_step_s, bare, f"{len(images)} tiles of 64 px")
+
+
 if __name__ == "__main__":
     main()
+    training_steps()

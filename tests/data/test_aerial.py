@@ -1,13 +1,12 @@
-"""Tests of the renderer of synthetic cities (lib.data.aerial): railway codes, building masks, affluence.
+"""Tests of the aerial renderer of synthetic cities (lib.data.aerial): railway codes, building masks.
 
-Tiles are small (64 x 64 px) and views few (at most 80), so the file runs in a few seconds.
+Tiles are small (64 x 64 px), so the file runs in a few seconds.
 """
 
 from __future__ import annotations
 
 import numpy as np
 import pytest
-from scipy.stats import mannwhitneyu
 
 from lib.data import aerial
 from lib.data.aerial import (
@@ -146,84 +145,3 @@ def test_building_mask_follows_the_painted_roof_edges():
     assert colour_steps(np.roll(roofs, 1, axis=2)) < 0.7  # a mask one pixel off misses the edges
     inside = roofs[:, :, 1:] & roofs[:, :, :-1]
     assert (np.abs(image[..., 1:] - image[..., :-1]).max(axis=1)[inside] == 0).mean() > 0.8
-
-
-# --- street views and affluence ---------------------------------------------
-
-HORIZON = round(0.58 * SIZE)
-MIX = np.eye(len(LandCover))[[LandCover.DENSE_RESIDENTIAL] * 7 + [LandCover.MEDIUM_RESIDENTIAL] * 2
-                             + [LandCover.ROADS]].mean(axis=0)
-
-
-def _saturation(views: np.ndarray) -> np.ndarray:
-    top, bottom = views.max(axis=1), views.min(axis=1)
-    return (top - bottom) / np.maximum(top, 1)
-
-
-def _street_statistics(views: np.ndarray) -> dict[str, np.ndarray]:
-    """Per view: facade saturation, share of street-tree green and number of bright car-paint pixels.
-
-    * ``facade_saturation``: mean HSV saturation of the non-green pixels in
-      the facade band (rows from 30 % of the view above the horizon to 2 px above it);
-    * ``tree_green``: share of the band's pixels whose green exceeds red and blue by 12;
-    * ``car_paint``: pixels of the kerb band (5 px above the horizon to 3 below)
-      with saturation above 0.6 and a band above 100: bright paint, not facades.
-    """
-    views = views.astype(float)
-    band = views[:, :, HORIZON - int(0.30 * SIZE):HORIZON - 2]
-    green = (band[:, 1] > band[:, 0] + 12) & (band[:, 1] > band[:, 2] + 12)
-    saturation = _saturation(band)
-    kerb = views[:, :, HORIZON - 5:HORIZON + 3]
-    return {
-        "facade_saturation": np.array([s[~g].mean() for s, g in zip(saturation, green, strict=True)]),
-        "tree_green": green.mean(axis=(1, 2)),
-        "car_paint": ((_saturation(kerb) > 0.6) & (kerb.max(axis=1) > 100)).sum(axis=(1, 2)).astype(float),
-    }
-
-
-def test_affluence_is_visible_at_street_level():
-    n = 40
-    mixes = np.tile(MIX, (n, 1))
-    poor = _street_statistics(aerial.render_street_views(mixes, np.random.default_rng([0, 0]), affluence=np.full(n, -2.0)))
-    rich = _street_statistics(aerial.render_street_views(mixes, np.random.default_rng([0, 1]), affluence=np.full(n, 2.0)))
-    combined = {"poor": 0.0, "rich": 0.0}
-    for name in poor:
-        lo, hi = poor[name], rich[name]
-        auc = mannwhitneyu(hi, lo).statistic / (n * n)
-        effect = (hi.mean() - lo.mean()) / np.sqrt((hi.var() + lo.var()) / 2)
-        assert auc > 0.8 and effect > 1.5, (name, auc, effect)
-        both = np.concatenate([lo, hi])
-        combined["poor"] += (lo - both.mean()) / both.std()
-        combined["rich"] += (hi - both.mean()) / both.std()
-    # The three statistics together tell nearly every view apart.
-    assert mannwhitneyu(combined["rich"], combined["poor"]).statistic / (n * n) > 0.98
-
-
-def test_affluence_changes_the_upkeep_not_the_street():
-    """The same rng state draws the same street at any affluence: sky and carriageway stay, upkeep changes."""
-    mixes = np.tile(MIX, (6, 1))
-    poor = aerial.render_street_views(mixes, np.random.default_rng(3), affluence=np.full(6, -2.0))
-    rich = aerial.render_street_views(mixes, np.random.default_rng(3), affluence=np.full(6, 2.0))
-    np.testing.assert_array_equal(poor[..., :4, :], rich[..., :4, :])  # sky above the tallest facades
-    middle = slice(SIZE // 2 - 4, SIZE // 2 + 4)
-    np.testing.assert_array_equal(poor[..., -6:, middle], rich[..., -6:, middle])  # the carriageway
-    assert (poor != rich).any(axis=1).mean() > 0.1
-
-
-def test_affluence_none_means_zero():
-    mixes = np.random.default_rng(4).dirichlet(np.ones(len(LandCover)), size=5)
-    default = aerial.render_street_views(mixes, np.random.default_rng(5), size=32)
-    zeros = aerial.render_street_views(mixes, np.random.default_rng(5), affluence=np.zeros(5), size=32)
-    assert default.shape == (5, 3, 32, 32) and default.dtype == np.uint8
-    np.testing.assert_array_equal(default, zeros)
-    assert not np.array_equal(default, aerial.render_street_views(mixes, np.random.default_rng(5),
-                                                                   affluence=np.ones(5), size=32))
-
-
-def test_affluence_is_validated():
-    mixes = np.tile(MIX, (3, 1))
-    with pytest.raises(ValueError, match="shape"):
-        aerial.render_street_views(mixes, np.random.default_rng(0), affluence=np.zeros(2))
-    with pytest.raises(ValueError, match="finite"):
-        aerial.render_street_views(mixes, np.random.default_rng(0), affluence=np.array([0.0, np.nan, 1.0]))
-    assert aerial.render_street_views(mixes[:0], np.random.default_rng(0)).shape == (0, 3, SIZE, SIZE)

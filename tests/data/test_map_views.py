@@ -123,3 +123,10 @@ def test_views_on_cuda_match_the_cpu():
     assert all(v.is_cuda for v in cuda)
     for a, b in zip(cpu, cuda, strict=True):
         torch.testing.assert_close(b.cpu(), a, atol=1e-4, rtol=0)
+
+
+def test_the_background_is_the_map_style_s_background():
+    from lib.data.map_style import STYLES
+
+    assert STYLES[0].name == "background"
+    assert OSM_BACKGROUND == tuple(c / 255 for c in STYLES[0].rgb)

@@ -17,7 +17,7 @@ from pytorch_metric_learning.utils.inference import CustomKNN
 from sklearn.cluster import KMeans
 from sklearn.metrics import normalized_mutual_info_score
 
-from lib.eval.metrics import nmi, regression_metrics, retrieval_metrics
+from lib.eval.metrics import nmi, regression_metrics, retrieval_metrics, retrieval_metrics_per_query
 from lib.eval.retrieval import rank
 
 
@@ -94,6 +94,17 @@ def test_hand_computed_example():
     assert out["recall_at_1"] == pytest.approx(2 / 3)
     assert out["recall_at_2"] == pytest.approx(1.0)
     assert set(out) == {"recall_at_1", "recall_at_2", "r_precision", "map_at_r"}
+
+
+def test_per_query_values_are_the_hand_computed_ones_and_average_to_the_metrics():
+    ranked = np.array([[0, 1, 0, 1], [0, 1, 1, 0], [2, 0, 2, 2]])
+    args = (ranked, np.array([0, 1, 2]), np.array([2, 2, 3]))
+    per_query = retrieval_metrics_per_query(*args, ks=(1, 2))
+    np.testing.assert_allclose(per_query["map_at_r"], [1 / 2, 1 / 4, 5 / 9])
+    np.testing.assert_allclose(per_query["r_precision"], [1 / 2, 1 / 2, 2 / 3])
+    assert per_query["recall_at_1"].tolist() == [True, False, True]
+    means = retrieval_metrics(*args, ks=(1, 2))
+    assert means == {k: float(v.mean()) for k, v in per_query.items()}  # the same numbers, bit for bit
 
 
 def test_perfect_ranking_scores_one():

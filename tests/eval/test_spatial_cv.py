@@ -195,3 +195,92 @@ def test_mlp_probe_fits_each_fold_on_its_training_part_and_learns_a_nonlinear_ta
     np.testing.assert_allclose(again.predictions[test], result.predictions[test])
     with pytest.raises(ValueError, match="features must be"):
         mlp_probe_cv(features[:, 0], target, folds)
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_mlp_probe_standardises_features_and_target_on_the_training_part_only():
+    from sklearn.neural_network import MLPRegressor
+
+    from lib.eval.spatial_cv import mlp_probe_cv
+
+    x, y, _ = _places(n=300)
+    features, rng = _features(d=3)
+    target = 1e4 + 500 * np.tanh(features[:, 0] / features[:, 0].std()) + 50 * rng.normal(size=300)  # a price scale
+    folds = spatial_block_folds(x, y, 3, BLOCK, GAP, seed=0)
+    result = mlp_probe_cv(features, target, folds, hidden=(16,), alpha=1e-2, seed=3, max_iter=300)
+    for fold, (train, test) in zip(result.per_fold, folds, strict=True):
+        # the stated probe by hand: scaler fitted on the training part, target z-scored by its mean and sd
+        scaler = StandardScaler().fit(features[train])
+        mean, sd = target[train].mean(), target[train].std()
+        mlp = MLPRegressor(hidden_layer_sizes=(16,), alpha=1e-2, max_iter=300, random_state=3)
+        mlp.fit(scaler.transform(features[train]), (target[train] - mean) / sd)
+        predicted = mlp.predict(scaler.transform(features[test])) * sd + mean
+        np.testing.assert_allclose(result.predictions[test], predicted, rtol=1e-10)
+        assert fold["r2"] == pytest.approx(r2_score(target[test], predicted))
+    assert result.mean["r2"] > 0.5  # unscaled, the same network stalls on a target of mean 1e4
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_mlp_probe_classifies_and_matches_a_direct_mlp_classifier():
+    from sklearn.neural_network import MLPClassifier
+
+    from lib.eval.spatial_cv import mlp_probe_cv
+
+    x, y, groups = _places(n=300)
+    features, rng = _features()
+    labels = (np.linalg.norm(StandardScaler().fit_transform(features)[:, :2], axis=1) > 1.2).astype(np.int64)
+    folds = spatial_block_folds(x, y, 3, BLOCK, GAP, seed=0, groups=groups)
+    result = mlp_probe_cv(features, labels, folds, hidden=(32,), seed=1, max_iter=1000, task="classification")
+    assert set(result.summary()) == {"accuracy_mean", "accuracy_sd", "macro_f1_mean", "macro_f1_sd"}
+    assert result.predictions.dtype == labels.dtype
+    for fold, (train, test) in zip(result.per_fold, folds, strict=True):
+        model = make_pipeline(StandardScaler(), MLPClassifier(hidden_layer_sizes=(32,), alpha=1e-3, max_iter=1000,
+                                                              random_state=1))
+        predicted = model.fit(features[train], labels[train]).predict(features[test])
+        np.testing.assert_array_equal(result.predictions[test], predicted)
+        assert fold["accuracy"] == pytest.approx(np.mean(predicted == labels[test]))
+        assert fold["macro_f1"] == pytest.approx(f1_score(labels[test], predicted, average="macro"))
+    # a ring is not linearly separable: the MLP beats the logistic probe on it
+    linear = probe_cv(features, labels, folds, task="classification", cs=[0.01, 1.0, 100.0], inner_folds=3)
+    assert result.mean["accuracy"] > linear.mean["accuracy"] + 0.05
+    with pytest.raises(ValueError, match="task must be"):
+        mlp_probe_cv(features, labels, folds, task="ranking")
+
+
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")
+def test_mlp_probe_stops_early_on_a_tenth_only_from_enough_training_points():
+    from sklearn.neural_network import MLPRegressor
+
+    from lib.eval.spatial_cv import MLP_EARLY_STOPPING_MIN, mlp_probe_cv
+
+    rng = np.random.default_rng(0)
+    m = MLP_EARLY_STOPPING_MIN
+    features = rng.normal(size=(m + 100, 2))
+    target = np.abs(features[:, 0]) + 0.1 * rng.normal(size=m + 100)
+    folds = [(np.arange(m), np.arange(m, m + 50)), (np.arange(m - 1), np.arange(m + 50, m + 100))]
+    result = mlp_probe_cv(features, target, folds, hidden=(8,), seed=0, max_iter=50)
+    for (train, test), early in zip(folds, (True, False), strict=True):
+        scaler = StandardScaler().fit(features[train])
+        mean, sd = target[train].mean(), target[train].std()
+        mlp = MLPRegressor(hidden_layer_sizes=(8,), alpha=1e-3, max_iter=50, random_state=0, early_stopping=early)
+        mlp.fit(scaler.transform(features[train]), (target[train] - mean) / sd)
+        expected = mlp.predict(scaler.transform(features[test])) * sd + mean
+        np.testing.assert_allclose(result.predictions[test], expected, rtol=1e-10)
+
+
+def test_folds_for_reads_the_table_and_keeps_places_apart():
+    import pandas as pd
+
+    from lib.eval.spatial_cv import folds_for
+
+    x, y, groups = _places()
+    table = pd.DataFrame({"easting": x, "northing": y, "place": groups})
+    folds = folds_for(table, 4, BLOCK, GAP, seed=2, group_by="place")
+    expected = spatial_block_folds(x, y, 4, BLOCK, GAP, seed=2, groups=groups)
+    for (train, test), (train_e, test_e) in zip(folds, expected, strict=True):
+        np.testing.assert_array_equal(train, train_e)
+        np.testing.assert_array_equal(test, test_e)
+    ungrouped = folds_for(table, 4, BLOCK, GAP, seed=2)
+    assert any(not np.array_equal(a[1], b[1]) for a, b in zip(folds, ungrouped, strict=True))
+    with pytest.raises(ValueError, match=r"no column \['place'\]"):
+        folds_for(table.drop(columns="place"), 4, BLOCK, GAP, seed=2, group_by="place")

@@ -12,8 +12,6 @@ from torch import nn
 from lib.losses.dino import (
     DinoLoss,
     collapse_indicators,
-    cosine_schedule,
-    momentum_schedule,
     teacher_temperature_schedule,
     update_teacher,
 )
@@ -166,43 +164,6 @@ def test_loss_argument_errors():
     with pytest.raises(ValueError, match=r"must all be \(B, K\)"):
         DinoLoss(5)([torch.zeros(3, 5), torch.zeros(4, 5)], torch.zeros(1, 3, 5), 0)
     assert "student_temperature=0.1" in repr(DinoLoss(5))
-
-
-def test_cosine_schedule_closed_form():
-    base, final, epochs, steps = 0.5, 0.01, 4, 5  # 20 steps
-    values = cosine_schedule(base, final, epochs, steps)
-    assert values.shape == (20,) and values.dtype == np.float64
-    assert values[0] == pytest.approx(base, rel=1e-15)
-    assert values[-1] == pytest.approx(final, rel=1e-15)
-    # Step n of N = 20: final + (base - final)(1 + cos(pi n / 19)) / 2.
-    for n in (7, 13):
-        closed = final + (base - final) * (1 + math.cos(math.pi * n / 19)) / 2
-        assert values[n] == pytest.approx(closed, rel=1e-14)
-    assert (np.diff(values) < 0).all()
-
-
-def test_cosine_schedule_warmup():
-    values = cosine_schedule(
-        1.0, 0.0, epochs=5, steps_per_epoch=4, warmup_epochs=2, start_warmup=0.2
-    )
-    # 8 warm-up steps: 0.2 + 0.8 n / 8, then a cosine over the remaining 12 steps.
-    np.testing.assert_allclose(values[:8], 0.2 + 0.8 * np.arange(8) / 8, rtol=1e-14)
-    assert values[8] == 1.0
-    assert values[-1] == pytest.approx(0.0, abs=1e-15)
-    assert values[8 + 11 // 2] > 0.5 > values[8 + 11 // 2 + 1]
-    for bad in ({"warmup_epochs": 5}, {"warmup_epochs": -1}, {"epochs": 0}):
-        kwargs = {"epochs": 5, "steps_per_epoch": 4} | bad
-        with pytest.raises(ValueError):
-            cosine_schedule(1.0, 0.0, **kwargs)
-
-
-def test_momentum_schedule():
-    values = momentum_schedule(epochs=3, steps_per_epoch=7)  # 21 steps, middle n = 10
-    assert len(values) == 21
-    assert values[0] == pytest.approx(0.996, rel=1e-15)
-    assert values[10] == pytest.approx(0.998, rel=1e-14)
-    assert values[-1] == 1.0
-    assert (np.diff(values) > 0).all()
 
 
 def test_teacher_temperature_schedule():

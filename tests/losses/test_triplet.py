@@ -1,14 +1,12 @@
-"""Triplet margin loss over index triplets against torch's, InfoNCE against a loop over the formula."""
+"""Triplet margin loss over index triplets against torch's nn.TripletMarginLoss."""
 
 from __future__ import annotations
-
-import math
 
 import pytest
 import torch
 from torch import nn
 
-from lib.losses.triplet import info_nce, triplet_margin_loss
+from lib.losses.triplet import triplet_margin_loss
 
 
 def test_triplet_loss_matches_nn_triplet_margin_loss_on_the_gathered_rows():
@@ -34,21 +32,3 @@ def test_triplet_loss_is_zero_when_every_negative_is_far_beyond_the_margin():
     with pytest.raises(ValueError, match="index tensors"):
         triplet_margin_loss(z, one, torch.tensor([0, 1]), one, margin=1.0)
 
-
-def test_info_nce_matches_a_loop_over_the_formula():
-    g = torch.Generator().manual_seed(1)
-    u, v = torch.randn(7, 5, generator=g, dtype=torch.float64), torch.randn(7, 5, generator=g, dtype=torch.float64)
-    tau = 0.2
-    cos = lambda a, b: float(a @ b / (a.norm() * b.norm()))  # noqa: E731
-    total = 0.0
-    for i in range(7):
-        numerator = math.exp(cos(u[i], v[i]) / tau)
-        denominator = sum(math.exp(cos(u[i], v[j]) / tau) for j in range(7))
-        total += -math.log(numerator / denominator)
-    assert float(info_nce(u, v, tau)) == pytest.approx(total / 7, rel=1e-10)
-    # matching pairs far more alike than the rest: loss near zero
-    assert float(info_nce(u, u, 0.01)) < 1e-3
-    with pytest.raises(ValueError, match="at least 2"):
-        info_nce(u[:1], v[:1])
-    with pytest.raises(ValueError, match="temperature"):
-        info_nce(u, v, 0.0)

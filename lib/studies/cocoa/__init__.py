@@ -24,7 +24,7 @@ give means over seeds with 95 % intervals (:mod:`.stats`).
 Stages: ``cocoa_train`` (SimCLR, probe, image-text model, per seed) and ``cocoa_eval``.
 """
 
-from lib.stage import Stage
+from lib.stage import Stage, committed
 from lib.studies.cocoa.params import CocoaEvalParams, CocoaParams, CocoaTrainParams
 
 TITLE = "COCOA: contrastive corpus attributions"
@@ -40,6 +40,18 @@ FIGURES = (  # under results/, for the front page
 )
 SECTIONS = {"cocoa": CocoaParams}
 STAGES = (
-    Stage("cocoa_train", "cocoa", "cocoa", CocoaTrainParams),
-    Stage("cocoa_eval", "cocoa", "cocoa", CocoaEvalParams),
+    Stage("cocoa_train", "cocoa", "cocoa", CocoaTrainParams, deps=("data/mnist",), outs=("models/cocoa",)),
+    Stage("cocoa_eval", "cocoa", "cocoa", CocoaEvalParams, deps=("data/mnist", "models/cocoa"),
+          outs=("results/cocoa/figures", "results/cocoa/tables", "results/cocoa/summary.json"),
+          metrics=(committed("results/cocoa/metrics.json"),),
+          plots=(committed("results/cocoa/plots"),)),
+)
+PAPER = ("results/cocoa/summary.json", "results/cocoa/figures")  # what paper/sections/cocoa.typ reads
+# Mean removal curves per explanation target (same class, contrastive corpus similarity), written by cocoa_eval.
+_TARGETS = ["cocoa", "corpus", "contrastive_label_free", "label_free", "random"]
+PLOTS = tuple(
+    {f"COCOA {curve} curve, {title} (same class, contrastive corpus similarity)": {
+        "template": "linear", "x": "fraction", "y": {f"results/cocoa/plots/{curve}_{method}.csv": _TARGETS}}}
+    for method, title in (("integrated_gradients", "Integrated Gradients"), ("rise", "RISE"))
+    for curve in ("insertion", "deletion")
 )

@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from lib.data import digit_augment as aug
 from lib.data.mnist import MnistDataset
 from lib.data.splits import Split
-from lib.eval.intervals import paired_comparison
+from lib.eval.intervals import comparison_cell
 from lib.explain.attribute import attribute
 from lib.explain.cocoa import ContrastiveCorpusSimilarity
 from lib.explain.removal import blur_baseline
@@ -25,6 +25,9 @@ from lib.studies.cocoa.data import derived_seed, seed_global_draws
 from lib.studies.cocoa.params import AugmentParams, CocoaEvalParams
 from lib.studies.cocoa.simclr import representations
 from lib.studies.cocoa.stats import over_seeds, per_seed
+
+#: The range of the contrastive corpus similarity, a difference of two mean cosines.
+SIMILARITY_BOUNDS = (-2.0, 2.0)
 
 AUGMENTATIONS = ("crop", "rotation", "erasing", "contrast", "noise")
 #: Key of the augmentation study's draws among a repetition's derived seeds.
@@ -87,24 +90,24 @@ def augmentation_study(
 
 def summarise_augmentation(similarity: pd.DataFrame) -> pd.DataFrame:
     """Per augmentation: the mean over seeds of the per-seed mean contrastive corpus similarity f(x') of the
-    views to their originals, with its 95 % interval."""
-    return over_seeds(per_seed(similarity, ["augmentation"], "similarity"), ["augmentation"], "similarity")
+    views to their originals, with its 95 % interval (resampling seeds and their views)."""
+    return over_seeds(similarity, ["augmentation"], "similarity", SIMILARITY_BOUNDS)
 
 
 def augmentation_summary(similarity: pd.DataFrame) -> str:
     """How close the views stay: the share with f > 0 (closer to the original than to the foil), the mean f
     per augmentation over seeds, and whether the seeds tell the most from the least preserving augmentation
-    (:func:`lib.eval.intervals.paired_comparison` of their per-seed means)."""
+    (:func:`lib.eval.intervals.comparison_cell` of their per-seed means)."""
     summary = summarise_augmentation(similarity).set_index("augmentation")
     means = summary["mean"]
-    cells = ", ".join(f"{k} {m:.2f}" + ("" if np.isnan(h) else f" ± {h:.2f}") for k, m, h in
-                      zip(summary.index, summary["mean"], summary["ci95"], strict=True))
+    cells = ", ".join(f"{k} {cell.format(digits=2)}" for k, cell in summary["cell"].items())
     by_seed = per_seed(similarity, ["augmentation"], "similarity").pivot(index="seed", columns="augmentation",
                                                                          values="similarity")
     most, least = means.idxmax(), means.idxmin()
-    comparison = paired_comparison(by_seed[most].to_numpy(), by_seed[least].to_numpy())
+    comparison = comparison_cell(by_seed[most].to_numpy(), by_seed[least].to_numpy(), a=most, b=least,
+                                 bounds=SIMILARITY_BOUNDS)
     verdict = (f"the seeds support {most} keeping views closer than {least} "
-               f"(paired difference {comparison.difference:.3f} ± {comparison.half_width:.3f})"
+               f"(paired difference {comparison.format()})"
                if comparison.supported else
                f"the seeds do not tell {most} (highest mean) from {least} (lowest) apart")
     return (

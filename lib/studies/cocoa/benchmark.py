@@ -17,7 +17,9 @@ insertion and deletion AUCs of (i) the contrastive corpus similarity against the
 evaluation foil and (ii) the *corpus majority probability*, the probe's probability
 of the class it predicts most often on the corpus. A repetition's AUC is the mean
 over its classes and explicands; tables give the mean over seeds with a 95 %
-interval, and COCOA's advantage over each other target is a paired comparison by seed.
+interval (resampling seeds and corpus classes), and COCOA's advantage over each
+other target is a paired comparison by seed, the benchmark's comparisons
+Holm-corrected as one family.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ from tqdm.auto import tqdm
 
 from lib.data.mnist import MnistDataset
 from lib.data.splits import Split
-from lib.eval.intervals import paired_comparison
+from lib.eval.intervals import comparison_cell
 from lib.explain.attribute import METHODS, attribute_targets
 from lib.explain.cocoa import ContrastiveCorpusSimilarity, ContrastiveLabelFree, CorpusSimilarity, LabelFreeImportance
 from lib.explain.removal import blur_baseline, insertion_deletion_curves, random_attribution
@@ -41,7 +43,7 @@ from lib.runtime import Runtime
 from lib.studies.cocoa.data import derived_seed, seed_global_draws
 from lib.studies.cocoa.params import N_CLASSES, BenchmarkParams, CocoaEvalParams
 from lib.studies.cocoa.simclr import ClassProbability, corpus_majority_class, representations
-from lib.studies.cocoa.stats import over_seeds, per_seed
+from lib.studies.cocoa.stats import comparison_columns, over_seeds, per_seed
 
 SETTINGS = ("same_class", "different_class")
 TARGETS = ("label_free", "contrastive_label_free", "corpus", "cocoa")
@@ -49,6 +51,8 @@ METRICS = ("contrastive_corpus_similarity", "corpus_majority_probability")
 CURVES = ("insertion", "deletion")
 #: Key of the benchmark's draws among a repetition's derived seeds (:func:`lib.studies.cocoa.data.derived_seed`).
 STREAM = 3
+#: The range of an AUC of each score: the contrastive corpus similarity is a difference of two mean cosines.
+AUC_BOUNDS = {"contrastive_corpus_similarity": (-2.0, 2.0), "corpus_majority_probability": (0.0, 1.0)}
 
 
 def explicand_targets(
@@ -254,9 +258,10 @@ def seed_aucs(aucs: pd.DataFrame) -> pd.DataFrame:
 
 
 def summarise(aucs: pd.DataFrame) -> pd.DataFrame:
-    """Mean AUC over seeds, the half-width of its 95% Student-t interval (NaN for one seed) and the per-seed
-    values, per setting x metric x target x method x curve."""
-    return over_seeds(seed_aucs(aucs), KEYS, "auc")
+    """Per setting x metric x target x method x curve: the mean AUC over seeds and its 95 % interval, resampling
+    seeds and their corpus classes (:func:`lib.studies.cocoa.stats.over_seeds`)."""
+    return pd.concat([over_seeds(rows, KEYS, "auc", AUC_BOUNDS[metric]) for metric, rows in aucs.groupby("metric", sort=False)],
+                     ignore_index=True)
 
 
 def _random_under_every_method(frame: pd.DataFrame) -> pd.DataFrame:
@@ -266,16 +271,12 @@ def _random_under_every_method(frame: pd.DataFrame) -> pd.DataFrame:
     return pd.concat([frame[frame.target != "random"], *(random.assign(method=m) for m in methods)], ignore_index=True)
 
 
-def _cell(mean: float, half: float) -> str:
-    return f"{mean:.3f}" if np.isnan(half) else f"{mean:.3f} ± {half:.3f}"
-
-
 def auc_table(summary: pd.DataFrame, setting: str, metric: str) -> pd.DataFrame:
     """The paper's table for one setting and metric: rows targets (and the random ranking, repeated under every
-    method), columns method x curve, cells "mean ± 95% half-width" over seeds."""
+    method), columns method x curve, cells "mean [95 % interval]" over seeds."""
     rows = _random_under_every_method(summary[(summary.setting == setting) & (summary.metric == metric)])
-    cells = rows.assign(cell=[_cell(m, h) for m, h in zip(rows["mean"], rows["ci95"], strict=True)])
-    table = cells.pivot(index="target", columns=["method", "curve"], values="cell")
+    cells = rows.assign(text=[cell.format() for cell in rows["cell"]])
+    table = cells.pivot(index="target", columns=["method", "curve"], values="text")
     methods = [m for m in METHODS if m in set(rows.method)]
     order = [t for t in (*TARGETS, "random") if t in table.index]
     return table.loc[order, [(m, c) for m in methods for c in CURVES]]
@@ -283,13 +284,14 @@ def auc_table(summary: pd.DataFrame, setting: str, metric: str) -> pd.DataFrame:
 
 def cocoa_advantage(aucs: pd.DataFrame) -> pd.DataFrame:
     """COCOA's AUC against every other target's (and the random ranking's), paired by seed
-    (:func:`lib.eval.intervals.paired_comparison` of the repetitions' AUCs).
+    (:func:`lib.eval.intervals.comparison_cell` of the repetitions' AUCs), all of them one Holm family.
 
     The advantage is cocoa - other for insertion (higher is better) and
     other - cocoa for deletion (lower is better), so it is positive where COCOA
     wins; one row per setting x metric x method x curve x other target with the
-    mean advantage, its 95% half-width, the paired t-test's p-value, the number of
-    seeds and whether the interval excludes zero (``supported``).
+    comparison ``cell`` and its columns (:func:`lib.studies.cocoa.stats.comparison_columns`:
+    ``advantage``, its 95 % interval, the p-values before and after Holm's
+    correction, ``supported`` by the corrected p and ``direction``).
     """
     by_seed = _random_under_every_method(seed_aucs(aucs))
     keys = ["setting", "metric", "method", "curve"]
@@ -297,23 +299,16 @@ def cocoa_advantage(aucs: pd.DataFrame) -> pd.DataFrame:
     for key, group in by_seed.groupby(keys, sort=False):
         wide = group.pivot(index="seed", columns="target", values="auc").sort_index()
         for other in [t for t in (*TARGETS, "random") if t in wide.columns and t != "cocoa"]:
-            a, b = (wide["cocoa"], wide[other]) if key[-1] == "insertion" else (wide[other], wide["cocoa"])
-            comparison = paired_comparison(a.to_numpy(), b.to_numpy())
-            rows.append(dict(zip(keys, key, strict=True)) | {"other": other} | _comparison_columns(comparison))
-    return pd.DataFrame(rows)
-
-
-def _comparison_columns(comparison) -> dict:
-    half = comparison.half_width
-    return {"advantage": comparison.difference, "ci95": np.nan if half is None else half,
-            "p_value": np.nan if comparison.p_value is None else comparison.p_value,
-            "n_seeds": comparison.n_seeds, "supported": comparison.supported}
+            a, b = ("cocoa", other) if key[-1] == "insertion" else (other, "cocoa")
+            cell = comparison_cell(wide[a].to_numpy(), wide[b].to_numpy(), a=a, b=b, bounds=AUC_BOUNDS[key[1]])
+            rows.append(dict(zip(keys, key, strict=True)) | {"other": other, "cell": cell})
+    return comparison_columns(rows, difference="advantage")
 
 
 def verdicts(advantage: pd.DataFrame) -> pd.DataFrame:
     """Per setting x metric: of the method x curve columns, in how many COCOA's mean is the best of all targets
     and the random ranking, in how many the paired comparison supports it against every one of them, and in how
-    many some other target is supported as better than COCOA."""
+    many some other target is supported as better than COCOA (supported: by the Holm-corrected paired test)."""
     rows = []
     for (setting, metric), group in advantage.groupby(["setting", "metric"], sort=False):
         columns = list(group.groupby(["method", "curve"], sort=False))
@@ -330,11 +325,12 @@ def benchmark_summary(aucs: pd.DataFrame) -> str:
     """One sentence per setting x metric from :func:`verdicts`."""
     lines = []
     n_seeds = aucs.seed.nunique()
-    for row in verdicts(cocoa_advantage(aucs)).itertuples():
+    advantage = cocoa_advantage(aucs)
+    for row in verdicts(advantage).itertuples():
         lines.append(
             f"{row.setting}, {row.metric.replace('_', ' ')}: COCOA's mean AUC beats every other target and the random "
             f"ranking in {row.best_on_average} of {row.n_columns} method x curve columns; a paired comparison over "
-            f"{n_seeds} seeds supports it against all of them in {row.supported_best}, and supports another target "
-            f"as better in {row.supported_worse}."
+            f"{n_seeds} seeds (Holm-corrected over the benchmark's {len(advantage)} comparisons) supports it against "
+            f"all of them in {row.supported_best}, and supports another target as better in {row.supported_worse}."
         )
     return "\n".join(lines)

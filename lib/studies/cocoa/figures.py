@@ -166,6 +166,14 @@ def localisation_examples(
     return fig
 
 
+def _errors(rows: pd.DataFrame) -> np.ndarray:
+    """(2, n) distances of the intervals' ends (``low``, ``high``) below and above the means (0 without one)."""
+    mean = rows["mean"].to_numpy(float)
+    low = rows["low"].astype(float).fillna(rows["mean"]).to_numpy()
+    high = rows["high"].astype(float).fillna(rows["mean"]).to_numpy()
+    return np.stack([mean - low, high - mean])
+
+
 def localisation_scores(summary: pd.DataFrame, shares: Mapping[str, float]):
     """Pointing game and mass in box per target (bars) and method (hue), one row per scene set: means over seeds
     with their 95% intervals (:func:`lib.studies.cocoa.localisation.summarise_localisation`); the dashed line is
@@ -183,7 +191,7 @@ def localisation_scores(summary: pd.DataFrame, shares: Mapping[str, float]):
             for k, method in enumerate(methods):
                 by = rows[rows.method.isin([method, "random"])].set_index("target")
                 x = np.arange(len(targets)) + (k - (len(methods) - 1) / 2) * width
-                ax.bar(x, by.loc[targets, "mean"], width, yerr=by.loc[targets, "ci95"].fillna(0.0),
+                ax.bar(x, by.loc[targets, "mean"], width, yerr=_errors(by.loc[targets]),
                        label=METHOD_LABELS[method], capsize=2)
             if score == "mass_in_box":
                 ax.axhline(shares[name], ls="--", color="k", lw=1)
@@ -208,7 +216,7 @@ def sanity_correlations(summary: pd.DataFrame, threshold: float):
         for k, method in enumerate(methods):
             by = rows[rows.method == method].set_index("target")
             x = np.arange(len(targets)) + (k - (len(methods) - 1) / 2) * width
-            ax.bar(x, by.loc[targets, "mean"], width, yerr=by.loc[targets, "ci95"].fillna(0.0),
+            ax.bar(x, by.loc[targets, "mean"], width, yerr=_errors(by.loc[targets]),
                    label=METHOD_LABELS[method], capsize=2)
         ax.axhline(threshold, ls="--", color="k", lw=1)
         ax.axhline(0, color="k", lw=0.5)

@@ -1,7 +1,7 @@
 """COCOA's image-text model (paper Sec. 5.2): an image encoder aligned with the frozen MiniLM text encoder.
 
 Trained on single-digit scenes against the ten digit captions with CLIP's loss
-(:class:`lib.losses.clip.GroupedClipLoss`); the text tower stays locked.
+(:class:`lib.losses.contrastive.GroupedClipLoss`); the text tower stays locked.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor, nn
 from lib.data.augment import random_affine
 from lib.data.digit_scenes import DigitScenes
 from lib.io import load_module, load_weights, save_module, save_weights
-from lib.losses.clip import GroupedClipLoss
+from lib.losses.contrastive import GroupedClipLoss
 from lib.models.convnet import conv_encoder
 from lib.runtime import Runtime, runtime, seed_everything
 from lib.studies.cocoa.params import N_CLASSES, ClipParams, CocoaTrainParams
@@ -44,10 +44,12 @@ def grouped_batches(labels: Tensor, groups_per_batch: int, generator: torch.Gene
 
 
 def train_image_text(
-    cfg: CocoaTrainParams, scenes: DigitScenes, caption_embeddings: Tensor, seed: int, progress: bool = True
+    cfg: CocoaTrainParams, scenes: DigitScenes, caption_embeddings: Tensor, seed: int, progress: bool = True,
+    checkpoint: str | os.PathLike | None = None, fingerprint: str | None = None,
 ) -> tuple[nn.Sequential, GroupedClipLoss, list[dict]]:
     """The image encoder aligned with the frozen caption embeddings (the text tower stays locked, as in LiT,
-    Zhai et al., CVPR 2022, with the roles swapped), initialised and batched from ``seed``; the last epoch is kept."""
+    Zhai et al., CVPR 2022, with the roles swapped), initialised and batched from ``seed``; the last epoch is kept.
+    ``checkpoint`` and ``fingerprint`` pass to :func:`lib.training.fit` (resume)."""
     rt = runtime(cfg.device)
     generator = seed_everything(seed)
     c = cfg.clip
@@ -61,7 +63,8 @@ def train_image_text(
 
     result = fit(
         encoder, loss, batches, optimizer, epochs=c.epochs, runtime=rt, max_steps_per_epoch=c.max_steps_per_epoch,
-        progress=progress,
+        progress=progress, checkpoint=checkpoint, fingerprint=fingerprint,
+        generators=[generator],  # the batches' own generator: a resumed run must draw on from where it stopped
         # Shift the canvas by up to a tenth of its side: new placements each epoch against over-fitting.
         augment=lambda x: random_affine(x, degrees=0.0, translate=0.1),
     )

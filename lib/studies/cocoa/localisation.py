@@ -22,7 +22,7 @@ from torch import Tensor, nn
 from tqdm.auto import tqdm
 
 from lib.data.digit_scenes import DigitScenes
-from lib.eval.intervals import paired_comparison
+from lib.eval.intervals import comparison_cell
 from lib.explain.attribute import attribute_targets
 from lib.explain.cocoa import ContrastiveCorpusSimilarity, CorpusSimilarity
 from lib.explain.localisation import box_masks, mass_in_box, pointing_game
@@ -32,7 +32,7 @@ from lib.studies.cocoa.benchmark import explicand_targets
 from lib.studies.cocoa.data import derived_seed, seed_global_draws
 from lib.studies.cocoa.params import N_CLASSES, CocoaEvalParams
 from lib.studies.cocoa.simclr import representations
-from lib.studies.cocoa.stats import over_seeds, per_seed
+from lib.studies.cocoa.stats import comparison_columns, over_seeds, per_seed
 
 #: Key of the localisation's draws among a repetition's derived seeds.
 STREAM = 5
@@ -129,12 +129,12 @@ COMPARED_WITH = ("corpus", "random")
 
 
 def summarise_localisation(scores: pd.DataFrame) -> pd.DataFrame:
-    """Per scene set x target x method x score: the mean over seeds of the per-seed mean over scenes, its 95 %
-    interval (NaN for one seed), and the per-seed values."""
+    """Per scene set x target x method x score: the mean over seeds of the per-seed mean over scenes and its 95 %
+    interval, resampling seeds and their scenes (every score is a share in [0, 1];
+    :func:`lib.studies.cocoa.stats.over_seeds`)."""
     long = scores.melt(id_vars=["seed", "scenes", "target", "method"], value_vars=list(LOCALISATION_SCORES),
                        var_name="score", value_name="value")
-    keys = ["scenes", "target", "method", "score"]
-    return over_seeds(per_seed(long, keys, "value"), keys, "value")
+    return over_seeds(long, ["scenes", "target", "method", "score"], "value", (0.0, 1.0))
 
 
 def _random_under_every_method(frame: pd.DataFrame) -> pd.DataFrame:
@@ -145,8 +145,9 @@ def _random_under_every_method(frame: pd.DataFrame) -> pd.DataFrame:
 
 def compare_localisation(scores: pd.DataFrame) -> pd.DataFrame:
     """COCOA - other target (corpus-only, random), paired by seed, per scene set x method x score (pointing
-    game, mass in box; positive: COCOA localises better): the :class:`~lib.eval.intervals.PairedComparison`
-    as columns ``difference``, ``ci95``, ``p_value``, ``n_seeds``, ``supported``, ``direction``."""
+    game, mass in box; positive: COCOA localises better), all of them one Holm family: the
+    :class:`~lib.eval.intervals.ComparisonCell` ``cell`` and its columns (``difference``, ``low``, ``high``,
+    ``p_value``, ``p_holm``, ``n_seeds``, ``supported``, ``direction``; :func:`lib.studies.cocoa.stats.comparison_columns`)."""
     by_seed = _random_under_every_method(per_seed(
         scores.melt(id_vars=["seed", "scenes", "target", "method"], value_vars=list(COMPARED_SCORES),
                     var_name="score", value_name="value"),
@@ -155,12 +156,10 @@ def compare_localisation(scores: pd.DataFrame) -> pd.DataFrame:
     for (scenes, method, score), group in by_seed.groupby(["scenes", "method", "score"], sort=False):
         wide = group.pivot(index="seed", columns="target", values="value").sort_index()
         for other in [t for t in COMPARED_WITH if t in wide.columns]:
-            c = paired_comparison(wide["cocoa"].to_numpy(), wide[other].to_numpy())
             rows.append({"scenes": scenes, "method": method, "score": score, "other": other,
-                         "difference": c.difference, "ci95": np.nan if c.half_width is None else c.half_width,
-                         "p_value": np.nan if c.p_value is None else c.p_value, "n_seeds": c.n_seeds,
-                         "supported": c.supported, "direction": c.direction})
-    return pd.DataFrame(rows)
+                         "cell": comparison_cell(wide["cocoa"].to_numpy(), wide[other].to_numpy(), a="cocoa", b=other,
+                                                 bounds=(0.0, 1.0))})
+    return comparison_columns(rows)
 
 
 def localisation_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, shares: dict[str, float]) -> str:
@@ -179,6 +178,6 @@ def localisation_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, share
             f"{100 * means[scenes, method, 'corpus', 'pointing_game']:.0f}%), with "
             f"{100 * means[scenes, method, 'cocoa', 'mass_in_box']:.0f}% of its positive mass in the box (corpus "
             f"only: {100 * means[scenes, method, 'corpus', 'mass_in_box']:.0f}%, chance: {100 * shares[scenes]:.0f}%); "
-            f"against the corpus-only target, paired by seed: {', '.join(verdict)}."
+            f"against the corpus-only target, paired by seed (Holm-corrected): {', '.join(verdict)}."
         )
     return "\n".join(lines)

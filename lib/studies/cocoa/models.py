@@ -20,6 +20,10 @@ from lib.runtime import Runtime
 from lib.studies.cocoa import image_text, simclr
 from lib.studies.cocoa.data import SceneSets
 from lib.studies.cocoa.params import CocoaTrainParams
+from lib.training import checkpoint_path, run_fingerprint
+
+#: The run name of cocoa_train's checkpoints: ``checkpoints/cocoa/<model>/seed_<s>.pt``.
+CHECKPOINT_RUN = "cocoa"
 
 
 @dataclass(frozen=True)
@@ -63,19 +67,35 @@ class Trained:
 
 def train_seed(
     cfg: CocoaTrainParams, seed: int, digits: Split[MnistDataset], scene_sets: SceneSets, caption_embeddings: Tensor,
-    root: str | os.PathLike, rt: Runtime, progress: bool = True,
+    root: str | os.PathLike, rt: Runtime, progress: bool = True, run_name: str = CHECKPOINT_RUN,
 ) -> Trained:
     """Train and save repetition ``seed``'s models: SimCLR, the probe on its frozen representation (train and
-    held-out accuracy) and the image-text encoder (caption matching on held-out single-digit scenes)."""
+    held-out accuracy) and the image-text encoder (caption matching on held-out single-digit scenes).
+
+    Both trainings checkpoint to ``checkpoint_path(f"{run_name}/<model>", seed)``, so a stage killed in a later
+    seed reruns only what is unfinished; a checkpoint of other parameters, data or code is not resumed.
+    """
     files = ModelFiles(Path(root), seed)
-    model, history = simclr.train_simclr(cfg, digits, seed, progress)
+    # not the seeds list: adding a seed must not retrain the others
+    config = {"study": "cocoa", "seed": seed, "root": str(root), "params": cfg.model_dump(mode="json", exclude={"seeds"})}
+    model, history = simclr.train_simclr(
+        cfg, digits, seed, progress, checkpoint=checkpoint_path(f"{run_name}/simclr", seed),
+        fingerprint=run_fingerprint({**config, "model": "simclr"}, data=(digits.fit.images,),
+                                    code=("lib.studies.cocoa.simclr",)),
+    )
     simclr.save_simclr(files.simclr, model, history, cfg, seed)
     features = simclr.representations(model.encoder, digits.fit.images, rt)
     probe = simclr.fit_probe(features, digits.fit.labels, cfg.probe)
     accuracy = {name: simclr.probe_accuracy(model.encoder, probe, part, rt)
                 for name, part in (("train", digits.fit), ("test", digits.test))}
     simclr.save_probe(files.probe, probe, {"seed": seed, "accuracy": accuracy})
-    encoder, loss, clip_history = image_text.train_image_text(cfg, scene_sets.train, caption_embeddings, seed, progress)
+    encoder, loss, clip_history = image_text.train_image_text(
+        cfg, scene_sets.train, caption_embeddings, seed, progress,
+        checkpoint=checkpoint_path(f"{run_name}/image_text", seed),
+        fingerprint=run_fingerprint({**config, "model": "image_text"},
+                                    data=(scene_sets.train.images, scene_sets.train.labels, caption_embeddings),
+                                    code=("lib.studies.cocoa.image_text",)),
+    )
     image_text.save_image_text(files.image_text, encoder, loss, clip_history, cfg, seed)
     matching = image_text.caption_matching_accuracy(encoder, caption_embeddings, scene_sets.test, rt)
     return Trained(seed, history, clip_history, accuracy, matching)

@@ -28,7 +28,7 @@ from lib.runtime import Runtime
 from lib.studies.cocoa.benchmark import Benchmark, explain_task
 from lib.studies.cocoa.data import derived_seed
 from lib.studies.cocoa.params import CocoaEvalParams
-from lib.studies.cocoa.stats import over_seeds, per_seed
+from lib.studies.cocoa.stats import over_seeds
 
 #: Key of the randomisation among a repetition's derived seeds.
 STREAM = 4
@@ -89,14 +89,14 @@ def model_randomisation(
 
 
 def summarise_sanity(correlations: pd.DataFrame, max_rank_correlation: float) -> pd.DataFrame:
-    """Per target x method x correlation: mean over seeds of the per-seed mean correlation, its 95 % interval,
-    and ``passes`` (upper bound, or the mean for one seed, below ``max_rank_correlation``); ``method_passes``
-    holds when both correlations of the target x method pass."""
+    """Per target x method x correlation: mean over seeds of the per-seed mean correlation and its 95 % interval
+    (resampling seeds and their explicands; :func:`lib.studies.cocoa.stats.over_seeds`), and ``passes`` (the
+    interval's upper end, or the mean for one seed, below ``max_rank_correlation``); ``method_passes`` holds
+    when both correlations of the target x method pass."""
     long = correlations.melt(id_vars=["seed", "target", "method"], value_vars=list(CORRELATIONS),
                              var_name="correlation", value_name="value")
-    keys = ["target", "method", "correlation"]
-    summary = over_seeds(per_seed(long, keys, "value"), keys, "value")
-    upper = summary["mean"] + summary["ci95"].fillna(0.0)
+    summary = over_seeds(long, ["target", "method", "correlation"], "value", (-1.0, 1.0))
+    upper = summary["high"].astype(float).fillna(summary["mean"])
     summary = summary.assign(upper=upper, passes=upper < max_rank_correlation)
     both = summary.groupby(["target", "method"], sort=False).passes.transform("all")
     return summary.assign(method_passes=both)

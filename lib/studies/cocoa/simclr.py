@@ -1,9 +1,9 @@
-"""The COCOA study's SimCLR encoder (Chen et al., ICML 2020) and its linear probe."""
+"""The COCOA study's SimCLR encoder (Chen et al., ICML 2020, trained by :func:`lib.models.simclr.fit_simclr`)
+and its linear probe."""
 
 from __future__ import annotations
 
 import os
-from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -15,30 +15,16 @@ from lib.data.splits import Split
 from lib.eval.encode import encode
 from lib.eval.probes import logistic_probe
 from lib.io import load_module, save_module
-from lib.losses.ntxent import nt_xent
 from lib.models.convnet import conv_encoder
+from lib.models.simclr import SimCLR, fit_simclr
 from lib.runtime import Runtime, runtime, seed_everything
-from lib.studies.cocoa.params import N_CLASSES, AugmentParams, CocoaTrainParams, ProbeParams
-from lib.training import fit
+from lib.studies.cocoa.params import N_CLASSES, AugmentParams, CocoaTrainParams, ProbeParams, SimclrParams
 
 
-class SimCLR(nn.Module):
-    """Encoder h (the representation explained) and projection head g (what NT-Xent sees): x -> g(h(x))."""
-
-    def __init__(self, width: int, projection_dim: int):
-        super().__init__()
-        self.encoder = conv_encoder(in_chans=1, width=width, n_blocks=3)
-        dim = self.encoder.out_dim
-        self.head = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, projection_dim))
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.head(self.encoder(x))
-
-
-def two_views(x: Tensor, cfg: AugmentParams) -> Tensor:
-    """Two independent SimCLR views of a batch, stacked: (B, ...) -> (2B, ...)."""
-    settings = cfg.model_dump()
-    return torch.cat([aug.simclr_view(x, **settings), aug.simclr_view(x, **settings)])
+def build_simclr(s: SimclrParams) -> SimCLR:
+    """Three conv blocks (h, the representation explained) and the projection head g."""
+    encoder = conv_encoder(in_chans=1, width=s.width, n_blocks=3)
+    return SimCLR(encoder, encoder.out_dim, s.projection_dim)
 
 
 def example_views(images: Tensor, cfg: AugmentParams, n_views: int, seed: int) -> list[Tensor]:
@@ -47,26 +33,24 @@ def example_views(images: Tensor, cfg: AugmentParams, n_views: int, seed: int) -
     return [aug.simclr_view(images, **cfg.model_dump(), generator=generator) for _ in range(n_views)]
 
 
-def simclr_loss(temperature: float) -> Callable[[Tensor, Tensor], Tensor]:
-    """NT-Xent over the projections of :func:`two_views`' stacked batch; labels are ignored."""
-    return lambda z, _labels: nt_xent(*z.float().chunk(2), temperature=temperature)
-
-
 def train_simclr(
-    cfg: CocoaTrainParams, digits: Split[MnistDataset], seed: int, progress: bool = True
+    cfg: CocoaTrainParams, digits: Split[MnistDataset], seed: int, progress: bool = True,
+    checkpoint: str | os.PathLike | None = None, fingerprint: str | None = None,
 ) -> tuple[SimCLR, list[dict]]:
     """SimCLR (Chen et al. 2020) on the training digits, labels unused, initialised and shuffled from ``seed``;
-    the last epoch is kept."""
+    the last epoch is kept. ``checkpoint`` and ``fingerprint`` pass to :func:`lib.training.fit` (resume)."""
     rt = runtime(cfg.device)
     generator = seed_everything(seed)
     s = cfg.simclr
-    model = rt.prepare(SimCLR(s.width, s.projection_dim))
+    model = rt.prepare(build_simclr(s))
     optimizer = torch.optim.AdamW(model.parameters(), lr=s.lr, weight_decay=s.weight_decay)
     loader = DataLoader(digits.fit, batch_size=s.batch_size, shuffle=True, drop_last=True, generator=generator)
-    result = fit(
-        model, simclr_loss(s.temperature), lambda epoch: loader, optimizer,
-        epochs=s.epochs, runtime=rt, max_steps_per_epoch=s.max_steps_per_epoch, progress=progress,
-        augment=lambda x: two_views(x, cfg.augment),
+    settings = cfg.augment.model_dump()
+    result = fit_simclr(
+        model, lambda epoch: loader, optimizer, view=lambda x: aug.simclr_view(x, **settings),
+        temperature=s.temperature, epochs=s.epochs, runtime=rt, checkpoint=checkpoint, fingerprint=fingerprint,
+        max_steps_per_epoch=s.max_steps_per_epoch, progress=progress,
+        generators=(generator,),  # the loader's shuffling generator, checkpointed so a resumed run shuffles alike
     )
     model.load_state_dict(result.best_state)
     return model.eval(), result.history
@@ -81,8 +65,7 @@ def load_simclr(path: str | os.PathLike) -> tuple[SimCLR, dict]:
     """A SimCLR model (eval mode) and its metadata from :func:`save_simclr`'s file."""
 
     def build(state: dict, meta: dict) -> SimCLR:
-        s = CocoaTrainParams.model_validate(meta["params"]).simclr
-        return SimCLR(s.width, s.projection_dim)
+        return build_simclr(CocoaTrainParams.model_validate(meta["params"]).simclr)
 
     return load_module(path, build)
 

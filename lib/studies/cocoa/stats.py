@@ -1,14 +1,14 @@
-"""Summaries over the COCOA study's repetitions: per-seed means, then the mean over seeds with its 95 % interval
-(:func:`lib.eval.intervals.seed_interval`), and the conversion of such rows to summary.json's cells."""
+"""Summaries over the COCOA study's repetitions: per-seed means over items (corpus classes, explicands, scenes,
+views), then each number over seeds as an :class:`~lib.eval.intervals.IntervalCell` whose interval resamples the
+seeds and, within each, its items (the nested bootstrap of :func:`lib.eval.intervals.interval_cell`), and a study
+family of paired comparisons Holm-corrected as a table."""
 
 from __future__ import annotations
-
-import math
 
 import numpy as np
 import pandas as pd
 
-from lib.eval.intervals import PairedComparison, seed_interval
+from lib.eval.intervals import ComparisonCell, holm, interval_cell
 
 
 def per_seed(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
@@ -19,41 +19,30 @@ def per_seed(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
     return frame.groupby([*keys, "seed"], sort=False, as_index=False)[value].mean()
 
 
-def over_seeds(frame: pd.DataFrame, keys: list[str], value: str) -> pd.DataFrame:
-    """Per ``keys``: the mean over seeds of a per-seed ``value`` (one row per key x seed, see :func:`per_seed`),
-    the half-width ``ci95`` of its 95 % Student-t interval (NaN for one seed), the number of seeds, and the
-    per-seed values and seeds in seed order."""
+def over_seeds(frame: pd.DataFrame, keys: list[str], value: str, bounds: tuple[float, float]) -> pd.DataFrame:
+    """Per ``keys``, from the item rows of ``frame`` (one per class, explicand or scene, with their ``seed``):
+    the mean over seeds of the per-seed means (:func:`per_seed`) and its interval, resampling seeds and the
+    items within them (values within ``bounds``). Columns: the keys, ``cell`` (the
+    :class:`~lib.eval.intervals.IntervalCell`, values in seed order), ``mean``, ``low``, ``high``, ``n_seeds``.
+    Items without a number (NaN) are left out, as the per-seed mean leaves them out."""
+    means = per_seed(frame, keys, value)
+    items = {key: group[value].to_numpy(np.float64) for key, group in frame.groupby([*keys, "seed"], sort=False)}
     rows = []
-    for key, group in frame.groupby(keys, sort=False):
-        group = group.sort_values("seed")
-        if group.seed.duplicated().any():
-            raise ValueError(f"several rows of one seed for {key}: average them first (per_seed)")
-        mean, half = seed_interval(group[value].to_numpy())
+    for key, group in means.groupby(keys, sort=False):
         key = key if isinstance(key, tuple) else (key,)
+        group = group.sort_values("seed")
+        per_item = [items[(*key, seed)] for seed in group["seed"]]
+        cell = interval_cell(group[value].to_numpy(), bounds=bounds, items=[v[np.isfinite(v)] for v in per_item])
         rows.append(dict(zip(keys, key, strict=True)) | {
-            "mean": mean, "ci95": np.nan if half is None else half, "n_seeds": len(group),
-            "per_seed": [float(v) for v in group[value]], "seeds": [int(s) for s in group.seed],
-        })
+            "cell": cell, "mean": cell.mean, "low": cell.low, "high": cell.high, "n_seeds": cell.n})
     return pd.DataFrame(rows)
 
 
-def cell(row) -> dict:
-    """A row of :func:`over_seeds` (from ``itertuples``) as summary.json's cell: mean, ci95 (null for one
-    seed), the per-seed values and the seeds."""
-    return {"mean": float(row.mean), "ci95": None if _missing(row.ci95) else float(row.ci95),
-            "per_seed": list(row.per_seed), "seeds": list(row.seeds)}
-
-
-def values_cell(values, seeds) -> dict:
-    """summary.json's cell of one number per seed (an accuracy, say)."""
-    mean, half = seed_interval(values)
-    return {"mean": mean, "ci95": half, "per_seed": [float(v) for v in values], "seeds": [int(s) for s in seeds]}
-
-
-def comparison_cell(comparison: PairedComparison) -> dict:
-    """A paired comparison as summary.json's cell (:meth:`PairedComparison.to_json`) with its ``direction``."""
-    return comparison.to_json() | {"direction": comparison.direction}
-
-
-def _missing(x) -> bool:
-    return x is None or (isinstance(x, float) and math.isnan(x))
+def comparison_columns(rows: list[dict], difference: str = "difference") -> pd.DataFrame:
+    """Rows of keys and a paired comparison ``cell`` as one Holm family: the cells corrected by
+    :func:`lib.eval.intervals.holm`, with the columns ``difference`` (or the name given; positive: COCOA better),
+    ``low``, ``high``, ``p_value``, ``p_holm``, ``n_seeds``, ``supported`` and ``direction``."""
+    cells: list[ComparisonCell] = holm([row["cell"] for row in rows])
+    return pd.DataFrame([row | {"cell": c, difference: c.difference, "low": c.low, "high": c.high, "p_value": c.p_value,
+                                "p_holm": c.p_holm, "n_seeds": c.n, "supported": c.supported, "direction": c.direction}
+                         for row, c in zip(rows, cells, strict=True)])

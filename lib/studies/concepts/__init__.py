@@ -21,7 +21,7 @@ scores and explains them, and checks TCAV per outcome interval against the
 city's interval-dependent truth.
 """
 
-from lib.stage import Stage
+from lib.stage import Stage, committed
 from lib.studies.concepts.params import ConceptsEvalParams, ConceptsParams, ConceptsTrainParams
 
 TITLE = "Concepts: Rank-N-Contrast pretraining and TCAV per outcome interval"
@@ -36,7 +36,21 @@ FIGURES = (  # under results/, for the front page
     "concepts/*/figures/interval_truth.png",
 )
 SECTIONS = {"concepts": ConceptsParams}
+CITIES = ("river_city", "coastal_city")  # the cities of params.yaml's cities section the pipeline runs the study on
 STAGES = (
-    Stage("concepts_train", "concepts", "concepts", ConceptsTrainParams, {"city": "cities"}),
-    Stage("concepts_eval", "concepts", "concepts", ConceptsEvalParams, {"city": "cities"}),
+    Stage("concepts_train", "concepts", "concepts", ConceptsTrainParams, {"city": "cities"}, each={"city": CITIES},
+          deps=("datasets/{city}",), outs=("models/concepts/{city}", "results/concepts/{city}/training")),
+    Stage("concepts_eval", "concepts", "concepts", ConceptsEvalParams, {"city": "cities"}, each={"city": CITIES},
+          deps=("datasets/{city}", "models/concepts/{city}"),
+          outs=("results/concepts/{city}/figures", "results/concepts/{city}/tables",
+                "results/concepts/{city}/summary.json"),
+          metrics=(committed("results/concepts/{city}/metrics.json"),),
+          plots=(committed("results/concepts/{city}/plots"),)),
+)
+PAPER = ("results/concepts/*/summary.json", "results/concepts/river_city/figures")  # paper/sections/concepts.typ
+PLOTS = tuple(
+    {f"Concepts validation R^2 per epoch ({city.replace('_', ' ')})": {
+        "template": "linear", "x": "epoch",
+        "y": {f"results/concepts/{city}/plots/validation_r2.csv": ["rnc", "baseline"]}}}
+    for city in CITIES
 )

@@ -11,10 +11,8 @@ explanation, and where the outcome has an interval-dependent effect
 (:mod:`lib.data.city_outcomes`) the TCAV score of that concept per outcome
 interval is checked against the true effect in each interval.
 
-Tables report the mean over seeds with a Student-t 95 % half-width
-(:func:`lib.eval.intervals.seed_interval`); RNC and L1 are compared paired by
-seed (:func:`lib.eval.intervals.paired_comparison`), and a difference is a
-finding only when that interval excludes zero.
+The repetitions are summarised over seeds, and RNC and L1 compared paired by
+seed, in :mod:`lib.studies.concepts.summary`.
 """
 
 from __future__ import annotations
@@ -23,6 +21,7 @@ import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -31,15 +30,17 @@ from scipy import stats
 
 from lib.data.splits import Split
 from lib.data.tiles import TileData
-from lib.eval.intervals import paired_comparison, seed_interval
 from lib.eval.metrics import regression_metrics
 from lib.eval.ordering import latent_ordering
 from lib.explain.tcav import compute_cavs, first_runs, make_concept, outcome_intervals, random_concepts, score_by_interval
 from lib.io import write_json, write_text
 from lib.runtime import runtime
 from lib.studies.concepts.data import IntervalTruth
-from lib.studies.concepts.model import VARIANT_LABELS, VARIANTS, TrainedModel
+from lib.studies.concepts.model import VARIANTS, TrainedModel
 from lib.studies.concepts.params import ConceptsEvalParams, ConceptsTcav
+
+if TYPE_CHECKING:
+    from lib.studies.concepts.summary import Summary
 
 METRICS = ("r2", "mae", "kendall_tau", "latent_spearman", "knn_r2", "val_r2")
 HIGHER_IS_BETTER = {"r2": True, "mae": False, "kendall_tau": True, "latent_spearman": True, "knn_r2": True,
@@ -357,88 +358,7 @@ def validation_tables(reps: list[Repetition]) -> dict[int, list[pd.DataFrame]]:
     return {n: [rep.validation[n][v] for rep in reps for v in rep.validation[n]] for n in candidates}
 
 
-# ------------------------------------------------------------------ over seeds
-def interval_over_seeds(values) -> dict:
-    """``{"mean", "ci95", "per_seed"}``: :func:`seed_interval` of finite per-seed values (None where none)."""
-    values = [float(v) for v in values]
-    finite = [v for v in values if np.isfinite(v)]
-    mean, half = seed_interval(finite) if finite else (None, None)
-    return {"mean": mean, "ci95": half, "per_seed": [v if np.isfinite(v) else None for v in values],
-            "n_seeds": len(finite)}
-
-
-def compare(a, b) -> dict:
-    """``a - b`` paired by seed (:func:`paired_comparison`) over seeds where both are finite, with its direction."""
-    a, b = np.asarray(a, float), np.asarray(b, float)
-    both = np.isfinite(a) & np.isfinite(b)
-    if not both.any():
-        return {"difference": None, "ci95": None, "p_value": None, "n_seeds": 0, "supported": False, "direction": 0}
-    c = paired_comparison(a[both], b[both])
-    return c.to_json() | {"direction": c.direction}
-
-
-def metrics_over_seeds(reps: list[Repetition]) -> tuple[dict, dict]:
-    """Per variant and metric the interval over seeds; per metric RNC - L1 paired by seed."""
-    per_seed = {v: {m: [float(rep.metrics.loc[v, m]) for rep in reps] for m in METRICS} for v in VARIANTS}
-    variants = {v: {m: interval_over_seeds(x) for m, x in per_seed[v].items()} for v in VARIANTS}
-    comparison = {m: compare(per_seed["rnc"][m], per_seed["baseline"][m]) for m in METRICS}
-    return variants, comparison
-
-
-def tcav_cells_over_seeds(reps: list[Repetition], statistic: str) -> pd.DataFrame:
-    """Per variant, concept and interval: the mean over seeds of the mean ``statistic`` over runs, its
-    95 % half-width, and in how many seeds the cell was significant (a seed without the concept counts as not)."""
-    frames = [interval_summary(table).assign(variant=v, seed=rep.seed) for rep in reps for v, table in rep.tcav.items()]
-    long = pd.concat(frames, ignore_index=True)
-    rows = []
-    for (variant, concept, interval), g in long.groupby(["variant", "concept", "interval"], sort=False):
-        mean, half = seed_interval(g[statistic].to_numpy())
-        rows.append({"variant": variant, "concept": concept, "interval": int(interval), "mean": mean, "ci95": half,
-                     "significant_seeds": int(g["significant"].sum()), "seeds": len(reps)})
-    return pd.DataFrame(rows)
-
-
-def agreement_over_seeds(reps: list[Repetition], statistic: str) -> tuple[dict, dict]:
-    """Ground-truth rank agreement per variant over seeds, and RNC - L1 paired by seed (Spearman)."""
-    rows = {v: [rep.agreement.set_index(["variant", "statistic"]).loc[(v, statistic)] for rep in reps] for v in VARIANTS}
-    out = {v: {"spearman": interval_over_seeds([r["spearman"] for r in rs]),
-               "kendall": interval_over_seeds([r["kendall"] for r in rs]),
-               "n_concepts": int(min(r["n_concepts"] for r in rs))} for v, rs in rows.items()}
-    comparison = compare([r["spearman"] for r in rows["rnc"]], [r["spearman"] for r in rows["baseline"]])
-    return out, comparison
-
-
-def interval_truth_over_seeds(reps: list[Repetition], truth: IntervalTruth, n_intervals: int) -> dict:
-    """The per-interval truth check over seeds: true slope and TCAV per interval, and the scores, with intervals."""
-    scores = {rep.seed: interval_truth_scores(rep.interval_truth).set_index("variant") for rep in reps}
-    cells = {rep.seed: rep.interval_truth.set_index(["variant", "interval"]) for rep in reps}
-    out = {"concept": truth.concept, "below": truth.below, "above": truth.above,
-           "true_slope": [interval_over_seeds([cells[rep.seed].loc[(VARIANTS[0], i), "true_slope"] for rep in reps])
-                          for i in range(n_intervals)],
-           "variants": {}}
-    for v in VARIANTS:
-        out["variants"][v] = {
-            "tcav": [interval_over_seeds([cells[rep.seed].loc[(v, i), "tcav"] for rep in reps]) for i in range(n_intervals)],
-            "significant_seeds": [int(sum(cells[rep.seed].loc[(v, i), "significant"] for rep in reps))
-                                  for i in range(n_intervals)],
-        } | {k: interval_over_seeds([scores[rep.seed].loc[v, k] for rep in reps])
-             for k in ("spearman", "sign_agreement", "contrast")}
-    out["comparison"] = {k: compare([scores[rep.seed].loc["rnc", k] for rep in reps],
-                                    [scores[rep.seed].loc["baseline", k] for rep in reps])
-                         for k in ("spearman", "sign_agreement", "contrast")}
-    return out
-
-
 # ------------------------------------------------------------------ results
-def _finite(x: float) -> float | None:
-    """JSON has no NaN: undefined numbers (e.g. a rank correlation of two concepts) become null."""
-    return float(x) if x is not None and np.isfinite(x) else None
-
-
-def _rounded(x: float | None) -> float | None:
-    return None if x is None else round(x, 4)
-
-
 def _plain(table: pd.DataFrame) -> pd.DataFrame:
     """A copy without ``attrs`` (pandas cannot compare attrs holding arrays when concatenating)."""
     out = table.copy()
@@ -446,62 +366,12 @@ def _plain(table: pd.DataFrame) -> pd.DataFrame:
     return out
 
 
-HEADLINE = ("r2", "latent_spearman", "knn_r2")  # per variant in metrics.json, with the two truth checks
-
-
-def build_summary(city: str, data: TileData, n_tiles: int, n_uninhabited: int, reps: list[Repetition],
-                  cfg: ConceptsEvalParams, choice: NRandomChoice | None, truth: IntervalTruth | None) -> dict:
-    """Everything the paper reads, from the repetitions (see :func:`save_results`)."""
-    variants, comparison = metrics_over_seeds(reps)
-    summary = {
-        "city": city, "outcome": data.outcome_name, "units": data.units, "seeds": [rep.seed for rep in reps],
-        "tiles": {"total": n_tiles, "uninhabited_excluded": n_uninhabited, "inhabited": len(data),
-                  "fit": len(reps[0].split.fit), "validation": len(reps[0].split.val), "test": len(reps[0].split.test)},
-        "variants": variants,
-        "comparison": comparison,
-        # epochs counted from 1: the epoch whose weights were kept, of how many trained
-        "best_epoch": {v: [int(rep.metrics.loc[v, "best_epoch"]) + 1 for rep in reps] for v in VARIANTS},
-        "epochs": {v: [int(rep.metrics.loc[v, "epochs"]) for rep in reps] for v in VARIANTS},
-    }
-    if reps[0].tcav:
-        cells = tcav_cells_over_seeds(reps, cfg.tcav.statistic)
-        summary["tcav"] = {
-            "layer": cfg.tcav.layer, "statistic": cfg.tcav.statistic, "n_intervals": cfg.tcav.n_intervals,
-            "n_random": choice.chosen, "n_random_choice": choice.to_json(),
-            "concepts": {str(rep.seed): sorted(rep.sets.members) for rep in reps},
-            "interval_edges": {str(rep.seed): [float(e) for e in next(iter(rep.tcav.values())).attrs["interval_edges"]]
-                               for rep in reps},
-            "cells": {v: {c: {str(r["interval"]): {"mean": r["mean"], "ci95": r["ci95"],
-                                                   "significant_seeds": r["significant_seeds"]}
-                              for _, r in g.iterrows()}
-                          for c, g in cells[cells["variant"] == v].groupby("concept", sort=False)}
-                      for v in cells["variant"].unique()},
-        }
-    if reps[0].agreement is not None:
-        summary["ground_truth_agreement"], summary["ground_truth_comparison"] = agreement_over_seeds(reps, cfg.tcav.statistic)
-    summary["interval_truth"] = (interval_truth_over_seeds(reps, truth, cfg.tcav.n_intervals)
-                                 if truth is not None and reps[0].interval_truth is not None else None)
-    return summary
-
-
-def headline(summary: dict) -> dict:
-    """``metrics.json``: per variant the means over seeds of the headline numbers, rounded to 4 decimals."""
-    out = {v: {k: _rounded(summary["variants"][v][k]["mean"]) for k in HEADLINE} for v in summary["variants"]}
-    for v, row in summary.get("ground_truth_agreement", {}).items():
-        out[v]["ground_truth_spearman"] = _rounded(row["spearman"]["mean"])
-    if summary.get("interval_truth"):
-        for v, row in summary["interval_truth"]["variants"].items():
-            out[v]["interval_truth_spearman"] = _rounded(row["spearman"]["mean"])
-    return out
-
-
-def save_results(out_dir: str | os.PathLike, summary: dict, reps: list[Repetition], history: pd.DataFrame,
-                 choice: NRandomChoice | None = None) -> None:
+def save_results(out_dir: str | os.PathLike, summary: Summary, reps: list[Repetition], history: pd.DataFrame) -> None:
     """The city's results under ``out_dir`` (e.g. ``results/concepts/<city>``):
 
-    * ``metrics.json`` - the headline numbers a reader compares between runs (:func:`headline`);
-    * ``summary.json`` - every number with its 95 % interval over seeds and the per-seed values,
-      the paired comparisons RNC - L1, the choice of ``n_random`` (the paper reads it);
+    * ``metrics.json`` - the headline numbers a reader compares between runs
+      (:meth:`~lib.studies.concepts.summary.Summary.headline`);
+    * ``summary.json`` - the :class:`~lib.studies.concepts.summary.Summary` (the paper reads it);
     * ``plots/validation_r2.csv`` - the validation R^2 per epoch of both variants (mean over seeds), for ``dvc plots``;
     * ``tables/`` - the per-seed tables as CSV.
     """
@@ -530,74 +400,9 @@ def save_results(out_dir: str | os.PathLike, summary: dict, reps: list[Repetitio
     if reps[0].interval_truth is not None:
         truth = pd.concat([rep.interval_truth.assign(seed=rep.seed) for rep in reps], ignore_index=True)
         write_text(tables / "interval_truth.csv", truth.to_csv(index=False, float_format="%.5g"))
-    write_json(out_dir / "summary.json", _json_safe(summary))
-    write_json(out_dir / "metrics.json", headline(summary))
+    write_json(out_dir / "summary.json", summary.model_dump(mode="json"))
+    write_json(out_dir / "metrics.json", summary.headline())
     curves = (history.assign(epoch=history["epoch"] + 1)
               .pivot_table(index="epoch", columns="variant", values="val_score", aggfunc="mean"))
     curves = curves[[v for v in VARIANTS if v in curves.columns]]
     write_text(out_dir / "plots" / "validation_r2.csv", curves.reset_index().to_csv(index=False, float_format="%.5f"))
-
-
-def _json_safe(value):
-    """NaN and infinities to None, NumPy scalars to Python ones, recursively."""
-    if isinstance(value, dict):
-        return {str(k): _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    if isinstance(value, (bool, np.bool_)):
-        return bool(value)
-    if isinstance(value, (int, np.integer)):
-        return int(value)
-    if isinstance(value, (float, np.floating)):
-        return _finite(float(value))
-    return value
-
-
-# ------------------------------------------------------------------ words
-_METRIC_WORDS = {"r2": "test R^2", "mae": "MAE", "kendall_tau": "Kendall tau", "latent_spearman": "distance Spearman",
-                 "knn_r2": "kNN R^2", "val_r2": "validation R^2"}
-
-
-def _verdict(c: dict, metric: str) -> str:
-    """RNC vs L1 on one metric, from the paired comparison: better, worse, or not told apart."""
-    if not c["supported"]:
-        return "not told apart"
-    better = (c["direction"] > 0) == HIGHER_IS_BETTER[metric]
-    return "RNC better" if better else "L1 better"
-
-
-def conclusion(summary: dict) -> str:
-    """Sentences on what the numbers show, from the paired comparisons (a difference only where supported)."""
-    comp, n = summary["comparison"], len(summary["seeds"])
-    ordering = [comp["latent_spearman"], comp["knn_r2"]]
-    if all(c["supported"] and c["direction"] > 0 for c in ordering):
-        verdict = "orders the latent space better than"
-    elif any(c["supported"] and c["direction"] < 0 for c in ordering):
-        verdict = "orders the latent space worse, by at least one measure, than"
-    elif any(c["supported"] for c in ordering):
-        verdict = "orders the latent space better by one measure, and not distinguishably by the other, than"
-    else:
-        verdict = "cannot be told apart, over these seeds, in the ordering of the latent space from"
-    v = summary["variants"]
-
-    def pair(m: str) -> str:
-        return f"{v['rnc'][m]['mean']:.3f} vs {v['baseline'][m]['mean']:.3f}"
-
-    lines = [f"RNC pretraining {verdict} end-to-end L1 training ({n} seeds, paired): distance Spearman "
-             f"{pair('latent_spearman')}, kNN R^2 {pair('knn_r2')}; test R^2 {pair('r2')} ({_verdict(comp['r2'], 'r2')})."]
-    if "ground_truth_agreement" in summary:
-        g = summary["ground_truth_agreement"]
-        if all(g[x]["spearman"]["mean"] is not None for x in g):
-            lines.append("Against the generator's land-cover weights the concepts' mean TCAV statistic ranks with Spearman "
-                         + " and ".join(f"{g[x]['spearman']['mean']:.2f} for {VARIANT_LABELS[x]}" for x in g)
-                         + f" ({min(g[x]['n_concepts'] for x in g)} concepts or more).")
-        else:
-            lines.append("Too few concepts had enough example tiles for a rank agreement with the truth.")
-    truth = summary.get("interval_truth")
-    if truth:
-        t = truth["variants"]
-        lines.append(f"Per outcome interval, the TCAV statistic of {truth['concept']} follows its true effect with Spearman "
-                     + " and ".join(f"{t[x]['spearman']['mean']:.2f}" if t[x]['spearman']['mean'] is not None
-                                    else "undefined" for x in t)
-                     + " (RNC, L1).")
-    return " ".join(lines)

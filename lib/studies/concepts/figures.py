@@ -12,9 +12,22 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 
+from lib.eval.intervals import IntervalCell
 from lib.plots.grids import image_grid, rgb_composite
 from lib.plots.maps import tile_map
 from lib.studies.concepts.model import VARIANT_LABELS
+
+def _errors(cells: Sequence[IntervalCell | None]) -> tuple[np.ndarray, np.ndarray]:
+    """Means (NaN for a missing cell) and the (2, n) distances below and above them (0 without an interval)."""
+    means = np.array([np.nan if c is None else c.mean for c in cells], float)
+    low = np.array([np.nan if c is None else c.mean if c.low is None else c.low for c in cells], float)
+    high = np.array([np.nan if c is None else c.mean if c.high is None else c.high for c in cells], float)
+    return means, np.nan_to_num(np.stack([means - low, high - means]))
+
+
+def _rho(cell: IntervalCell | None) -> str:
+    return "undefined" if cell is None else cell.format(digits=2)
+
 
 SPLIT_COLOURS = {"fit": "#c7c7c7", "validation": "#1f77b4", "test": "#ff7f0e"}
 METRIC_LABELS = {"r2": "R^2", "kendall_tau": "Kendall tau", "latent_spearman": "distance Spearman", "knn_r2": "kNN R^2"}
@@ -77,20 +90,21 @@ def training_curves(history: pd.DataFrame):
     return fig
 
 
-def metric_bars(summary_variants: Mapping[str, Mapping[str, Mapping]], columns: Sequence[str] = tuple(METRIC_LABELS)):
-    """Test metrics of each variant side by side: bars at the mean over seeds, 95 % interval, one dot per seed."""
+def metric_bars(summary_variants: Mapping[str, Mapping[str, IntervalCell | None]],
+                columns: Sequence[str] = tuple(METRIC_LABELS)):
+    """Test metrics of each variant side by side: bars at the mean over seeds, 95 % interval, one dot per seed
+    (``summary_variants``: the summary's ``variants`` cells, :mod:`lib.studies.concepts.summary`)."""
     variants = list(summary_variants)
     fig, ax = plt.subplots(figsize=(7.5, 3.4))
     width = 0.8 / len(variants)
     for k, variant in enumerate(variants):
         x = np.arange(len(columns)) + (k - (len(variants) - 1) / 2) * width
         cells = [summary_variants[variant][m] for m in columns]
-        means = np.array([c["mean"] for c in cells], float)
-        halves = np.array([c["ci95"] if c["ci95"] is not None else np.nan for c in cells], float)
+        means, errors = _errors(cells)
         ax.bar(x, means, width * 0.95, color=f"C{k}", alpha=0.75, label=VARIANT_LABELS.get(variant, variant),
-               yerr=halves, capsize=3, error_kw={"lw": 1})
+               yerr=errors, capsize=3, error_kw={"lw": 1})
         for xi, c in zip(x, cells, strict=True):
-            seeds = np.array([v for v in c["per_seed"] if v is not None], float)
+            seeds = [] if c is None else c.values
             ax.scatter(np.full(len(seeds), xi), seeds, s=9, color="black", zorder=3)
         for xi, m in zip(x, means, strict=True):  # the mean at the foot of the panel, clear of bars and whiskers
             ax.annotate(f"{m:.2f}", (xi, 0), xycoords=("data", "axes fraction"), xytext=(0, 3),
@@ -139,7 +153,7 @@ def concept_examples(images, band_names: Sequence[str], members: Mapping[str, np
 def sensitivity_heatmaps(cells: pd.DataFrame, n_intervals: int, n_seeds: int, statistic: str, label: str):
     """Concept x outcome-interval heat maps of the TCAV ``statistic``, one per variant.
 
-    ``cells``: :func:`lib.studies.concepts.evaluate.tcav_cells_over_seeds`.
+    ``cells``: :func:`lib.studies.concepts.summary.tcav_cells_over_seeds`.
     A cell shows the mean over seeds (of the mean over random runs) where the
     concept was significant in a majority of the seeds, and under it in how
     many; grey cells were significant in fewer. 0.5 (white) is no preference;
@@ -173,13 +187,14 @@ def sensitivity_heatmaps(cells: pd.DataFrame, n_intervals: int, n_seeds: int, st
     return fig
 
 
-def agreement_scatter(sensitivity: Mapping[str, pd.DataFrame], true_effects: pd.Series, agreement: Mapping[str, Mapping],
+def agreement_scatter(sensitivity: Mapping[str, pd.DataFrame], true_effects: pd.Series, agreement: Mapping,
                       statistic: str):
     """Each concept's mean TCAV ``statistic`` against its true weight in the generator, per variant.
 
     ``sensitivity[variant]``: concepts x seeds; points at the mean over seeds
     with the seeds' range as a bar. ``agreement``: the summary's
-    ``ground_truth_agreement`` (Spearman's rho with its 95 % interval over seeds).
+    ``ground_truth_agreement`` (:class:`lib.studies.concepts.summary.Agreement`: Spearman's rho with its
+    95 % interval over seeds).
     """
     fig, axes = plt.subplots(1, len(sensitivity), figsize=(4.8 * len(sensitivity), 4), squeeze=False, sharey=True)
     for ax, (variant, values) in zip(axes[0], sensitivity.items(), strict=True):
@@ -192,11 +207,8 @@ def agreement_scatter(sensitivity: Mapping[str, pd.DataFrame], true_effects: pd.
                         xytext=(3, 4 if rank % 2 else -10), textcoords="offset points")
         ax.axhline(0.5, color="grey", lw=0.6, ls="--")
         ax.axvline(0, color="grey", lw=0.6, ls="--")
-        rho = agreement[variant]["spearman"]
-        if rho["mean"] is None:
-            title = "too few concepts"
-        else:
-            title = f"Spearman {rho['mean']:.2f}" + (f" ± {rho['ci95']:.2f}" if rho["ci95"] is not None else "")
+        rho = agreement[variant].spearman
+        title = "too few concepts" if rho is None else f"Spearman {rho.format(digits=2)}"
         ax.set_title(f"{VARIANT_LABELS.get(variant, variant)}\n{title}", fontsize=10)
         ax.set_xlabel("true weight of the class in the generator")
     axes[0, 0].set_ylabel(f"mean TCAV {statistic} (all intervals; bar: seeds' range)")
@@ -207,29 +219,26 @@ def agreement_scatter(sensitivity: Mapping[str, pd.DataFrame], true_effects: pd.
 def interval_truth(truth: Mapping, statistic: str, label: str):
     """The interval concept's true effect per outcome interval (left) and its TCAV ``statistic`` (right).
 
-    ``truth``: the summary's ``interval_truth``; both panels show the mean over
-    seeds with its 95 % interval.
+    ``truth``: the summary's ``interval_truth``
+    (:class:`lib.studies.concepts.summary.IntervalTruthSummary`); both panels
+    show the mean over seeds with its 95 % interval.
     """
-    k = len(truth["true_slope"])
+    k = len(truth.true_slope)
     x = np.arange(k)
     fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.4))
 
     def draw(ax, cells, **style):
-        means = np.array([np.nan if c["mean"] is None else c["mean"] for c in cells], float)
-        halves = np.array([np.nan if c["ci95"] is None else c["ci95"] for c in cells], float)
-        ax.errorbar(x, means, yerr=np.nan_to_num(halves), capsize=3, marker="o", **style)
+        means, errors = _errors(cells)
+        ax.errorbar(x, means, yerr=errors, capsize=3, marker="o", **style)
 
-    draw(axes[0], truth["true_slope"], color="black")
-    axes[0].set_title(f"true effect of the {truth['concept'].replace('_', ' ')} fraction\n(mean over the test tiles)", fontsize=10)
+    draw(axes[0], truth.true_slope, color="black")
+    axes[0].set_title(f"true effect of the {truth.concept.replace('_', ' ')} fraction\n(mean over the test tiles)", fontsize=10)
     axes[0].set_ylabel(f"d {label} / d fraction")
-    for colour, (variant, row) in enumerate(truth["variants"].items()):
-        rho = row["spearman"]
-        tag = "rho undefined" if rho["mean"] is None else f"rho {rho['mean']:.2f}" + (
-            f" ± {rho['ci95']:.2f}" if rho["ci95"] is not None else "")
-        draw(axes[1], row["tcav"], color=f"C{colour}", label=f"{VARIANT_LABELS.get(variant, variant)} ({tag})")
+    for colour, (variant, row) in enumerate(truth.variants.items()):
+        draw(axes[1], row.tcav, color=f"C{colour}", label=f"{VARIANT_LABELS.get(variant, variant)} (rho {_rho(row.spearman)})")
     axes[1].axhline(0.5, color="grey", lw=0.6, ls="--")
     axes[1].set_ylim(-0.05, 1.05)
-    axes[1].set_title(f"TCAV {statistic} of {truth['concept'].replace('_', ' ')}", fontsize=10)
+    axes[1].set_title(f"TCAV {statistic} of {truth.concept.replace('_', ' ')}", fontsize=10)
     axes[1].legend(fontsize=8, frameon=False)
     for ax in axes:
         ax.set_xticks(x, [f"Q{i + 1}" if k == 4 else f"{i + 1}/{k}" for i in range(k)])

@@ -1,9 +1,17 @@
-"""Training the concepts study's two variants (RNC + linear probe, L1 end to end)."""
+"""Training the concepts study's two variants (RNC + linear probe, L1 end to end).
+
+Each (variant, seed) checkpoints after every epoch into
+``checkpoints/concepts/<city>/<variant>/seed_<s>.pt`` (:func:`checkpoint_run`),
+fingerprinted by its parameters, seed, tiles and code: a stage killed mid-way
+reruns only what is unfinished, with the bytes an uninterrupted run writes.
+The stage removes them when it succeeds (:func:`lib.training.clear_checkpoints`).
+"""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Callable, Iterator
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -22,7 +30,7 @@ from lib.runtime import runtime, seed_everything
 from lib.studies.concepts.data import split_for
 from lib.studies.concepts.model import VARIANTS, Embedder, TrainedModel, apply, build_model, model_path
 from lib.studies.concepts.params import ConceptsTrainParams
-from lib.training import fit
+from lib.training import checkpoint_path, fit, run_fingerprint
 
 
 def _epoch_batches(images: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int) -> Callable[[int], Iterator]:
@@ -43,7 +51,8 @@ def _epoch_batches(images: torch.Tensor, targets: torch.Tensor, batch_size: int,
 
 
 def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, variant: str, seed: int,
-                  out_path: str | os.PathLike | None = None, progress: bool = True) -> TrainedModel:
+                  out_path: str | os.PathLike | None = None, progress: bool = True,
+                  checkpoint: str | os.PathLike | None = None) -> TrainedModel:
     """Train one variant (``rnc`` or ``baseline``) with ``seed``, select its epoch on validation R^2, save safetensors.
 
     The outcome is standardised with the fit tiles' mean and sd. ``rnc``:
@@ -51,7 +60,8 @@ def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, varian
     (views (2n, D) as ``cat([view_1, view_2])``); after each epoch a ridge probe
     on the frozen fit embeddings is scored on the validation tiles, and the
     best epoch's encoder gets the probe as its head. ``baseline``: the whole
-    model learns with L1 loss |f(x) - y| on one augmented view.
+    model learns with L1 loss |f(x) - y| on one augmented view. ``checkpoint``: the file to
+    resume from and to checkpoint to after each epoch (:func:`lib.training.fit`).
     """
     if variant not in VARIANTS:
         raise ValueError(f"unknown variant {variant!r}; expected one of {VARIANTS}")
@@ -95,9 +105,17 @@ def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, varian
             return float(r2_score(val_y, apply(model, val_images, rt, cfg.inference_batch_size, embed=False)[:, 0]))
 
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    fingerprint = None if checkpoint is None else run_fingerprint(
+        # not the seeds list: adding a seed must not retrain the others
+        {"study": "concepts", "variant": variant, "seed": seed, "outcome": data.outcome_name, "out": str(out_path),
+         "params": cfg.model_dump(mode="json", exclude={"seeds"})},
+        data=(fit_images, val_images, y, torch.from_numpy(split.fit), torch.from_numpy(split.val)),
+        code=("lib.studies.concepts.train",),
+    )
     result = fit(
         network, loss_fn, batches, optimizer, epochs=train_cfg.epochs, runtime=rt, validate=validate,
         max_steps_per_epoch=train_cfg.max_steps_per_epoch, progress=progress, augment=augment,
+        checkpoint=checkpoint, fingerprint=fingerprint,
     )
     network.load_state_dict(result.best_state)
     meta = {"variant": variant, "seed": seed, "outcome": data.outcome_name, "outcome_mean": y_mean, "outcome_std": y_std,
@@ -114,11 +132,23 @@ def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, varian
     return TrainedModel(variant, model, meta)
 
 
+def checkpoint_run(model_dir: str | os.PathLike) -> str:
+    """The run name of a city's checkpoints, from its model folder ``models/concepts/<city>``:
+    ``checkpoints/concepts/<city>/`` (one folder per variant below it)."""
+    return f"concepts/{Path(model_dir).name}"
+
+
 def train_seeds(cfg: ConceptsTrainParams, data: TileData, model_dir: str | os.PathLike,
-                progress: bool = True) -> dict[int, dict[str, TrainedModel]]:
+                progress: bool = True, run_name: str | None = None) -> dict[int, dict[str, TrainedModel]]:
     """Both variants for every seed of ``cfg.seeds``, each on its seed's split (:func:`split_for`),
-    saved as ``<model_dir>/<variant>/seed_<s>.safetensors`` (:func:`model_path`)."""
+    saved as ``<model_dir>/<variant>/seed_<s>.safetensors`` (:func:`model_path`).
+
+    Each checkpoints to ``checkpoint_path(f"{run_name}/{variant}", seed)`` (``run_name`` defaults to
+    :func:`checkpoint_run`), so a rerun after a kill trains only what is unfinished.
+    """
+    run_name = run_name or checkpoint_run(model_dir)
     return {seed: {variant: train_variant(cfg, data, split_for(cfg, data, seed), variant, seed,
-                                          model_path(model_dir, variant, seed), progress)
+                                          model_path(model_dir, variant, seed), progress,
+                                          checkpoint_path(f"{run_name}/{variant}", seed))
                    for variant in VARIANTS}
             for seed in cfg.seeds}

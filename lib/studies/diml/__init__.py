@@ -25,7 +25,7 @@ torchrun) and ``diml_eval`` (:mod:`.evaluate`).
 
 from typing import get_args
 
-from lib.stage import Stage
+from lib.stage import Stage, committed
 from lib.studies.diml.params import DimlEvalParams, DimlParams, DimlTrainParams, Loss, Objective
 
 TITLE = "DIML: structural matching for deep metric learning"
@@ -40,7 +40,29 @@ FIGURES = (  # under results/, for the front page
     "diml/figures/training_curves.png",
 )
 SECTIONS = {"diml": DimlParams}
+_OPTIONS = {"loss": get_args(Loss), "objective": get_args(Objective)}
+_TRAINING = {"deps": ("data/mnist",), "outs": ("models/diml/{loss}_{objective}",)}
 STAGES = (
-    Stage("diml_train", "diml", "diml", DimlTrainParams, {"loss": get_args(Loss), "objective": get_args(Objective)}),
-    Stage("diml_eval", "diml", "diml", DimlEvalParams),
+    Stage("diml_train", "diml", "diml", DimlTrainParams, _OPTIONS,
+          each={"loss": "diml.losses", "objective": "diml.objectives"}, **_TRAINING),
+    Stage("diml_ablation", "diml", "diml", DimlTrainParams, _OPTIONS,
+          each={"loss": "diml.ablation.losses", "objective": "diml.ablation.objectives"}, runs="diml_train",
+          comment="The ablations of the structural objective, for the losses of diml.ablation only (budget);\n"
+                  "the same notebook, parameters and deps as diml_train.", **_TRAINING),
+    Stage("diml_eval", "diml", "diml", DimlEvalParams, deps=("data/mnist", "models/diml"),
+          outs=("results/diml/tables", "results/diml/summary.json"),
+          metrics=(committed("results/diml/metrics.json"),),
+          plots=("results/diml/figures", committed("results/diml/plots"))),
+)
+PAPER = ("results/diml/summary.json", "results/diml/figures")  # what paper/sections/diml.typ reads
+# The plot data diml_eval writes: one column per trained model (params.yaml's losses x objectives, and the ablations).
+_MODELS = ["margin_global", "margin_structural", "multi_similarity_global", "multi_similarity_structural",
+           "margin_structural_pure", "margin_structural_uniform"]
+PLOTS = (
+    {"DIML validation MAP@R per epoch": {
+        "template": "linear", "x": "epoch", "y": {"results/diml/plots/validation_map_at_r.csv": _MODELS}}},
+    {"DIML training loss per epoch": {
+        "template": "linear", "x": "epoch", "y": {"results/diml/plots/training_loss.csv": _MODELS}}},
+    {"DIML Recall@1 on unseen digits": {
+        "template": "bar_horizontal", "x": "recall_at_1", "y": {"results/diml/plots/retrieval.csv": "model"}}},
 )

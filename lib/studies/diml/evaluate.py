@@ -19,9 +19,8 @@ structural_uniform   structural_uniform      global top K re-ranked, uniform mar
 
 so that ``structural_global - baseline`` is the effect of structural
 training alone, ``rerank - baseline`` that of re-ranking alone. Each
-variant's metrics are summarised over seeds (mean and Student-t 95 %
-half-width, :func:`lib.eval.intervals.seed_interval`), and variants are
-compared paired by seed (:func:`lib.eval.intervals.paired_comparison`).
+variant's metrics are summarised over seeds and queries, and variants are
+compared paired by seed, in :mod:`lib.studies.diml.summary`.
 
 What re-ranking the top K can move: it permutes the first K items of each
 ranking and leaves the rest in place, so
@@ -43,8 +42,9 @@ re-ranked, which may draw items from beyond the global top K.)
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
@@ -54,12 +54,14 @@ from torch import nn
 from lib.data.mnist import MnistDataset
 from lib.eval import metrics, retrieval
 from lib.eval.encode import encode
-from lib.eval.intervals import paired_comparison, seed_interval
 from lib.explain.structural import Marginals, StructuralMatch, structural_match, structural_similarity_to
 from lib.io import write_json, write_text
 from lib.models.backbone import SpatialEmbedding
 from lib.runtime import Runtime, seed_everything
 from lib.studies.diml.params import DimlEvalParams, Reranking, StructuralParams
+
+if TYPE_CHECKING:
+    from lib.studies.diml.summary import Summary
 
 #: variant -> (objective of its model, re-ranked?); the module table.
 VARIANTS: dict[str, tuple[str, bool]] = {
@@ -147,13 +149,23 @@ def draw_queries(n_items: int, n_queries: int, seed: int) -> torch.Tensor:
     return torch.randperm(n_items, generator=torch.Generator().manual_seed(seed))[:n_queries].sort().values
 
 
-def ranking_metrics(ranking: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor | None = None) -> dict[str, float]:
-    """Recall@1/2/4/8, R-Precision and MAP@R of rankings of all other items, one row per query
-    (every item, or the items ``queries``); R_q = the size of the query's class in ``labels`` - 1."""
+def query_metrics(ranking: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor | None = None) -> dict[str, np.ndarray]:
+    """Recall@1/2/4/8, R-Precision and MAP@R of each query (Q,), from rankings of all other items, one row per
+    query (every item, or the items ``queries``); R_q = the size of the query's class in ``labels`` - 1."""
     labels_np = labels.numpy()
     query_labels = labels_np if queries is None else labels_np[queries.numpy()]
     counts = np.bincount(labels_np)
-    return metrics.retrieval_metrics(labels_np[ranking.numpy()], query_labels, counts[query_labels] - 1)
+    return metrics.retrieval_metrics_per_query(labels_np[ranking.numpy()], query_labels, counts[query_labels] - 1)
+
+
+def _means(per_query: Mapping[str, np.ndarray]) -> dict[str, float]:
+    """The means over queries: :func:`lib.eval.metrics.retrieval_metrics`'s numbers, bit for bit."""
+    return {name: float(values.mean()) for name, values in per_query.items()}
+
+
+def ranking_metrics(ranking: torch.Tensor, labels: torch.Tensor, queries: torch.Tensor | None = None) -> dict[str, float]:
+    """The means over queries of :func:`query_metrics`."""
+    return _means(query_metrics(ranking, labels, queries))
 
 
 def evaluate(local: torch.Tensor, labels: torch.Tensor, structural: StructuralParams, reranking: Reranking | None,
@@ -165,10 +177,11 @@ def evaluate(local: torch.Tensor, labels: torch.Tensor, structural: StructuralPa
     return out
 
 
-def depth_metrics(local: torch.Tensor, labels: torch.Tensor, structural: StructuralParams, depths: Iterable[int],
-                  weight: float, marginals: Marginals = "cross_correlation",
-                  queries: torch.Tensor | None = None) -> dict[int, dict[str, float]]:
-    """Metrics of the global top K re-ranked, for every K of ``depths`` (0 = the global ranking).
+def depth_query_metrics(local: torch.Tensor, labels: torch.Tensor, structural: StructuralParams,
+                        depths: Iterable[int], weight: float, marginals: Marginals = "cross_correlation",
+                        queries: torch.Tensor | None = None) -> dict[int, dict[str, np.ndarray]]:
+    """Per-query metrics (:func:`query_metrics`) of the global top K re-ranked, for every K of ``depths``
+    (0 = the global ranking).
 
     Every item is a query, or the items ``queries``; the gallery is every other
     item. One structural solve at the largest depth serves every K (module docstring).
@@ -176,12 +189,21 @@ def depth_metrics(local: torch.Tensor, labels: torch.Tensor, structural: Structu
     depths = sorted(set(depths))
     ranking, similarity = global_ranking(local, queries)
     head = head_similarity(local, ranking, max(depths), structural, marginals, queries) if max(depths) > 0 else None
-    return {k: ranking_metrics(reranked(ranking, similarity, head, k, weight), labels, queries) for k in depths}
+    return {k: query_metrics(reranked(ranking, similarity, head, k, weight), labels, queries) for k in depths}
+
+
+def depth_metrics(local: torch.Tensor, labels: torch.Tensor, structural: StructuralParams, depths: Iterable[int],
+                  weight: float, marginals: Marginals = "cross_correlation",
+                  queries: torch.Tensor | None = None) -> dict[int, dict[str, float]]:
+    """The means over queries of :func:`depth_query_metrics` (same arguments)."""
+    return {k: _means(per_query) for k, per_query in
+            depth_query_metrics(local, labels, structural, depths, weight, marginals, queries).items()}
 
 
 def evaluate_seed(local: Mapping[tuple[str, str], torch.Tensor], labels: torch.Tensor, cfg: DimlEvalParams,
-                  seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """One repetition: the metrics of every loss x variant, and the depth sweep, from seed ``seed``'s models.
+                  seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+    """One repetition: the metrics of every loss x variant, the depth sweep, and the per-query values behind the
+    first, from seed ``seed``'s models.
 
     ``local`` maps (loss, objective) to the test embeddings of that seed's
     model; variants whose model is absent are left out. The queries are
@@ -189,13 +211,15 @@ def evaluate_seed(local: Mapping[tuple[str, str], torch.Tensor], labels: torch.T
     variant, so that variants pair up), the gallery every other test image;
     NMI (all test images) has its k-means seeded with ``seed``. Returns (rows
     of seed, loss, variant and :data:`METRICS`; rows of seed, loss, variant,
-    depth and the ranking metrics).
+    depth and the ranking metrics; rows of seed, loss, variant, query (its test
+    index) and the ranking metrics of that query, whose means are the first table's).
     """
     seed_everything(seed)
-    rows, sweep = [], []
+    rows, sweep, per_query = [], [], []
     queries = draw_queries(len(labels), cfg.eval.n_queries, seed)
     for loss in dict.fromkeys(loss for loss, _ in local):
         by_objective: dict[str, dict[int, dict[str, float]]] = {}
+        by_query: dict[str, dict[int, dict[str, np.ndarray]]] = {}
         nmi = {}
         for objective in dict.fromkeys(o for o, _ in VARIANTS.values()):
             maps = local.get((loss, objective))
@@ -205,8 +229,9 @@ def evaluate_seed(local: Mapping[tuple[str, str], torch.Tensor], labels: torch.T
             if any(VARIANTS[v][0] == objective for v in SWEPT):
                 depths |= set(cfg.eval.rerank_depths)
             marginals = RERANK_MARGINALS.get(objective, "cross_correlation")
-            by_objective[objective] = depth_metrics(maps, labels, cfg.structural, depths, cfg.eval.rerank_weight,
-                                                    marginals, queries)
+            by_query[objective] = depth_query_metrics(maps, labels, cfg.structural, depths, cfg.eval.rerank_weight,
+                                                      marginals, queries)
+            by_objective[objective] = {k: _means(values) for k, values in by_query[objective].items()}
             nmi[objective] = metrics.nmi(SpatialEmbedding.global_embedding(maps).numpy(), labels.numpy(), seed=seed)
         for variant, (objective, is_reranked) in VARIANTS.items():
             if objective not in by_objective:
@@ -214,59 +239,14 @@ def evaluate_seed(local: Mapping[tuple[str, str], torch.Tensor], labels: torch.T
             k = cfg.eval.rerank_k if is_reranked else 0
             rows.append({"seed": seed, "loss": loss, "variant": variant, **by_objective[objective][k],
                          "nmi": nmi[objective]})
+            per_query.append(pd.DataFrame({"seed": seed, "loss": loss, "variant": variant, "query": queries.numpy(),
+                                           **by_query[objective][k]}))
         for variant in SWEPT:
             objective = VARIANTS[variant][0]
             if objective in by_objective:
                 for k in cfg.eval.rerank_depths:
                     sweep.append({"seed": seed, "loss": loss, "variant": variant, "depth": k, **by_objective[objective][k]})
-    return pd.DataFrame(rows), pd.DataFrame(sweep)
-
-
-def _intervals(values: Sequence[float]) -> dict:
-    mean, half = seed_interval(values)
-    return {"mean": mean, "ci95": half, "per_seed": [float(v) for v in values]}
-
-
-def summarise(table: pd.DataFrame, columns: Sequence[str] = METRICS, by: Sequence[str] = ("loss", "variant")) -> dict:
-    """Nested {by[0]: {by[1]: ... {metric: {mean, ci95, per_seed}}}} over the seeds of ``table``, in seed order."""
-    out: dict = {}
-    for keys, rows in table.sort_values("seed", kind="stable").groupby(list(by), sort=False):
-        node = out
-        for key in keys[:-1]:
-            node = node.setdefault(str(key), {})
-        node[str(keys[-1])] = {c: _intervals(rows[c].tolist()) for c in columns if c in rows}
-    return out
-
-
-def comparisons(table: pd.DataFrame, columns: Sequence[str] = METRICS) -> dict:
-    """{loss: {name: {"a", "b", metric: PairedComparison JSON}}} for every :data:`COMPARISONS` pair present."""
-    out: dict = {}
-    for loss, rows in table.groupby("loss", sort=False):
-        wide = {v: r.sort_values("seed") for v, r in rows.groupby("variant")}
-        for name, (a, b) in COMPARISONS.items():
-            if a in wide and b in wide:
-                if wide[a]["seed"].tolist() != wide[b]["seed"].tolist():
-                    raise ValueError(f"{loss}: {a} and {b} were evaluated on different seeds")
-                out.setdefault(loss, {})[name] = {
-                    "a": a, "b": b,
-                    **{c: paired_comparison(wide[a][c].to_numpy(), wide[b][c].to_numpy()).to_json() for c in columns},
-                }
-    return out
-
-
-def depth_comparisons(sweep: pd.DataFrame, columns: Sequence[str] = ("recall_at_1", "map_at_r")) -> dict:
-    """{loss: {variant: {K: {metric: paired comparison of depth K against K = 0}}}} (K > 0)."""
-    out: dict = {}
-    for (loss, variant), rows in sweep.groupby(["loss", "variant"], sort=False):
-        unranked = rows[rows.depth == 0].sort_values("seed")
-        if unranked.empty:
-            continue
-        for k, at_k in rows[rows.depth > 0].groupby("depth"):
-            at_k = at_k.sort_values("seed")
-            out.setdefault(loss, {}).setdefault(variant, {})[str(k)] = {
-                c: paired_comparison(at_k[c].to_numpy(), unranked[c].to_numpy()).to_json() for c in columns
-            }
-    return out
+    return pd.DataFrame(rows), pd.DataFrame(sweep), pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame()
 
 
 def class_sizes(labels: torch.Tensor) -> dict[str, int]:
@@ -293,58 +273,26 @@ def learned_betas(metas: Iterable[Mapping]) -> dict[str, list[list[float]]]:
     return out
 
 
-def save_results(table: pd.DataFrame, sweep: pd.DataFrame, history: pd.DataFrame, labels: torch.Tensor,
-                 cfg: DimlEvalParams, out_dir: str | os.PathLike, betas: Mapping[str, list] | None = None) -> dict:
-    """The study's results under ``out_dir``; returns the summary.
+def save_results(summary: Summary, table: pd.DataFrame, sweep: pd.DataFrame, history: pd.DataFrame,
+                 out_dir: str | os.PathLike) -> None:
+    """The study's results under ``out_dir``:
 
     * ``metrics.json`` - the headline numbers a reader compares between runs
       (means over seeds of Recall@1 and MAP@R per loss for baseline, rerank and
       structural), for ``dvc metrics``;
-    * ``summary.json`` - every metric of every variant as mean, 95 % half-width
-      and per-seed values, the paired comparisons, the depth sweep, and the
-      settings that produced them (the paper reads it);
+    * ``summary.json`` - the :class:`~lib.studies.diml.summary.Summary` (the paper reads it);
     * ``plots/`` - training curves (means over seeds) and the retrieval means as CSV, for ``dvc plots``;
     * ``tables/`` - the per-seed tables as CSV.
     """
     history = history.reset_index(drop=True)
-    summary_table = summarise(table)
-    means = {loss: {v: {m: s["mean"] for m, s in variants[v].items()} for v in variants}
-             for loss, variants in summary_table.items()}
+    means = {loss: {v: {m: cell.mean for m, cell in cells.items()} for v, cells in variants.items()}
+             for loss, variants in summary.retrieval.items()}
     out_dir = Path(out_dir)
     write_json(out_dir / "metrics.json", {
         loss: {v: {m: round(means[loss][v][m], 4) for m in HEADLINE} for v in HEADLINE_VARIANTS if v in means[loss]}
         for loss in means
     })
-    best = (history.loc[history.groupby(["model", "seed"]).val_score.idxmax()]
-            .sort_values(["model", "seed"]).groupby("model", sort=False)["epoch"].apply(list))
-    summary = {
-        "seeds": list(cfg.seeds),
-        "retrieval": means,
-        "ci95": {loss: {v: {m: s["ci95"] for m, s in vs.items()} for v, vs in variants.items()}
-                 for loss, variants in summary_table.items()},
-        "per_seed": {loss: {v: {m: s["per_seed"] for m, s in vs.items()} for v, vs in variants.items()}
-                     for loss, variants in summary_table.items()},
-        "comparisons": comparisons(table),
-        "depth_sweep": {
-            "depths": list(cfg.eval.rerank_depths),
-            "metrics": summarise(sweep, [c for c in METRICS if c in sweep], ("loss", "variant", "depth")) if len(sweep) else {},
-            "vs_unranked": depth_comparisons(sweep) if len(sweep) else {},
-        },
-        **class_sizes(labels),
-        "n_test": len(labels),
-        "n_queries": min(cfg.eval.n_queries, len(labels)),
-        "rerank_k": cfg.eval.rerank_k,
-        "rerank_weight": cfg.eval.rerank_weight,
-        "epsilon": cfg.structural.epsilon,
-        "global_weight": cfg.structural.global_weight,
-        "test_classes": cfg.data.test_classes,
-        "objectives": list(cfg.objectives),
-        "ablation": cfg.ablation.model_dump(),
-        "epochs": int(history["epoch"].max()) + 1,
-        "best_epochs": {model: [int(e) for e in epochs] for model, epochs in best.items()},
-        "beta": dict(betas or {}),
-    }
-    write_json(out_dir / "summary.json", summary)
+    write_json(out_dir / "summary.json", summary.model_dump(mode="json"))
     write_text(out_dir / "tables" / "retrieval.csv", table.to_csv(index=False, float_format="%.4f"))
     write_text(out_dir / "tables" / "rerank_depth.csv", sweep.to_csv(index=False, float_format="%.4f"))
     write_text(out_dir / "tables" / "training_history.csv", history.to_csv(index=False, float_format="%.5f"))
@@ -356,22 +304,6 @@ def save_results(table: pd.DataFrame, sweep: pd.DataFrame, history: pd.DataFrame
     bars = pd.DataFrame([{"model": f"{loss} {v}", **{m: means[loss][v][m] for m in HEADLINE}}
                          for loss in means for v in means[loss]])
     write_text(out_dir / "plots" / "retrieval.csv", bars.to_csv(index=False, float_format="%.4f"))
-    return summary
-
-
-def comparison_summary(summary: Mapping, metric_names: Sequence[str] = HEADLINE) -> str:
-    """One line per loss and comparison: the paired difference in points, its interval and whether it is supported."""
-    lines = []
-    for loss, named in summary["comparisons"].items():
-        for name, c in named.items():
-            parts = []
-            for m in metric_names:
-                d = c[m]
-                half = "" if d["ci95"] is None else f" ± {100 * d['ci95']:.1f}"
-                verdict = "supported" if d["supported"] else "not supported"
-                parts.append(f"{m} {100 * d['difference']:+.1f}{half} ({verdict})")
-            lines.append(f"{loss}: {c['a']} - {c['b']}: " + ", ".join(parts))
-    return "\n".join(lines)
 
 
 def explain_matches(local: torch.Tensor, cfg: DimlEvalParams, n: int, seed: int,

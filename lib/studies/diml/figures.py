@@ -3,13 +3,13 @@ structural matches; each returns its Figure."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
-from lib.eval.intervals import seed_interval
+from lib.eval.intervals import IntervalCell
 from lib.plots import curves
 
 
@@ -20,70 +20,79 @@ def training_curves(history: pd.DataFrame):
                                          "val_score": "validation MAP@R (train digits, held out)"}, hue="model")
 
 
-def _with_intervals(frame: pd.DataFrame, keys: list[str], metric: str) -> pd.DataFrame:
-    """Mean and 95 % half-width over seeds of ``metric`` per ``keys`` (half-width 0 for one seed)."""
-    rows = []
-    for group, part in frame.groupby(keys, sort=False):
-        mean, half = seed_interval(part[metric].to_numpy())
-        rows.append({**dict(zip(keys, group if isinstance(group, tuple) else (group,))), "mean": mean, "half": half or 0.0})
-    return pd.DataFrame(rows)
+def _errors(cells) -> tuple[np.ndarray, np.ndarray]:
+    """Means and the (2, n) distances below and above them of interval cells (0 without an interval)."""
+    means = np.array([c.mean for c in cells])
+    low = np.array([c.mean if c.low is None else c.low for c in cells])
+    high = np.array([c.mean if c.high is None else c.high for c in cells])
+    return means, np.stack([means - low, high - means])
 
 
-def metric_bars(table: pd.DataFrame, metrics: Sequence[str]):
-    """One panel per metric: per loss and variant, the mean over seeds with its 95 % interval, and the seeds as dots."""
+def metric_bars(table: pd.DataFrame, retrieval: Mapping[str, Mapping[str, Mapping[str, IntervalCell]]],
+                metrics: Sequence[str]):
+    """One panel per metric: per loss and variant, the mean over seeds with its 95 % interval (the summary's
+    ``retrieval`` cells, :mod:`lib.studies.diml.summary`), and the seeds of ``table`` as dots."""
     variants = list(dict.fromkeys(table["variant"]))
     losses = list(dict.fromkeys(table["loss"]))
     fig, axes = plt.subplots(1, len(metrics), figsize=(5.2 * len(metrics), 3.6), squeeze=False)
     step = 0.8 / len(variants)
     for ax, metric in zip(axes[0], metrics):
-        stats = _with_intervals(table, ["loss", "variant"], metric)
-        labelled = set()
+        labelled, shown = set(), []
         for i, variant in enumerate(variants):
             for j, loss in enumerate(losses):
-                row = stats[(stats.loss == loss) & (stats.variant == variant)]
-                if row.empty:
+                cell = retrieval.get(loss, {}).get(variant, {}).get(metric)
+                if cell is None:
                     continue
                 x = j - 0.4 + (i + 0.5) * step
-                ax.errorbar(x, row["mean"].iloc[0], yerr=row["half"].iloc[0], fmt="o", color=f"C{i}", capsize=3,
+                mean, error = _errors([cell])
+                ax.errorbar(x, mean, yerr=error, fmt="o", color=f"C{i}", capsize=3,
                             label=None if variant in labelled else variant)
                 labelled.add(variant)
+                shown.append(cell)
                 seeds = table[(table.loss == loss) & (table.variant == variant)][metric]
                 ax.plot(np.full(len(seeds), x + step / 3), seeds, ".", color=f"C{i}", ms=3, alpha=0.6)
         ax.set_xticks(range(len(losses)), [loss.replace("_", "-") for loss in losses])
         ax.set_title(metric.replace("_at_", "@").replace("_", " "), fontsize=10)
-        _clip_to_unit(ax, stats)
+        _limits(ax, shown)
     axes[0, -1].legend(fontsize=7, frameon=False, loc="center left", bbox_to_anchor=(1.0, 0.5))
     fig.tight_layout()
     return fig
 
 
-def _clip_to_unit(ax, stats: pd.DataFrame, pad: float = 0.02) -> None:
-    """Y limits around the intervals, within [0, 1] (a rate cannot leave it, its Student-t interval can)."""
-    low, high = (stats["mean"] - stats["half"]).min(), (stats["mean"] + stats["half"]).max()
+def _limits(ax, cells, pad: float = 0.02) -> None:
+    """Y limits around the intervals, within [0, 1] (the range of every metric, which the intervals respect)."""
+    means, error = _errors(cells)
+    low, high = (means - error[0]).min(), (means + error[1]).max()
     ax.set_ylim(max(0.0, low - pad), min(1.0, high + pad))
 
 
-def rerank_depth(sweep: pd.DataFrame, metrics: Sequence[str] = ("recall_at_1", "r_precision", "map_at_r")):
-    """Metric against the re-ranking depth K (0 = global ranking): mean over seeds with 95 % intervals.
+def rerank_depth(sweep: Mapping[str, Mapping[str, Mapping[str, Mapping[str, IntervalCell]]]],
+                 metrics: Sequence[str] = ("recall_at_1", "r_precision", "map_at_r")):
+    """Metric against the re-ranking depth K (0 = global ranking): mean over seeds with 95 % intervals, from the
+    summary's ``depth_sweep.metrics`` cells (loss -> variant -> K -> metric).
 
     One row of panels per loss, one panel per metric, one line per swept variant;
     K on an evenly spaced axis labelled with its values.
     """
-    losses = list(dict.fromkeys(sweep["loss"]))
-    depths = sorted(sweep["depth"].unique())
+    losses = list(sweep)
+    depths = sorted({int(k) for variants in sweep.values() for by_k in variants.values() for k in by_k})
     position = {k: i for i, k in enumerate(depths)}
     fig, axes = plt.subplots(len(losses), len(metrics), figsize=(3.6 * len(metrics), 2.8 * len(losses)),
                              squeeze=False, sharex=True)
     for r, loss in enumerate(losses):
         for c, metric in enumerate(metrics):
             ax = axes[r, c]
-            stats = _with_intervals(sweep[sweep.loss == loss], ["variant", "depth"], metric)
-            for i, (variant, rows) in enumerate(stats.groupby("variant", sort=False)):
-                x = rows["depth"].map(position).to_numpy() + (i - 0.5) * 0.08
-                ax.errorbar(x, rows["mean"], yerr=rows["half"], marker="o", ms=3, capsize=2, color=f"C{i}",
+            shown = []
+            for i, (variant, by_k) in enumerate(sweep[loss].items()):
+                ks = sorted(int(k) for k in by_k)
+                cells = [by_k[str(k)][metric] for k in ks]
+                means, error = _errors(cells)
+                x = np.array([position[k] for k in ks]) + (i - 0.5) * 0.08
+                ax.errorbar(x, means, yerr=error, marker="o", ms=3, capsize=2, color=f"C{i}",
                             label=f"{variant} model" if variant != "rerank" else "global model")
+                shown += cells
             ax.set_title(f"{loss.replace('_', '-')}: {metric.replace('_at_', '@').replace('_', ' ')}", fontsize=9)
-            _clip_to_unit(ax, stats)
+            _limits(ax, shown)
             ax.set_xticks(range(len(depths)), [str(k) for k in depths])
             if r == len(losses) - 1:
                 ax.set_xlabel("re-ranking depth K")

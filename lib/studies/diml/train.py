@@ -5,6 +5,14 @@ batches and augmentations from seed s; the stage trains every seed
 (:func:`train_seeds`) into ``models/diml/<loss>_<objective>/seed_<s>.safetensors``.
 ``python -m lib.studies.diml.train`` trains one model from a JSON config;
 ``torchrun`` runs it data-parallel (:func:`launch` starts it from a notebook).
+
+Each seed's training checkpoints after every epoch into
+``checkpoints/diml/<loss>_<objective>/seed_<s>.pt`` (:func:`checkpoint_run`),
+fingerprinted by its parameters, seed, data and code: a stage killed in its
+second seed reruns only what is unfinished (the finished seed comes back from
+its final checkpoint, the running one resumes after its last epoch) and writes
+the bytes an uninterrupted run writes. The stage removes them when it succeeds
+(:func:`lib.training.clear_checkpoints`).
 """
 
 from __future__ import annotations
@@ -33,7 +41,7 @@ from lib.runtime import Runtime, runtime, seed_everything
 from lib.studies.diml.evaluate import embed, evaluate
 from lib.studies.diml.loss import DimlLoss, objective_spec
 from lib.studies.diml.params import DimlEvalParams, DimlModel, DimlTrain, DimlTrainParams, Loss, Objective
-from lib.training import distributed, fit, unwrap, wrap_ddp
+from lib.training import checkpoint_path, distributed, fit, run_fingerprint, unwrap, wrap_ddp
 
 
 def load_splits(cfg: DimlTrainParams | DimlEvalParams, seed: int, data_dir: str | os.PathLike = "data") -> Split[MnistDataset]:
@@ -60,6 +68,24 @@ def optimiser(model: nn.Module, loss_fn: nn.Module, cfg: DimlTrain) -> torch.opt
     if list(loss_fn.parameters()):
         groups.append({"params": list(loss_fn.parameters()), "lr": cfg.beta_lr, "weight_decay": 0.0})
     return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
+
+
+class SamplerOrder:
+    """The class order of a ``MPerClassSampler``, as a checkpointable state for :func:`lib.training.fit`.
+
+    The sampler shuffles its list of classes in place at every pass, so each
+    epoch's batches depend on the order the last one left; a resumed run
+    must start from that order (``get_state``/``set_state``, as a torch.Generator's).
+    """
+
+    def __init__(self, sampler: samplers.MPerClassSampler):
+        self.sampler = sampler
+
+    def get_state(self) -> torch.Tensor:
+        return torch.tensor([int(label) for label in self.sampler.labels])
+
+    def set_state(self, state: torch.Tensor) -> None:
+        self.sampler.labels = state.tolist()
 
 
 def model_path(out_dir: str | os.PathLike, seed: int) -> Path:
@@ -99,6 +125,13 @@ def train(
         loader = DataLoader(splits.fit, batch_size=cfg.train.batch_size, sampler=sampler, drop_last=True)
         val_labels = splits.val.labels
         spec = objective_spec(objective, cfg.structural)
+        fingerprint = None if checkpoint is None else run_fingerprint(
+            # not the seeds list: adding a seed must not retrain the others
+            {"study": "diml", "loss": loss, "objective": objective, "seed": seed, "world_size": world,
+             "out": str(out_path), "params": cfg.model_dump(mode="json", exclude={"seeds"})},
+            data=(splits.fit.images, splits.fit.labels, splits.val.images, val_labels),
+            code=("lib.studies.diml.train",),
+        )
 
         def validate(m: nn.Module) -> float:
             # Model selection on held-out images of the *training* classes only.
@@ -110,7 +143,8 @@ def train(
 
         result = fit(
             model, loss_fn, lambda epoch: loader, optimizer,
-            epochs=cfg.train.epochs, runtime=rt, validate=validate, checkpoint=checkpoint,
+            epochs=cfg.train.epochs, runtime=rt, validate=validate, checkpoint=checkpoint, fingerprint=fingerprint,
+            generators=[SamplerOrder(sampler)],
             max_steps_per_epoch=cfg.train.max_steps_per_epoch, progress=progress,
             # Small rotations and shifts only: digits are not rotation- or flip-invariant (6 vs 9).
             augment=lambda x: random_affine(x, degrees=8.0, translate=0.08),
@@ -126,10 +160,21 @@ def train(
             "beta": beta}
 
 
+def checkpoint_run(loss: str, objective: str) -> str:
+    """The run name of a (loss, objective)'s checkpoints: ``checkpoints/diml/<loss>_<objective>/``."""
+    return f"diml/{loss}_{objective}"
+
+
 def train_seeds(cfg: DimlTrainParams, loss: str, objective: str, out_dir: str | os.PathLike,
-                data_dir: str | os.PathLike = "data") -> dict[int, dict]:
-    """One model per seed of ``cfg.seeds`` under ``out_dir`` (:func:`model_path`); seed -> its run."""
-    return {seed: launch(cfg, loss, objective, seed, model_path(out_dir, seed), data_dir) for seed in cfg.seeds}
+                data_dir: str | os.PathLike = "data", run_name: str | None = None) -> dict[int, dict]:
+    """One model per seed of ``cfg.seeds`` under ``out_dir`` (:func:`model_path`); seed -> its run.
+
+    Each seed checkpoints to ``checkpoint_path(run_name, seed)`` (``run_name`` defaults to
+    :func:`checkpoint_run`), so a rerun after a kill trains only what is unfinished.
+    """
+    run_name = run_name or checkpoint_run(loss, objective)
+    return {seed: launch(cfg, loss, objective, seed, model_path(out_dir, seed), data_dir, checkpoint_path(run_name, seed))
+            for seed in cfg.seeds}
 
 
 def load_model(path: str | os.PathLike) -> tuple[SpatialEmbedding, dict]:
@@ -150,7 +195,7 @@ def embed_seed(cfg: DimlEvalParams, seed: int, dataset: MnistDataset, rt: Runtim
 
 
 def launch(cfg: DimlTrainParams, loss: str, objective: str, seed: int, out_path: str | os.PathLike,
-           data_dir="data") -> dict:
+           data_dir="data", checkpoint: str | os.PathLike | None = None) -> dict:
     """Train in this process, or under ``torchrun`` when ``train.world_size > 1``.
 
     DDP cannot start inside a Jupyter kernel, so the notebook launches torchrun
@@ -158,7 +203,7 @@ def launch(cfg: DimlTrainParams, loss: str, objective: str, seed: int, out_path:
     through the saved weights' metadata.
     """
     if cfg.train.world_size == 1:
-        return train(cfg, loss, objective, seed, out_path, data_dir)
+        return train(cfg, loss, objective, seed, out_path, data_dir, checkpoint)
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "config.json"
         config.write_text(json.dumps(cfg.model_dump()))
@@ -166,7 +211,8 @@ def launch(cfg: DimlTrainParams, loss: str, objective: str, seed: int, out_path:
             [sys.executable, "-m", "torch.distributed.run", "--standalone",
              f"--nproc-per-node={cfg.train.world_size}", "-m", "lib.studies.diml.train",
              "--config", str(config), "--loss", loss, "--objective", objective, "--seed", str(seed),
-             "--out", str(out_path), "--data-dir", str(data_dir)],
+             "--out", str(out_path), "--data-dir", str(data_dir),
+             *(["--checkpoint", str(checkpoint)] if checkpoint is not None else [])],
             check=True,
         )
     _, meta = load_weights(out_path)
@@ -181,9 +227,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", required=True, type=int, help="the repetition's seed (one of the config's seeds)")
     parser.add_argument("--out", required=True, help="safetensors file to write")
     parser.add_argument("--data-dir", default="data")
+    parser.add_argument("--checkpoint", default=None, help="file to resume from and to checkpoint to after each epoch")
     args = parser.parse_args(argv)
     cfg = validate("diml", json.loads(Path(args.config).read_text()), DimlTrainParams)
-    train(cfg, args.loss, args.objective, args.seed, args.out, args.data_dir, progress=False)
+    train(cfg, args.loss, args.objective, args.seed, args.out, args.data_dir, args.checkpoint, progress=False)
     return 0
 
 

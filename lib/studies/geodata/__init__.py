@@ -4,11 +4,12 @@ Not a study of its own but built like one: ``city@<city>`` generates each city
 of params.yaml's ``cities`` section into ``datasets/<city>/``
 (:func:`lib.data.city.build_city`), ``maps`` renders map tiles of Helsinki's
 OpenStreetMap extract and of the cities' land cover into ``datasets/maps/``
-(:mod:`lib.data.osm_maps`). The generators live in the shared ``lib.data``
-layer, so every study reads the same datasets.
+(:mod:`lib.studies.geodata.maps`). The generators and renderers live in the
+shared ``lib.data`` layer, so every study reads the same datasets; this
+package keeps the stages' glue.
 """
 
-from lib.data.city import CityConfig
+from lib.data.city_config import CityConfig
 from lib.stage import Stage
 from lib.studies.geodata.params import CitiesParams, MapsParams
 
@@ -25,6 +26,11 @@ FIGURES = (  # under results/, for the front page
 )
 SECTIONS = {"cities": CitiesParams, "maps": MapsParams}
 STAGES = (
-    Stage("city", "geodata", "cities", CityConfig, {"city": "cities"}, entry="city"),
-    Stage("maps", "geodata", "maps", MapsParams),
+    Stage("city", "geodata", "cities", CityConfig, {"city": "cities"}, entry="city", each={"city": "cities"},
+          outs=("datasets/{city}", "results/cities/{city}")),
+    Stage("maps", "geodata", "maps", MapsParams,
+          deps=("data/osm",
+                *(f"datasets/{{maps.cities}}/{layer}" for layer in ("landcover.tif", "buildings.tif", "tiles.nc"))),
+          outs=("datasets/maps", "results/maps/figures")),
 )
+PAPER = ("results/cities/*", "results/maps/figures")  # what paper/sections/cities.typ reads

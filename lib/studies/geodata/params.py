@@ -1,23 +1,45 @@
 """Parameters of the geo datasets: the ``cities`` and ``maps`` sections of params.yaml.
 
-Each generated city is one entry of ``cities`` (its :class:`lib.data.city.CityConfig`);
+Each generated city is one entry of ``cities`` (its :class:`lib.data.city_config.CityConfig`);
 the ``city@<name>`` stage reads only its own entry.
 """
 
 from __future__ import annotations
 
 import re
+from typing import Annotated, Any
 
-from pydantic import ConfigDict, Field, RootModel, field_validator, model_validator
+from pydantic import BeforeValidator, ConfigDict, Field, RootModel, field_validator, model_validator
+from pyproj import CRS
+from pyproj.exceptions import CRSError
 
-from lib.data.city import CityConfig
+from lib.data.city_config import CityConfig
 from lib.params import Seeded
 
 _CITY_NAME = re.compile(r"[A-Za-z0-9_-]+")  # CityConfig.name's pattern
-_OSM_PLACE = "helsinki"  # lib.data.osm_maps.OSM_PLACE (not imported: it loads pyrosm)
+#: The place name of the OpenStreetMap maps (``datasets/maps/helsinki.nc``); no generated city may take it.
+OSM_PLACE = "helsinki"
 
 
-class CitiesParams(RootModel[dict[str, CityConfig]]):
+def _known_projected_crs(entry: Any) -> Any:
+    """A city's ``crs`` must exist (pyproj knows it) and be projected (the city is laid out in metres).
+
+    Checked before :class:`CityConfig` sees the entry: pyproj reports an unknown
+    CRS with its own exception, which would otherwise escape validation as a
+    traceback instead of naming the city's key.
+    """
+    crs = entry.get("crs") if isinstance(entry, dict) else None
+    if isinstance(crs, str):
+        try:
+            known = CRS.from_user_input(crs)
+        except CRSError:
+            raise ValueError(f"crs {crs!r} is not a coordinate reference system pyproj knows (e.g. 'EPSG:3067')") from None
+        if not known.is_projected:
+            raise ValueError(f"crs {crs!r} is not a projected CRS; the city is laid out in metres")
+    return entry
+
+
+class CitiesParams(RootModel[dict[str, Annotated[CityConfig, BeforeValidator(_known_projected_crs)]]]):
     """The ``cities`` section of params.yaml: city name -> its :class:`CityConfig`."""
 
     model_config = ConfigDict(frozen=True)
@@ -35,7 +57,7 @@ class MapsParams(Seeded):
 
     Every place gets ``n_tiles`` maps of ``size_px`` pixels at ``metres_per_px``
     (``datasets/maps/helsinki.nc`` and ``datasets/maps/<city>.nc``, see
-    :func:`lib.data.osm_maps.build_map_datasets`). The model cannot see the
+    :func:`lib.studies.geodata.maps.build_map_datasets`). The model cannot see the
     ``cities`` section, so a name in ``cities`` without a built city fails when
     the stage runs, with a ``FileNotFoundError`` naming the missing file and the
     ``city@<name>`` stage that builds it.
@@ -57,7 +79,7 @@ class MapsParams(Seeded):
                 raise ValueError(
                     f"{name!r} is not a city name (letters, digits, '_' and '-', as in the cities section)"
                 )
-            if name == _OSM_PLACE:
+            if name == OSM_PLACE:
                 raise ValueError(f"{name!r} is the OpenStreetMap place, not a generated city")
         duplicates = sorted({name for name in value if value.count(name) > 1})
         if duplicates:

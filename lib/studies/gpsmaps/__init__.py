@@ -3,7 +3,7 @@
 Bougie, Vazhenina and Watanabe, "Lost and Found: How Self-Supervised Learning
 Helps GPS Coordinates Find Their Way" (ACML 2023); no public code exists, this
 is a first implementation. A coordinate is embedded by encoding the map
-centred on it (``datasets/maps``, :mod:`lib.data.osm_maps`): DINO
+centred on it (``datasets/maps``, :mod:`lib.studies.geodata.maps`): DINO
 self-distillation (:mod:`lib.losses.dino`) plus geo-predictive tasks, a
 masked reconstruction and an intermediate clustering term (:mod:`.model`).
 
@@ -13,7 +13,7 @@ against coordinate encodings under spatial block cross-validation
 (:mod:`.evaluate`).
 """
 
-from lib.stage import Stage
+from lib.stage import Stage, committed
 from lib.studies.gpsmaps.params import VARIANTS, GpsMapsEvalParams, GpsMapsParams, GpsMapsTrainParams
 
 TITLE = "GPS maps: self-supervised coordinate embeddings from map images"
@@ -28,6 +28,11 @@ FIGURES = (  # under results/, for the front page
 )
 SECTIONS = {"gpsmaps": GpsMapsParams}
 STAGES = (
-    Stage("gpsmaps_train", "gpsmaps", "gpsmaps", GpsMapsTrainParams, {"variant": VARIANTS}),
-    Stage("gpsmaps_eval", "gpsmaps", "gpsmaps", GpsMapsEvalParams),
+    Stage("gpsmaps_train", "gpsmaps", "gpsmaps", GpsMapsTrainParams, {"variant": VARIANTS}, each={"variant": VARIANTS},
+          deps=("datasets/maps",), outs=("models/gpsmaps/{variant}.safetensors", "results/gpsmaps/training/{variant}")),
+    Stage("gpsmaps_eval", "gpsmaps", "gpsmaps", GpsMapsEvalParams,
+          deps=("datasets/maps", *(f"models/gpsmaps/{variant}.safetensors" for variant in VARIANTS)),
+          outs=("results/gpsmaps/figures", "results/gpsmaps/tables", "results/gpsmaps/summary.json"),
+          metrics=(committed("results/gpsmaps/metrics.json"),)),
 )
+PAPER = ("results/gpsmaps/summary.json", "results/gpsmaps/figures")  # what paper/sections/gpsmaps.typ reads

@@ -1,6 +1,6 @@
 """The gpsmaps study's maps: loaded, cleaned by class entropy, split in space, with the geo-task targets.
 
-Every place's maps (``datasets/maps/<place>.nc``, :mod:`lib.data.osm_maps`)
+Every place's maps (``datasets/maps/<place>.nc``, :mod:`lib.data.map_dataset`)
 are read into one :class:`MapSet`. Maps whose map-class entropy lies below the
 threshold (open water, uniform forest) are dropped
 (:func:`lib.data.map_entropy.entropy_filter`). In each generated city, a
@@ -27,7 +27,7 @@ from scipy.spatial import cKDTree
 from sklearn.cluster import KMeans
 
 from lib.data.map_entropy import class_entropy
-from lib.data.osm_maps import load_map_datasets
+from lib.data.map_dataset import load_map_datasets
 from lib.studies.gpsmaps.params import N_MAP_CLASSES, GpsMapsData
 
 LABELS = ("land_price", "population_density", "environment_index", "income", "liveability",

@@ -12,8 +12,11 @@ mean and sd over folds). Feature sets:
 * ``coordinates``: the planar coordinates in km (a linear probe of raw lon/lat);
 * ``rff``: multi-scale random Fourier features of the coordinates (the location
   encoding of GeoCLIP and SatCLIP), probed linearly;
-* ``coordinates_mlp``: an MLP on the coordinates, fitted per fold (scikit-learn,
-  early stopping on a tenth of the fold's training part).
+* ``coordinates_mlp``: the compendium's MLP probe on the coordinates
+  (:func:`lib.eval.spatial_cv.mlp_probe_cv`, the same probe as musecl's).
+
+The folds come from :func:`lib.eval.spatial_cv.folds_for`, each place a group
+of its own (``group_by="place"``).
 
 Helsinki's maps (OpenStreetMap) are probed the same way for the labels OSM
 itself gives: building density and the map class at the centre.
@@ -24,12 +27,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import torch
-from sklearn.metrics import accuracy_score, f1_score, r2_score, root_mean_squared_error
-from sklearn.neural_network import MLPClassifier, MLPRegressor
-from sklearn.pipeline import make_pipeline
-from sklearn.preprocessing import StandardScaler
 
-from lib.eval.spatial_cv import probe_cv, spatial_block_folds
+from lib.eval.spatial_cv import mlp_probe_cv, probe_cv
 from lib.models.location import RandomFourierFeatures
 
 EARTH_RADIUS_KM = 6371.0
@@ -53,26 +52,6 @@ def rff_features(xy_km: np.ndarray, scales_m: list[float], n_features: int, seed
         return rff(torch.as_tensor(xy_km - xy_km.mean(0), dtype=torch.float32)).numpy().astype(np.float64)
 
 
-def mlp_cv(xy: np.ndarray, target: np.ndarray, folds, task: str, seed: int) -> dict[str, float]:
-    """An MLP on standardised coordinates, fitted per fold; the same metrics as :func:`probe_cv`."""
-    scores = []
-    for train, test in folds:
-        # Early stopping holds out a tenth of the fold's training part; too few maps for that, a plain fit.
-        model = (MLPRegressor if task == "regression" else MLPClassifier)(
-            hidden_layer_sizes=(128, 128), early_stopping=len(train) >= 100, max_iter=2000, random_state=seed)
-        pipe = make_pipeline(StandardScaler(), model).fit(xy[train], target[train])
-        predicted = pipe.predict(xy[test])
-        if task == "regression":
-            scores.append({"r2": r2_score(target[test], predicted),
-                           "rmse": root_mean_squared_error(target[test], predicted)})
-        else:
-            scores.append({"accuracy": accuracy_score(target[test], predicted),
-                           "macro_f1": f1_score(target[test], predicted, average="macro", zero_division=0)})
-    table = pd.DataFrame(scores)
-    return {**{f"{k}_mean": float(v) for k, v in table.mean().items()},
-            **{f"{k}_sd": float(v) for k, v in table.std(ddof=1).items()}}
-
-
 def probe_all(features: dict[str, np.ndarray], table: pd.DataFrame, targets: dict[str, str], folds,
               xy: np.ndarray, seed: int) -> pd.DataFrame:
     """One row per (feature set, target): mean and sd over folds of each metric.
@@ -91,11 +70,5 @@ def probe_all(features: dict[str, np.ndarray], table: pd.DataFrame, targets: dic
             rows.append({"features": name, "target": target, "task": task,
                          **probe_cv(x, y, folds, task=task, inner_folds=inner, seed=seed).summary()})
         rows.append({"features": "coordinates_mlp", "target": target, "task": task,
-                     **mlp_cv(xy, y, folds, task, seed)})
+                     **mlp_probe_cv(xy, y, folds, seed=seed, task=task).summary()})
     return pd.DataFrame(rows)
-
-
-def folds_for(table: pd.DataFrame, n_folds: int, block_m: float, gap_m: float, seed: int):
-    """Spatial block folds over the maps of ``table``, each place a group of its own."""
-    return spatial_block_folds(table["easting"].to_numpy(), table["northing"].to_numpy(), n_folds, block_m, gap_m,
-                               seed, groups=table["place"].to_numpy())

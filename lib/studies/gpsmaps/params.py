@@ -17,7 +17,7 @@ from lib.params import Optimiser, Params, RunParams
 
 #: The variants of the model: the full method, one auxiliary term removed at a time, and DINO alone.
 VARIANTS = ("full", "no_geo", "no_reconstruction", "no_clustering", "dino")
-N_MAP_CLASSES = 8  # lib.data.osm_maps' map classes
+N_MAP_CLASSES = 8  # lib.data.map_style's map classes
 
 
 class GpsMapsData(Params):

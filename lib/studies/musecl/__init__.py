@@ -15,7 +15,7 @@ every embedding of every city under spatial block cross-validation against
 the cities' stored truth (:mod:`.evaluate`).
 """
 
-from lib.stage import Stage
+from lib.stage import Out, Stage, committed
 from lib.studies.musecl.params import MuseclEvalParams, MuseclParams, MuseclTextParams, MuseclTrainParams
 
 TITLE = "MuseCL: multi-semantic contrastive region embeddings"
@@ -31,7 +31,18 @@ FIGURES = (  # under results/, for the front page
 )
 SECTIONS = {"musecl": MuseclParams}
 STAGES = (
-    Stage("musecl_text", "musecl", "musecl", MuseclTextParams),
-    Stage("musecl_train", "musecl", "musecl", MuseclTrainParams, {"city": "cities"}),
-    Stage("musecl_eval", "musecl", "musecl", MuseclEvalParams),
+    Stage("musecl_text", "musecl", "musecl", MuseclTextParams, deps=("datasets/{musecl.cities}",),
+          outs=("datasets/musecl_text",
+                Out("datasets/text_cache/minilm.npz", persist=True,
+                    comment="the cache of POI-text embeddings outlives reruns: only new texts are encoded"))),
+    Stage("musecl_train", "musecl", "musecl", MuseclTrainParams, {"city": "cities"}, each={"city": "musecl.cities"},
+          deps=("datasets/{city}", "datasets/musecl_text"),
+          outs=("models/musecl/{city}", "datasets/musecl/{city}", "results/musecl/{city}")),
+    Stage("musecl_eval", "musecl", "musecl", MuseclEvalParams,
+          deps=("datasets/{musecl.cities}", "datasets/musecl/{musecl.cities}"),
+          outs=("results/musecl/figures", "results/musecl/tables", "results/musecl/summary.json"),
+          metrics=(committed("results/musecl/metrics.json"),)),
 )
+# What paper/sections/musecl.typ reads.
+PAPER = ("results/musecl/summary.json", "results/musecl/figures", "results/musecl/river_city/summary.json",
+         "results/musecl/river_city/figures")

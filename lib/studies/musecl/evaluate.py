@@ -9,6 +9,8 @@ over folds. The city's stored truth frames the numbers: the R^2 an ordinary
 least-squares fit reaches from each modality's *true* factors (aerial: land
 cover, water, centrality; street view: affluence; POI: commercial character;
 mobility: accessibility), from all of them, and the noise ceiling.
+:func:`fusion_vs_best_single` sets each fusion against the best single
+modality of its city, outcome and probe.
 """
 
 from __future__ import annotations
@@ -16,12 +18,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from lib.eval.spatial_cv import mlp_probe_cv, probe_cv, spatial_block_folds
+from lib.eval.spatial_cv import mlp_probe_cv, probe_cv
 from lib.studies.musecl.train import standardise
 
 #: Feature sets in the order of the tables: MuseCL, its parts and combinations, then the baselines.
 FEATURE_SETS = ("fusion_infonce", "fusion_mse", "aerial", "street_view", "poi_text", "sum", "concat",
                 "simclr", "tile2vec")
+#: The single modalities a fusion is set against.
+SINGLE_MODALITIES = ("aerial", "street_view", "poi_text")
 #: Which stored oracle R^2 each single modality is read against.
 ORACLE_OF = {"aerial": "aerial", "street_view": "street_view", "poi_text": "poi"}
 
@@ -41,11 +45,6 @@ def feature_sets(embeddings: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     out["sum"] = parts[0] + parts[1] + parts[2]
     out["concat"] = np.concatenate(parts, axis=1)
     return {name: out[name] for name in FEATURE_SETS if name in out}
-
-
-def folds_for(table: pd.DataFrame, n_folds: int, block_m: float, gap_m: float, seed: int):
-    return spatial_block_folds(table["easting"].to_numpy(), table["northing"].to_numpy(), n_folds, block_m, gap_m,
-                               seed)
 
 
 def probe_city(features: dict[str, np.ndarray], table: pd.DataFrame, targets: list[str], folds,
@@ -68,3 +67,31 @@ def truth_table(oracle: dict[str, dict[str, float]], targets: list[str]) -> pd.D
     """Stored oracle R^2 per target: each modality's true factors, all factors, and the ceiling."""
     columns = ["aerial", "street_view", "poi", "mobility", "all_factors", "ceiling"]
     return pd.DataFrame([{"target": t, **{c: oracle[t][c] for c in columns}} for t in targets]).set_index("target")
+
+
+def fusion_vs_best_single(results: pd.DataFrame, truth: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Per city, outcome and probe: each fusion's mean R^2 minus that of the best single modality there.
+
+    ``results`` holds :func:`probe_city`'s rows with a ``city`` column;
+    ``truth`` maps each city to its :func:`truth_table`. Columns: the fusion and
+    the best single modality (:data:`SINGLE_MODALITIES`, best by mean R^2 over
+    the folds), both R^2, ``gap`` (fusion minus best), ``fold_sd`` (the larger
+    of the two fold sds), ``gap_over_sd`` (NaN where that sd is 0 or
+    undefined) and the city's noise ceiling of the outcome.
+    """
+    rows = []
+    for (city, target, probe), part in results.groupby(["city", "target", "probe"], sort=True):
+        part = part.set_index("features")
+        missing = [name for name in SINGLE_MODALITIES if name not in part.index]
+        if missing:
+            raise ValueError(f"{city}, {target}, {probe}: no scores of the single modalities {missing}")
+        best = max(SINGLE_MODALITIES, key=lambda name: part.loc[name, "r2_mean"])
+        for fusion in [name for name in FEATURE_SETS if name.startswith("fusion_") and name in part.index]:
+            gap = part.loc[fusion, "r2_mean"] - part.loc[best, "r2_mean"]
+            fold_sd = max(part.loc[fusion, "r2_sd"], part.loc[best, "r2_sd"])
+            rows.append({"city": city, "target": target, "probe": probe, "fusion": fusion, "best_single": best,
+                         "fusion_r2": part.loc[fusion, "r2_mean"], "best_single_r2": part.loc[best, "r2_mean"],
+                         "gap": gap, "fold_sd": fold_sd,
+                         "gap_over_sd": gap / fold_sd if fold_sd > 0 else np.nan,
+                         "ceiling": truth[city].loc[target, "ceiling"]})
+    return pd.DataFrame(rows)

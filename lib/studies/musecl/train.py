@@ -18,16 +18,22 @@ embedding; the fusion learns on them and then fuses every region.
 Baselines trained here on the same aerial images: **Tile2Vec** (Jean et al.,
 AAAI 2019: the positive a spatial neighbour, the same triplet loss) and
 plain **SimCLR** (two augmented views of one image, NT-Xent,
-:mod:`lib.losses.ntxent`). Every image encoder is the same ResNet-10
+:func:`lib.models.simclr.fit_simclr`). Every image encoder is the same ResNet-10
 (:class:`lib.models.backbone.TileEmbedder`), trained from scratch with random
 90-degree turns and flips of aerial images (the reference's augmentation) and
 horizontal flips of street views.
+
+Every model trains through :func:`lib.training.fit` (autocast and
+channels-last on a GPU, progress, resume from ``checkpoint``). The batches
+of epoch e are drawn from generators seeded by (seed, e) alone, so a run
+resumed after epoch e sees the batches an uninterrupted run would.
 """
 
 from __future__ import annotations
 
+import os
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -39,16 +45,17 @@ from torch import nn
 from lib.data.augment import aerial_augment
 from lib.data.semantic_pairs import PairSampler
 from lib.eval.encode import encode, encode_numpy
-from lib.losses.ntxent import nt_xent
-from lib.losses.triplet import info_nce, triplet_margin_loss
+from lib.losses.contrastive import info_nce
+from lib.losses.triplet import triplet_margin_loss
 from lib.models.backbone import TileEmbedder, band_statistics
 from lib.models.fusion import AdditiveAttentionFusion
+from lib.models.simclr import SimCLR, fit_simclr
 from lib.runtime import Runtime
 from lib.studies.musecl.params import FusionTrain, MuseclModel, SimclrTrain, VisualTrain
+from lib.training import fit, run_fingerprint
 
-__all__ = ["EncoderResult", "FusionModel", "embed_regions", "hflip", "standardise", "symmetries", "train_fusion",
-           "train_simclr",
-           "train_triplet_encoder"]
+__all__ = ["EncoderResult", "FusionModel", "checkpoint_run", "embed_regions", "hflip", "standardise", "symmetries",
+           "train_fusion", "train_simclr", "train_triplet_encoder"]
 
 
 @dataclass
@@ -56,11 +63,26 @@ class EncoderResult:
     encoder: TileEmbedder
     history: pd.DataFrame  # per epoch: loss, and for triplets the share of held-out triplets ranked right
     seconds: float
+    best_epoch: int  # the epoch whose weights were kept (0-based, as in the history)
 
 
-def _steps(n: int, batch: int, cap: int | None) -> int:
-    steps = max(1, n // batch)
-    return steps if cap is None else min(steps, cap)
+def checkpoint_run(city: str) -> str:
+    """The run name of a city's checkpoints (``checkpoints/musecl/<city>/<model>/seed_<s>.pt``,
+    :func:`lib.training.checkpoint_path`); the stage clears them when it succeeds."""
+    return f"musecl/{city}"
+
+
+def _fingerprint(trainer: str, seed: int, settings: dict, data: tuple) -> str:
+    """What a checkpoint must match to be resumed: the trainer, seed and settings, the training data, and the
+    source of this module and of every ``lib`` module it imports (:func:`lib.training.run_fingerprint`).
+    The number of epochs is left out of the settings: a longer run continues a shorter one's checkpoint."""
+    return run_fingerprint({"study": "musecl", "trainer": trainer, "seed": seed, **settings}, data=data,
+                           code=("lib.studies.musecl.train",))
+
+
+def _epoch_rng(seed: int, epoch: int) -> np.random.Generator:
+    """The generator of one epoch's batches: a function of (seed, epoch) only (see the module docstring)."""
+    return np.random.default_rng([seed, epoch])
 
 
 def symmetries(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
@@ -84,6 +106,9 @@ def train_triplet_encoder(
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor],
     runtime: Runtime,
     seed: int,
+    *,
+    progress: bool = True,
+    checkpoint: str | os.PathLike | None = None,
 ) -> EncoderResult:
     """Train an encoder on (anchor, positive, negative) triplets of regions.
 
@@ -91,14 +116,17 @@ def train_triplet_encoder(
     view for street views); ``all_images`` (..., C, H, W) sets the band
     statistics. Each step encodes the distinct regions of its triplets once
     and applies :func:`~lib.losses.triplet.triplet_margin_loss` (or InfoNCE of
-    anchors against positives). A tenth of the anchors (at least 3) is held
-    out: the share of their fixed triplets with ``d(a, p) < d(a, n)`` is the
-    label-free progress indicator of each epoch.
+    anchors against positives, :func:`~lib.losses.contrastive.info_nce`). A
+    tenth of the anchors (at least 3) is held out: the share of their fixed
+    triplets with ``d(a, p) < d(a, n)`` is the label-free validation score of
+    each epoch (``heldout_triplets_ranked``), and the epoch that ranks most of
+    them right is kept (the first of equals). With ``checkpoint`` (a file,
+    :func:`lib.training.checkpoint_path`) the run resumes from it, unless it
+    was written for other settings, data or code.
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
     rng = np.random.default_rng(seed)
-    generator = torch.Generator().manual_seed(seed)
     anchors = rng.permutation(np.asarray(anchors))
     n_check = max(3, len(anchors) // 10)
     check, train = anchors[:n_check], anchors[n_check:]
@@ -106,75 +134,78 @@ def train_triplet_encoder(
         raise ValueError(f"only {len(anchors)} anchors with a similarity profile: too few to train on")
     check_triplets = sampler.sample(check, np.random.default_rng(seed + 1))
     mean, std = band_statistics(all_images)
-    encoder = TileEmbedder(all_images.shape[-3], model.width, model.embedding_dim, mean, std).to(runtime.device)
+    encoder = runtime.prepare(TileEmbedder(all_images.shape[-3], model.width, model.embedding_dim, mean, std))
     optimizer = torch.optim.AdamW(encoder.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch = min(cfg.batch_size, len(train))
-    steps = _steps(len(train), batch, cfg.max_steps_per_epoch)
-    rows = []
-    for epoch in range(cfg.epochs):
-        encoder.train()
-        order = rng.permutation(train)
-        total = 0.0
-        for k in range(steps):
-            a, p, n = sampler.sample(order[k * batch:(k + 1) * batch], rng)
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images of the distinct regions of a step's triplets, (3, T) rows of anchors, positives, negatives)."""
+        epoch_rng = _epoch_rng(seed, epoch)
+        generator = torch.Generator().manual_seed(int(epoch_rng.integers(2**62)))
+        order = epoch_rng.permutation(train)
+        for k in range(len(train) // batch):
+            a, p, n = sampler.sample(order[k * batch:(k + 1) * batch], epoch_rng)
             regions, inverse = np.unique(np.concatenate([a, p, n]), return_inverse=True)
-            x = augment(images(regions, generator), generator).to(runtime.device)
-            z = encoder(x)
-            ia, ip, ineg = (torch.as_tensor(part, device=z.device) for part in np.split(inverse, 3))
-            if cfg.loss == "triplet":
-                loss = triplet_margin_loss(z, ia, ip, ineg, cfg.margin)
-            else:
-                loss = info_nce(z[ia], z[ip], cfg.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-        encoder.eval()
-        with torch.no_grad():
-            a, p, n = check_triplets
-            regions, inverse = np.unique(np.concatenate([a, p, n]), return_inverse=True)
-            z = encode(encoder, images(regions, torch.Generator().manual_seed(seed)), runtime=runtime)
-            za, zp, zn = (z[torch.as_tensor(part)] for part in np.split(inverse, 3))
-            ranked = float(((za - zp).norm(dim=1) < (za - zn).norm(dim=1)).float().mean())
-        rows.append({"epoch": epoch + 1, "loss": total / steps, "heldout_triplets_ranked": ranked})
-    return EncoderResult(encoder.cpu(), pd.DataFrame(rows), time.perf_counter() - start)
+            yield augment(images(regions, generator), generator), torch.as_tensor(inverse.reshape(3, -1))
+
+    def triplet_loss(net: nn.Module, step: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        x, (ia, ip, ineg) = step
+        z = net(x).float()
+        if cfg.loss == "triplet":
+            return triplet_margin_loss(z, ia, ip, ineg, cfg.margin)
+        return info_nce(z[ia], z[ip], temperature=cfg.temperature)
+
+    def heldout_triplets_ranked(net: nn.Module) -> float:
+        a, p, n = check_triplets
+        regions, inverse = np.unique(np.concatenate([a, p, n]), return_inverse=True)
+        z = encode(net, images(regions, torch.Generator().manual_seed(seed)), runtime=runtime)
+        za, zp, zn = (z[torch.as_tensor(part)] for part in np.split(inverse, 3))
+        return float(((za - zp).norm(dim=1) < (za - zn).norm(dim=1)).float().mean())
+
+    fingerprint = None if checkpoint is None else _fingerprint(
+        "triplet", seed, {"model": model.model_dump(), "train": cfg.model_dump(exclude={"epochs"}), "augment": augment.__qualname__},
+        (all_images, np.asarray(anchors), sampler.similarity, np.asarray(sampler.top_k)))
+    result = fit(encoder, None, batches, optimizer, epochs=cfg.epochs, runtime=runtime, forward=triplet_loss,
+                 validate=heldout_triplets_ranked, max_steps_per_epoch=cfg.max_steps_per_epoch, progress=progress,
+                 checkpoint=checkpoint, fingerprint=fingerprint)
+    encoder.load_state_dict(result.best_state)
+    history = pd.DataFrame(result.history).rename(columns={"val_score": "heldout_triplets_ranked"})
+    return EncoderResult(encoder.cpu().eval(), history, time.perf_counter() - start, result.best_epoch)
 
 
-def train_simclr(images: torch.Tensor, model: MuseclModel, cfg: SimclrTrain, runtime: Runtime,
-                 seed: int) -> EncoderResult:
-    """SimCLR on ``images`` (N, C, H, W): two views per image (:func:`lib.data.augment.aerial_augment`), NT-Xent.
+def train_simclr(images: torch.Tensor, model: MuseclModel, cfg: SimclrTrain, runtime: Runtime, seed: int, *,
+                 progress: bool = True, checkpoint: str | os.PathLike | None = None) -> EncoderResult:
+    """SimCLR on ``images`` (N, C, H, W) by :func:`lib.models.simclr.fit_simclr`: two views per image
+    (:func:`lib.data.augment.aerial_augment`, drawn from torch's global generator, which a checkpoint
+    restores), NT-Xent; the last epoch is kept.
 
-    The projection head (MLP, as in SimCLR) is dropped after training; the
-    encoder's embedding is what the probes read.
+    The projection head (as wide as the embedding) is dropped after training;
+    the encoder's embedding is what the probes read. ``checkpoint``: as
+    :func:`train_triplet_encoder`.
     """
     start = time.perf_counter()
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
-    generator = torch.Generator().manual_seed(seed)
     mean, std = band_statistics(images)
     encoder = TileEmbedder(images.shape[1], model.width, model.embedding_dim, mean, std)
-    head = nn.Sequential(nn.Linear(model.embedding_dim, model.embedding_dim), nn.ReLU(),
-                         nn.Linear(model.embedding_dim, model.embedding_dim))
-    net = nn.Sequential(encoder, head).to(runtime.device)
+    net = runtime.prepare(SimCLR(encoder, model.embedding_dim, model.embedding_dim))
     optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch = min(cfg.batch_size, len(images))
-    steps = _steps(len(images), batch, cfg.max_steps_per_epoch)
-    rows = []
-    for epoch in range(cfg.epochs):
-        net.train()
-        order = rng.permutation(len(images))
-        total = 0.0
-        for k in range(steps):
-            x = images[torch.as_tensor(order[k * batch:(k + 1) * batch])]
-            v1 = aerial_augment(x, cfg.crop_min, cfg.jitter, generator).to(runtime.device)
-            v2 = aerial_augment(x, cfg.crop_min, cfg.jitter, generator).to(runtime.device)
-            loss = nt_xent(net(v1), net(v2), cfg.temperature)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-        rows.append({"epoch": epoch + 1, "loss": total / steps})
-    return EncoderResult(encoder.cpu().eval(), pd.DataFrame(rows), time.perf_counter() - start)
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(images, their indices): SimCLR reads no labels."""
+        order = torch.as_tensor(_epoch_rng(seed, epoch).permutation(len(images)))
+        for k in range(len(images) // batch):
+            idx = order[k * batch:(k + 1) * batch]
+            yield images[idx], idx
+
+    fingerprint = None if checkpoint is None else _fingerprint(
+        "simclr", seed, {"model": model.model_dump(), "train": cfg.model_dump(exclude={"epochs"})}, (images,))
+    result = fit_simclr(net, batches, optimizer, view=lambda x: aerial_augment(x, cfg.crop_min, cfg.jitter),
+                        temperature=cfg.temperature, epochs=cfg.epochs, runtime=runtime, checkpoint=checkpoint,
+                        fingerprint=fingerprint, max_steps_per_epoch=cfg.max_steps_per_epoch, progress=progress)
+    net.load_state_dict(result.best_state)
+    return EncoderResult(net.encoder.cpu().eval(), pd.DataFrame(result.history), time.perf_counter() - start,
+                         result.best_epoch)
 
 
 def embed_regions(encoder: nn.Module, images: torch.Tensor, batch_size: int, runtime: Runtime) -> np.ndarray:
@@ -202,44 +233,56 @@ class FusionModel(nn.Module):
 
 
 def train_fusion(modal: np.ndarray, text: np.ndarray, has_text: np.ndarray, objective: str, cfg: FusionTrain,
-                 seed: int) -> tuple[FusionModel, np.ndarray, np.ndarray, pd.DataFrame]:
+                 runtime: Runtime, seed: int, *, progress: bool = True, checkpoint: str | os.PathLike | None = None
+                 ) -> tuple[FusionModel, np.ndarray, np.ndarray, pd.DataFrame]:
     """Train the fusion of ``modal`` (N, M, D) against ``text`` (N, T) on the rows with ``has_text``.
 
     ``objective``: ``infonce`` (in-batch InfoNCE of ``to_text(f)`` against the
-    text embeddings, temperature ``cfg.temperature``) or ``mse``
-    (``|to_text(f) - t|^2``, mean over entries). Returns the model, the
-    fused embeddings (N, D) and attention weights (N, M) of every region, and
-    the loss per epoch. Small: full-batch-sized steps on the CPU.
+    text embeddings, temperature ``cfg.temperature``,
+    :func:`~lib.losses.contrastive.info_nce`) or ``mse`` (``|to_text(f) - t|^2``,
+    mean over entries). The last epoch is kept; ``checkpoint``: as
+    :func:`train_triplet_encoder`. Returns the model (on the CPU), the fused
+    embeddings (N, D) and attention weights (N, M) of every region, and the
+    loss per epoch.
     """
     if objective not in ("infonce", "mse"):
         raise ValueError(f"objective must be 'infonce' or 'mse', got {objective!r}")
+    if modal.ndim != 3 or text.ndim != 2 or not len(modal) == len(text) == len(has_text):
+        raise ValueError(f"modal must be (N, M, D), text (N, T) and has_text (N,), got shapes {modal.shape}, "
+                         f"{text.shape}, {np.shape(has_text)}")
     torch.manual_seed(seed)
-    rng = np.random.default_rng(seed)
     x = torch.as_tensor(modal, dtype=torch.float32)
     t = torch.as_tensor(text, dtype=torch.float32)
     rows_with_text = np.flatnonzero(has_text)
     if len(rows_with_text) < 2:
         raise ValueError(f"only {len(rows_with_text)} regions with POI text: too few to train the fusion")
-    model = FusionModel(x.shape[-1], cfg.hidden, t.shape[1])
+    model = runtime.prepare(FusionModel(x.shape[-1], cfg.hidden, t.shape[1]))
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     batch = max(2, min(cfg.batch_size, len(rows_with_text)))
-    steps = _steps(len(rows_with_text), batch, cfg.max_steps_per_epoch)
-    history = []
-    for epoch in range(cfg.epochs):
-        order = rng.permutation(rows_with_text)
-        total = 0.0
-        for k in range(steps):
-            idx = torch.as_tensor(order[k * batch:(k + 1) * batch])
-            fused, _ = model(x[idx])
-            predicted = model.to_text(fused)
-            loss = (info_nce(predicted, t[idx], cfg.temperature) if objective == "infonce"
-                    else F.mse_loss(predicted, t[idx]))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach())
-        history.append({"epoch": epoch + 1, "loss": total / steps})
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+        """(modal embeddings (B, M, D), text embeddings (B, T)) of regions with POI text."""
+        order = torch.as_tensor(_epoch_rng(seed, epoch).permutation(rows_with_text))
+        for k in range(len(rows_with_text) // batch):
+            idx = order[k * batch:(k + 1) * batch]
+            yield x[idx], t[idx]
+
+    def alignment_loss(net: nn.Module, step: tuple[torch.Tensor, torch.Tensor]) -> torch.Tensor:
+        modal_batch, text_batch = step
+        fused, _ = net(modal_batch)
+        predicted = net.to_text(fused).float()
+        if objective == "infonce":
+            return info_nce(predicted, text_batch, temperature=cfg.temperature)
+        return F.mse_loss(predicted, text_batch)
+
+    fingerprint = None if checkpoint is None else _fingerprint(
+        "fusion", seed, {"objective": objective, "train": cfg.model_dump(exclude={"epochs"})}, (x, t, np.asarray(has_text)))
+    result = fit(model, None, batches, optimizer, epochs=cfg.epochs, runtime=runtime, forward=alignment_loss,
+                 max_steps_per_epoch=cfg.max_steps_per_epoch, progress=progress, checkpoint=checkpoint,
+                 fingerprint=fingerprint)
+    model.load_state_dict(result.best_state)
     model.eval()
     with torch.no_grad():
-        fused, weights = model(x)
-    return model, fused.numpy().astype(np.float64), weights.numpy().astype(np.float64), pd.DataFrame(history)
+        fused, weights = model(x.to(runtime.device))
+    return (model.cpu(), fused.float().cpu().numpy().astype(np.float64),
+            weights.float().cpu().numpy().astype(np.float64), pd.DataFrame(result.history))

@@ -1,22 +1,18 @@
-"""Tests of the COCOA study's pieces: digit scenes, augmentations, localisation scores, parameters, probe,
-batching for the image-text loss, the benchmark's table shapes and the packaged text encoder."""
+"""Tests of the COCOA study's pieces: parameters, batching for the image-text loss, task sampling, the
+benchmark's tables, the sanity check, localisation comparisons and results. The shared layers it uses are
+tested where they live (tests/data/, tests/explain/, tests/models/)."""
 
 import json
-import os
 from itertools import product
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from pydantic import ValidationError
 
-from lib.data import digit_augment as aug
-from lib.data.digit_scenes import make_scenes
 from lib.data.mnist import MnistDataset
 from lib.data.splits import Split
-from lib.explain import attribute as attribution
-from lib.explain import cocoa as cocoa_targets
-from lib.explain.localisation import box_masks, mass_in_box, pointing_game
 from lib.models.convnet import conv_encoder
 from lib.runtime import runtime
 from lib.studies.cocoa import benchmark, image_text, simclr
@@ -55,86 +51,6 @@ def blocks(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     return digits, np.arange(n) % 10
 
 
-# ------------------------------------------------------------------ digit scenes
-def test_scene_boxes_hold_exactly_the_digits_ink():
-    digits, labels = blocks(30)
-    scenes = make_scenes(digits, labels, n_scenes=12, size=48, n_strokes=0, seed=3)
-    images = scenes.images[:, 0]
-    inside = box_masks(scenes.boxes, 48, 48)
-    assert scenes.images.shape == (12, 1, 48, 48) and scenes.other_boxes.shape == (12, 0, 4)
-    assert not (images[~inside] > 0).any()  # no ink outside the box ...
-    for image, (top, left, bottom, right) in zip(images, scenes.boxes.tolist(), strict=True):
-        box = image[top:bottom, left:right]
-        # ... and the box is tight: ink on each of its four edges.
-        assert box[0].any() and box[-1].any() and box[:, 0].any() and box[:, -1].any()
-    assert (images.flatten(1).amax(dim=1) > 0).all()
-
-
-def test_crowded_scenes_keep_the_other_digit_apart_and_of_another_class():
-    digits, labels = blocks(40)
-    scenes = make_scenes(digits, labels, n_scenes=20, size=56, n_strokes=0, n_other_digits=1, seed=0)
-    named = box_masks(scenes.boxes, 56, 56)
-    other = box_masks(scenes.other_boxes[:, 0], 56, 56)
-    assert not (named & other).any()
-    assert (scenes.other_labels[:, 0] != scenes.labels).all()
-    assert not (scenes.images[:, 0][~(named | other)] > 0).any()
-
-
-def test_scenes_are_seeded():
-    digits, labels = blocks(30)
-    first, again = (make_scenes(digits, labels, 6, size=40, n_strokes=3, seed=7) for _ in range(2))
-    other = make_scenes(digits, labels, 6, size=40, n_strokes=3, seed=8)
-    torch.testing.assert_close(first.images, again.images)
-    assert torch.equal(first.boxes, again.boxes) and torch.equal(first.labels, again.labels)
-    assert not torch.equal(first.images, other.images)
-
-
-# ------------------------------------------------------------------ augmentations
-def test_crop_of_the_whole_image_is_the_identity():
-    x = torch.rand(3, 1, 28, 28)
-    torch.testing.assert_close(aug.random_resized_crop(x, scale=(1.0, 1.0), ratio=(1.0, 1.0)), x)
-
-
-def test_views_are_seeded_in_range_and_differ_between_draws():
-    x = torch.rand(4, 1, 28, 28)
-    settings = P.AugmentParams.model_validate(SMALL["augment"]).model_dump()
-    a = aug.simclr_view(x, **settings, generator=torch.Generator().manual_seed(1))
-    b = aug.simclr_view(x, **settings, generator=torch.Generator().manual_seed(1))
-    c = aug.simclr_view(x, **settings, generator=torch.Generator().manual_seed(2))
-    torch.testing.assert_close(a, b)
-    assert a.shape == x.shape and a.min() >= 0 and a.max() <= 1
-    assert not torch.allclose(a, c)
-
-
-def test_erasing_sets_a_rectangle_to_the_background():
-    x = torch.ones(5, 1, 20, 20)
-    x[:, :, 0, 0] = 0.0  # the background level
-    erased = aug.random_erasing(x, p=1.0, scale=(0.1, 0.1), generator=torch.Generator().manual_seed(0))
-    zeros = (erased[:, 0] == 0).sum(dim=(1, 2)) - 1
-    assert torch.all((zeros >= 20) & (zeros <= 60))  # about 10% of 400 pixels, rounded to a rectangle
-    torch.testing.assert_close(aug.random_erasing(x, p=0.0), x)
-
-
-# ------------------------------------------------------------------ localisation scores
-def test_pointing_game_and_mass_in_box_on_hand_made_maps():
-    boxes = torch.tensor([[2, 2, 5, 5], [2, 2, 5, 5], [0, 0, 2, 2]])
-    maps = torch.zeros(3, 8, 8)
-    maps[0, 3, 3], maps[0, 7, 7] = 3.0, 1.0  # peak inside; 3 of 4 units of mass inside
-    maps[1, 3, 3], maps[1, 6, 6] = 1.0, 2.0  # peak outside; 1 of 3 inside
-    maps[1, 0, 0] = -5.0  # negative attribution: ignored by the mass
-    maps[2] = -1.0  # nothing positive
-    assert pointing_game(maps, boxes).tolist() == [True, False, True]  # ties: the first pixel, (0, 0), is in box 3
-    torch.testing.assert_close(mass_in_box(maps, boxes), torch.tensor([0.75, 1 / 3, 0.0]))
-    channels = torch.stack([maps, torch.zeros_like(maps)], dim=1)  # (N, C, H, W) is summed over channels
-    torch.testing.assert_close(mass_in_box(channels, boxes), mass_in_box(maps, boxes))
-    assert box_masks(boxes, 8, 8).sum(dim=(1, 2)).tolist() == [9, 9, 4]
-
-
-def test_uniform_maps_put_the_box_share_of_their_mass_in_the_box():
-    boxes = torch.tensor([[0, 0, 4, 8]])
-    torch.testing.assert_close(mass_in_box(torch.ones(1, 8, 8), boxes), torch.tensor([0.5]))
-
-
 # ------------------------------------------------------------------ parameters
 def test_params_accept_the_small_config_and_reject_unknown_keys():
     P.CocoaParams.model_validate(SMALL)
@@ -152,7 +68,7 @@ def test_params_reject_sizes_mnist5k_cannot_supply():
         P.CocoaParams.model_validate({**SMALL, "augment": {**SMALL["augment"], "crop_scale": [0.9, 0.5]}})
 
 
-# ------------------------------------------------------------------ probe and batching
+# ------------------------------------------------------------------ batching for the image-text loss
 def test_grouped_batches_hold_one_scene_of_every_digit_per_group():
     labels = torch.tensor(np.random.default_rng(0).integers(0, 10, 300))
     batches = list(image_text.grouped_batches(labels, groups_per_batch=3, generator=torch.Generator().manual_seed(0)))
@@ -160,56 +76,6 @@ def test_grouped_batches_hold_one_scene_of_every_digit_per_group():
     for batch in batches:
         assert torch.equal(labels[batch].reshape(3, 10), torch.arange(10).expand(3, 10))
     assert len(torch.cat(batches).unique()) == sum(len(b) for b in batches)
-
-
-@pytest.mark.parametrize("method", ["rise", "integrated_gradients"])
-def test_attributions_of_all_targets_at_once_equal_one_target_at_a_time(method):
-    cfg = P.CocoaParams.model_validate(SMALL).attribution
-    torch.manual_seed(1)
-    encoder = conv_encoder(1, width=4, n_blocks=3).eval()
-    images = torch.from_numpy(blocks(12, seed=3)[0])[:, None]
-    x, corpus, foil = images[:1], images[1:5], images[5:]
-    reps = {name: simclr.representations(encoder, part, runtime("cpu")) for name, part in
-            {"x": x, "corpus": corpus, "foil": foil}.items()}
-    shared = {"corpus": cocoa_targets.CorpusSimilarity(encoder, reps["corpus"]),
-              "cocoa": cocoa_targets.ContrastiveCorpusSimilarity(encoder, reps["corpus"], reps["foil"])}
-    targets = benchmark.explicand_targets(encoder, reps["x"], reps["foil"], shared)
-    baseline = torch.zeros_like(x)
-    together = attribution.attribute_targets(targets, method, x, baseline, cfg, seed=4)
-    assert list(together) == list(targets)
-    for name, target in targets.items():
-        torch.testing.assert_close(together[name], attribution.attribute(target, method, x, baseline, cfg, seed=4),
-                                   rtol=1e-4, atol=1e-6)
-
-
-def test_rise_of_targets_without_a_shared_encoder_runs_one_target_at_a_time():
-    cfg = P.CocoaParams.model_validate(SMALL).attribution
-    torch.manual_seed(2)
-    encoder = conv_encoder(1, width=4, n_blocks=3).eval()
-    probe = torch.nn.Linear(encoder.out_dim, 10).eval()
-    targets = {f"class {c}": simclr.ClassProbability(encoder, probe, c) for c in (0, 1)}
-    x = torch.from_numpy(blocks(1, seed=5)[0])[:, None]
-    together = attribution.attribute_targets(targets, "rise", x, torch.zeros_like(x), cfg, seed=6)
-    for name, target in targets.items():
-        torch.testing.assert_close(together[name], attribution.attribute(target, "rise", x, torch.zeros_like(x), cfg, seed=6))
-
-
-# ------------------------------------------------------------------ text encoder
-def test_packaged_text_encoder_loads_offline_and_embeds_in_384_dimensions():
-    from lib.models import text
-
-    try:
-        text.text_encoder_path()
-    except FileNotFoundError as err:
-        pytest.skip(f"packaged MiniLM not available: {err}")
-    assert os.environ["HF_HUB_OFFLINE"] == "1"
-    embeddings = text.embed_texts(text.digit_captions())
-    assert embeddings.shape == (10, 384)
-    torch.testing.assert_close(embeddings.norm(dim=1), torch.ones(10))
-    similarity = embeddings @ embeddings.T
-    assert similarity.fill_diagonal_(0).max() < 0.99  # ten different captions, ten different embeddings
-
-
 
 
 # ------------------------------------------------------------------ seeds and sampling
@@ -229,7 +95,7 @@ def test_derived_seeds_differ_between_repetitions_keys_and_key_counts():
 def test_every_class_is_the_corpus_class_with_the_reference_sampling():
     cfg = P.CocoaParams.model_validate(SMALL).benchmark
     digits = tiny_digits(200, 60)
-    train_y, test_y = digits.fit.labels.numpy(), digits.test.labels.numpy()
+    train_y = digits.fit.labels.numpy()
     tasks = benchmark.sample_tasks(digits, cfg, seed=0)
     assert sorted((t.corpus_class, t.setting) for t in tasks) == sorted(
         (c, s) for c in range(10) for s in benchmark.SETTINGS)
@@ -312,7 +178,7 @@ def test_benchmark_on_a_tiny_random_encoder_fills_the_expected_tables(tiny_bench
     assert result.aucs.auc.notna().all() and set(result.aucs.seed) == {1}
     assert result.aucs.majority_class.between(0, 9).all()
     summary = benchmark.summarise(result.aucs)
-    assert (summary.n_seeds == 1).all() and summary.ci95.isna().all()  # one seed: no interval
+    assert (summary.n_seeds == 1).all() and summary.low.isna().all() and summary.high.isna().all()  # one seed: no interval
     table = benchmark.auc_table(summary, "same_class", "corpus_majority_probability")
     assert table.shape == (len(benchmark.TARGETS) + 1, 3 * 2)
     assert list(table.index) == [*benchmark.TARGETS, "random"]
@@ -321,9 +187,8 @@ def test_benchmark_on_a_tiny_random_encoder_fills_the_expected_tables(tiny_bench
     assert all(m.shape[0] == cfg.sanity.n_explicands for maps in result.first_maps.values() for m in maps.values())
 
 
-def fake_aucs(n_seeds: int = 3) -> "pd.DataFrame":
+def fake_aucs(n_seeds: int = 3) -> pd.DataFrame:
     """AUCs of two classes per seed, COCOA a bit better than the corpus target, with seed-to-seed noise."""
-    import pandas as pd
 
     rng = np.random.default_rng(0)
     rows = []
@@ -337,21 +202,23 @@ def fake_aucs(n_seeds: int = 3) -> "pd.DataFrame":
     return pd.DataFrame(rows)
 
 
-def test_summary_is_the_interval_over_seeds_of_the_class_means():
-    from lib.eval.intervals import seed_interval
+def test_summary_is_the_interval_over_seeds_and_classes_of_the_class_means():
+    from lib.eval.intervals import interval_cell
 
     aucs = fake_aucs()
     summary = benchmark.summarise(aucs)
     row = summary[(summary.target == "cocoa") & (summary.curve == "insertion")].iloc[0]
     chosen = aucs[(aucs.target == "cocoa") & (aucs.curve == "insertion")]
     per_seed = [chosen[chosen.seed == s].auc.mean() for s in range(3)]
-    mean, half = seed_interval(per_seed)
-    assert row["mean"] == pytest.approx(mean) and row["ci95"] == pytest.approx(half)
-    assert row["per_seed"] == pytest.approx(per_seed) and row["seeds"] == [0, 1, 2]
+    per_class = [chosen[chosen.seed == s].auc.to_numpy() for s in range(3)]
+    cell = row["cell"]
+    assert cell == interval_cell(per_seed, bounds=(-2.0, 2.0), items=per_class)
+    assert cell.method == "bootstrap_items" and cell.values == pytest.approx(per_seed)
+    assert row["mean"] == pytest.approx(np.mean(per_seed)) and row["low"] < row["mean"] < row["high"]
 
 
-def test_cocoa_advantage_is_the_paired_comparison_of_seed_means_signed_by_curve():
-    from lib.eval.intervals import paired_comparison
+def test_cocoa_advantage_is_the_holm_corrected_paired_comparison_of_seed_means_signed_by_curve():
+    from lib.eval.intervals import comparison_cell
 
     aucs = fake_aucs()
     advantage = benchmark.cocoa_advantage(aucs).set_index(["curve", "other"])
@@ -359,14 +226,21 @@ def test_cocoa_advantage_is_the_paired_comparison_of_seed_means_signed_by_curve(
     seed_mean = aucs.groupby(["target", "curve", "seed"]).auc.mean()
     for curve in ("insertion", "deletion"):
         cocoa, corpus = seed_mean["cocoa", curve].to_numpy(), seed_mean["corpus", curve].to_numpy()
-        expected = paired_comparison(cocoa, corpus) if curve == "insertion" else paired_comparison(corpus, cocoa)
+        a, b = ("cocoa", "corpus") if curve == "insertion" else ("corpus", "cocoa")
+        expected = comparison_cell(seed_mean[a, curve].to_numpy(), seed_mean[b, curve].to_numpy(), a=a, b=b,
+                                   bounds=(-2.0, 2.0))  # a difference of two cosine similarities
         row = advantage.loc[(curve, "corpus")]
-        assert row.advantage == pytest.approx(expected.difference) and row.ci95 == pytest.approx(expected.half_width)
-        assert row.advantage > 0 and bool(row.supported) == expected.supported
+        assert row.advantage == pytest.approx(expected.difference) and row.advantage > 0
+        assert (row.low, row.high, row.p_value) == (pytest.approx(expected.low), pytest.approx(expected.high),
+                                                   pytest.approx(expected.p_value))
+        assert (row.cell.a, row.cell.b) == (a, b) and (cocoa > corpus).all() == (curve == "insertion")
+    # one Holm family of the four comparisons: the smallest p is multiplied by four
+    assert advantage.p_holm.min() == pytest.approx(min(1.0, 4 * advantage.p_value.min()))
+    assert (advantage.p_holm >= advantage.p_value).all() and (advantage.supported == (advantage.p_holm < 0.05)).all()
     verdict = benchmark.verdicts(benchmark.cocoa_advantage(aucs)).iloc[0]
     assert verdict.n_columns == 2 and verdict.best_on_average == 2
     one_seed = benchmark.cocoa_advantage(fake_aucs(1))
-    assert not one_seed.supported.any() and one_seed.ci95.isna().all()  # one seed never supports a difference
+    assert not one_seed.supported.any() and one_seed.low.isna().all()  # one seed never supports a difference
 
 
 # ------------------------------------------------------------------ sanity check
@@ -411,7 +285,7 @@ def test_sanity_summary_passes_a_method_only_when_both_upper_bounds_are_below_th
 def test_localisation_compares_cocoa_with_the_corpus_target_paired_by_seed():
     import pandas as pd
 
-    from lib.eval.intervals import paired_comparison
+    from lib.eval.intervals import comparison_cell
     from lib.studies.cocoa import localisation
 
     rng = np.random.default_rng(1)
@@ -426,12 +300,16 @@ def test_localisation_compares_cocoa_with_the_corpus_target_paired_by_seed():
     comparisons = localisation.compare_localisation(scores).set_index(["score", "other"])
     assert set(comparisons.index) == {(s, o) for s in ("pointing_game", "mass_in_box") for o in ("corpus", "random")}
     mass = scores.groupby(["target", "seed"]).mass_in_box.mean()
-    expected = paired_comparison(mass["cocoa"].to_numpy(), mass["corpus"].to_numpy())
+    expected = comparison_cell(mass["cocoa"].to_numpy(), mass["corpus"].to_numpy(), a="cocoa", b="corpus",
+                               bounds=(0.0, 1.0))
     row = comparisons.loc[("mass_in_box", "corpus")]
-    assert row.difference == pytest.approx(expected.difference) and row.ci95 == pytest.approx(expected.half_width)
-    assert row.direction == expected.direction == 1
+    assert row.difference == pytest.approx(expected.difference) and row.high == pytest.approx(expected.high)
+    assert row.p_holm >= row.p_value == pytest.approx(expected.p_value) and row.direction == 1
     summary = localisation.summarise_localisation(scores)
     assert set(summary.score) == set(localisation.LOCALISATION_SCORES) and (summary.n_seeds == 3).all()
+    # a share of scenes: its interval resamples seeds and scenes, and stays in [0, 1]
+    pointing = summary[summary.score == "pointing_game"]
+    assert all(c.method == "bootstrap_items" and 0.0 <= c.low <= c.mean <= c.high <= 1.0 for c in pointing["cell"])
 
 
 # ------------------------------------------------------------------ results
@@ -461,20 +339,22 @@ def test_results_write_summary_metrics_tables_and_plot_data(tmp_path):
 
     from lib.studies.cocoa import results
 
+    from lib.studies.cocoa.summary import Summary
+
     cfg = P.CocoaParams.model_validate(SMALL)
     summary = results.save_results(tmp_path, cfg, fake_results())
-    assert json.loads((tmp_path / "summary.json").read_text()) == json.loads(json.dumps(summary))
-    assert {"benchmark", "comparisons", "verdicts", "localisation", "localisation_comparisons", "sanity",
-            "caption_matching_accuracy", "probe_test_accuracy", "augmentation_similarity", "seeds"} <= set(summary)
-    cell = summary["benchmark"]["same_class"]["contrastive_corpus_similarity"]["cocoa"]["rise"]["insertion"]
-    assert set(cell) == {"mean", "ci95", "per_seed", "seeds"} and len(cell["per_seed"]) == 2
-    assert summary["benchmark"]["same_class"]["contrastive_corpus_similarity"]["random"]["random"]["deletion"]["mean"] > 0
-    comparison = summary["comparisons"]["same_class"]["contrastive_corpus_similarity"]["rise"]["insertion"]["corpus"]
-    assert {"difference", "ci95", "p_value", "n_seeds", "supported", "direction"} == set(comparison)
-    assert summary["localisation_comparisons"]["crowded"]["integrated_gradients"]["corpus"]["mass_in_box"]["n_seeds"] == 2
-    assert summary["sanity"]["passes"] == {"cocoa": {"rise": True}}
-    assert summary["caption_matching_accuracy"]["mean"] == pytest.approx(0.805)
-    assert summary["corpus_majority_is_corpus_class"]["mean"] == 1.0
+    assert Summary.model_validate_json((tmp_path / "summary.json").read_text()) == summary
+    cell = summary.benchmark["same_class"]["contrastive_corpus_similarity"]["cocoa"]["rise"]["insertion"]
+    assert cell.n == 2 and cell.method == "bootstrap_items" and -2.0 <= cell.low <= cell.high <= 2.0
+    assert summary.benchmark["same_class"]["contrastive_corpus_similarity"]["random"]["random"]["deletion"].mean > 0
+    comparison = summary.comparisons["same_class"]["contrastive_corpus_similarity"]["rise"]["insertion"]["corpus"]
+    assert (comparison.a, comparison.b, comparison.n) == ("cocoa", "corpus", 2) and comparison.p_holm is not None
+    assert summary.holm_families == {"benchmark": 4, "localisation": 2 * 2 * 2}
+    assert summary.localisation_comparisons["crowded"]["integrated_gradients"]["corpus"]["mass_in_box"].n == 2
+    assert summary.sanity.passes == {"cocoa": {"rise": True}}
+    assert summary.sanity.correlations["cocoa"]["rise"]["rank_correlation"].upper < cfg.sanity.max_rank_correlation
+    assert summary.caption_matching_accuracy.mean == pytest.approx(0.805)
+    assert summary.caption_matching_accuracy.high <= 1.0 and summary.corpus_majority_is_corpus_class.mean == 1.0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["same_class_insertion"]["cocoa"] > metrics["same_class_insertion"]["best_other"]
     assert metrics["caption_matching_accuracy"] == 0.805 and "zero_shot_accuracy" not in metrics
@@ -482,9 +362,30 @@ def test_results_write_summary_metrics_tables_and_plot_data(tmp_path):
     assert sorted(p.name for p in (tmp_path / "plots").iterdir()) == ["deletion_rise.csv", "insertion_rise.csv"]
     wide = pd.read_csv(tmp_path / "plots" / "insertion_rise.csv")
     assert list(wide.columns) == ["fraction", "cocoa", "corpus", "random"]
-    one = results.summary_json(cfg, fake_results(1))  # one seed: means without intervals
-    assert one["caption_matching_accuracy"]["ci95"] is None
-    assert not one["comparisons"]["same_class"]["contrastive_corpus_similarity"]["rise"]["insertion"]["corpus"]["supported"]
+    from lib.studies.cocoa.summary import build_summary, headlines
+
+    (tmp_path / "cocoa").mkdir()
+    (tmp_path / "cocoa" / "summary.json").write_text(summary.model_dump_json())
+    rows = {what: value for what, value, _ in headlines(tmp_path)}
+    assert rows["caption matching accuracy (%)"] == summary.caption_matching_accuracy.format(1, 100)
+    assert rows["same_class: COCOA best / supported best / another supported better"].endswith("of 2")
+    one = build_summary(cfg, fake_results(1))  # one seed: means without intervals
+    assert one.caption_matching_accuracy.low is None
+    assert not one.comparisons["same_class"]["contrastive_corpus_similarity"]["rise"]["insertion"]["corpus"].supported
+
+
+def test_the_figures_draw_the_summary_tables():
+    import matplotlib.pyplot as plt
+
+    from lib.studies.cocoa import figures, localisation, sanity
+
+    study = fake_results(3)
+    fig = figures.localisation_scores(localisation.summarise_localisation(study.localisation), study.box_share)
+    assert len(fig.axes) >= 4
+    plt.close(fig)
+    fig = figures.sanity_correlations(sanity.summarise_sanity(study.sanity, 0.5), 0.5)
+    assert len(fig.axes[0].patches) == 1  # one target x method
+    plt.close(fig)
 
 
 def test_a_constant_randomised_map_shares_no_ranking_with_the_trained_one():

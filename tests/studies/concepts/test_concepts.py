@@ -18,7 +18,8 @@ from lib.data.city import build_city, load_city, river_city
 from lib.explain.tcav import compute_cavs, make_concept, random_concepts, score_by_interval
 from lib.runtime import runtime
 from lib.studies.concepts import data as city_data
-from lib.studies.concepts import evaluate, model, train
+from lib.studies.concepts import evaluate, model, summary, train
+from lib.studies.concepts.data import IntervalTruth
 from lib.studies.concepts.params import ConceptsEvalParams, ConceptsParams, ConceptsTcav, ConceptsTrainParams
 
 # A complete, tiny parameter section: one step of each variant on a 4 x 4-tile city.
@@ -104,37 +105,121 @@ def test_ground_truth_agreement_on_a_planted_example():
     assert math.isnan(evaluate.ground_truth_agreement(monotone[:2], truth)["spearman"])
 
 
-def _summary(rnc: dict, baseline: dict) -> dict:
-    """A summary of three seeds with the per-seed values given, as build_summary makes it."""
-    variants = {v: {m: evaluate.interval_over_seeds(x) for m, x in values.items()}
-                for v, values in (("rnc", rnc), ("baseline", baseline))}
-    comparison = {m: evaluate.compare(rnc[m], baseline[m]) for m in rnc}
-    return {"seeds": [0, 1, 2], "variants": variants, "comparison": comparison}
+class _Tiles(SimpleNamespace):
+    def __len__(self):
+        return self.n
+
+
+def _reps(rnc: dict, baseline: dict, agreement: dict | None = None, truth_tcav: dict | None = None) -> list:
+    """Three synthetic repetitions with the per-seed test metrics given (the others equal for both variants),
+    optionally each seed's agreement Spearman per variant and TCAV per interval of the truth concept."""
+    reps = []
+    for s in range(3):
+        rows = {}
+        for v, given in (("rnc", rnc), ("baseline", baseline)):
+            rows[v] = {m: 0.5 for m in evaluate.METRICS} | {m: x[s] for m, x in given.items()}
+            rows[v] |= {"best_epoch": s, "epochs": 3}
+        split = SimpleNamespace(fit=np.arange(6), val=np.arange(2), test=np.arange(4))
+        rep = evaluate.Repetition(s, split, pd.DataFrame(rows).T.rename_axis("variant"))
+        if agreement is not None:
+            rep.agreement = pd.DataFrame([{"variant": v, "statistic": "score", "spearman": rho[s], "kendall": rho[s] / 2,
+                                           "n_concepts": 5} for v, rho in agreement.items()])
+        if truth_tcav is not None:
+            rep.interval_truth = pd.DataFrame([
+                {"variant": v, "interval": i, "true_slope": [0.0, 0.0, 10.0, 20.0][i] + s, "tcav": tcav[s][i],
+                 "significant": tcav[s][i] > 0.6} for v, tcav in truth_tcav.items() for i in range(4)])
+        reps.append(rep)
+    return reps
+
+
+def _summary(reps: list, truth: IntervalTruth | None = None) -> summary.Summary:
+    data = _Tiles(outcome_name="income", units="EUR", n=12)
+    cfg = ConceptsEvalParams.model_validate({k: TINY[k] for k in ConceptsEvalParams.model_fields})
+    cfg = cfg.model_copy(update={"tcav": cfg.tcav.model_copy(update={"n_intervals": 4})})
+    return summary.build_summary("tiny", data, 16, 4, reps, cfg, None, truth)
 
 
 def test_conclusion_states_a_difference_only_where_the_seeds_support_it():
     low = {"latent_spearman": [0.30, 0.31, 0.29], "knn_r2": [0.50, 0.52, 0.48], "r2": [0.40, 0.41, 0.39]}
     high = {k: [x + 0.2 for x in v] for k, v in low.items()}
-    assert "orders the latent space better than" in evaluate.conclusion(_summary(high, low))
-    assert "worse" in evaluate.conclusion(_summary(low, high))
+    assert "orders the latent space better than" in summary.conclusion(_summary(_reps(high, low)))
+    assert "worse" in summary.conclusion(_summary(_reps(low, high)))
     # A larger mean whose seeds scatter across the other's: not a finding.
     noisy = {"latent_spearman": [0.9, 0.1, 0.5], "knn_r2": [0.9, 0.1, 0.6], "r2": [0.40, 0.41, 0.39]}
-    summary = _summary(noisy, low)
-    assert summary["variants"]["rnc"]["latent_spearman"]["mean"] > summary["variants"]["baseline"]["latent_spearman"]["mean"]
-    assert not summary["comparison"]["latent_spearman"]["supported"]
-    assert "cannot be told apart" in evaluate.conclusion(summary)
+    result = _summary(_reps(noisy, low))
+    assert result.variants["rnc"]["latent_spearman"].mean > result.variants["baseline"]["latent_spearman"].mean
+    assert not result.comparison["latent_spearman"].supported
+    assert "cannot be told apart" in summary.conclusion(result)
     one = {k: v for k, v in high.items()}
     one["knn_r2"] = noisy["knn_r2"]
-    assert "better by one measure" in evaluate.conclusion(_summary(one, low))
+    assert "better by one measure" in summary.conclusion(_summary(_reps(one, low)))
 
 
-def test_interval_over_seeds_and_paired_comparison():
-    cell = evaluate.interval_over_seeds([0.2, 0.4, math.nan])
-    assert cell["mean"] == pytest.approx(0.3) and cell["per_seed"] == [0.2, 0.4, None] and cell["n_seeds"] == 2
-    assert cell["ci95"] == pytest.approx(stats.t.ppf(0.975, 1) * np.std([0.2, 0.4], ddof=1) / math.sqrt(2))
-    c = evaluate.compare([1.0, 1.1, 1.2], [0.0, 0.1, 0.15])
-    assert c["supported"] and c["direction"] == 1 and c["n_seeds"] == 3
-    assert evaluate.compare([math.nan] * 3, [1.0] * 3)["supported"] is False
+def test_the_summary_of_synthetic_repetitions_validates_and_corrects_its_family():
+    rnc = {"latent_spearman": [0.62, 0.55, 0.71], "knn_r2": [0.50, 0.45, 0.58], "r2": [0.40, 0.38, 0.47],
+           "kendall_tau": [0.99, 0.2, 0.95], "mae": [1.0, 3.0, 2.0]}
+    l1 = {"latent_spearman": [0.42, 0.35, 0.50], "knn_r2": [0.48, 0.41, 0.55], "r2": [0.41, 0.37, 0.45],
+          "kendall_tau": [0.9, 0.3, 0.8], "mae": [1.5, 2.5, 2.2]}
+    agreement = {"rnc": [0.9, float("nan"), 0.7], "baseline": [0.3, 0.1, float("nan")]}
+    tcav = {"rnc": [[0.5, 0.5, 0.7, 0.9], [0.5, 0.6, 0.8, 0.9], [0.4, 0.5, 0.6, 1.0]],
+            "baseline": [[0.9, 0.9, 0.9, 0.9], [0.8, 0.9, 0.8, 0.9], [0.9, 0.8, 0.9, 0.9]]}
+    truth = IntervalTruth(concept="green_urban", slope=np.zeros(1), below=0.0, above=20.0)
+    result = _summary(_reps(rnc, l1, agreement, tcav), truth)
+    assert summary.Summary.model_validate_json(result.model_dump_json()) == result
+    # the metric cells: the mean of the seeds, an interval in the metric's range
+    kendall = result.variants["rnc"]["kendall_tau"]
+    assert kendall.mean == pytest.approx(np.mean(rnc["kendall_tau"])) and kendall.method == "bootstrap"
+    assert -1.0 <= kendall.low <= kendall.mean <= kendall.high <= 1.0
+    mae = result.variants["rnc"]["mae"]
+    assert mae.low >= 0.0 and mae.values == [1.0, 3.0, 2.0]
+    # a seed without a number is left out of its cell, and of the paired comparison
+    assert result.ground_truth_agreement["rnc"].spearman.n == 2
+    assert result.ground_truth_comparison.n == 1 and result.ground_truth_comparison.p_value is None
+    # one Holm family per city: six metrics, the agreement and three interval-truth scores
+    family = [*result.comparison.values(), result.ground_truth_comparison, *result.interval_truth.comparison.values()]
+    assert result.holm_family == 6 + 1 + 3 and len(family) == 10
+    tested = [c for c in family if c.p_value is not None]
+    for c in tested:
+        assert c.p_holm >= c.p_value and c.supported == (c.p_holm < 0.05)
+    assert min(c.p_holm for c in tested) == pytest.approx(min(c.p_value for c in tested) * len(tested))
+    # the interval truth: the slope's cell is a t interval (unbounded), the TCAV cells bootstrap in [0, 1]
+    truth_cells = result.interval_truth
+    assert truth_cells.true_slope[3].method == "t" and truth_cells.true_slope[3].mean == pytest.approx(21.0)
+    assert truth_cells.variants["rnc"].tcav[3].high <= 1.0 and truth_cells.variants["rnc"].significant_seeds == [0, 0, 2, 3]
+    # RNC's score rises with the true effect; L1's is flat in seed 0, where its rank correlation is undefined
+    assert truth_cells.variants["rnc"].spearman.mean > 0.8 and truth_cells.variants["baseline"].spearman.n == 2
+    assert result.tcav is None  # no TCAV tables in these repetitions
+    headline = result.headline()
+    assert headline["rnc"]["latent_spearman"] == round(np.mean(rnc["latent_spearman"]), 4)
+    assert set(headline["rnc"]) == {"r2", "latent_spearman", "knn_r2", "ground_truth_spearman", "interval_truth_spearman"}
+    assert "Holm-corrected over 10 comparisons" in summary.conclusion(result)
+
+
+def test_the_front_page_headlines_read_every_city_summary(tmp_path):
+    low = {"latent_spearman": [0.30, 0.31, 0.29], "knn_r2": [0.50, 0.52, 0.48], "r2": [0.40, 0.41, 0.39]}
+    high = {k: [x + 0.2 for x in v] for k, v in low.items()}
+    result = _summary(_reps(high, low))
+    (tmp_path / "concepts" / "tiny").mkdir(parents=True)
+    (tmp_path / "concepts" / "tiny" / "summary.json").write_text(result.model_dump_json())
+    rows = {what: (value, meaning) for what, value, meaning in summary.headlines(tmp_path)}
+    assert rows["tiny / RNC + linear probe: latent_spearman"][0] == result.variants["rnc"]["latent_spearman"].format()
+    assert rows["tiny: RNC - L1, latent_spearman"][1].endswith("supported (Holm over 6)")
+
+
+def test_the_figures_draw_the_summary_cells():
+    import matplotlib.pyplot as plt
+
+    from lib.studies.concepts import figures
+
+    tcav = {"rnc": [[0.5, 0.5, 0.7, 0.9]] * 3, "baseline": [[0.9, 0.8, 0.9, 0.7]] * 3}
+    low = {"latent_spearman": [0.30, 0.31, 0.29], "knn_r2": [0.50, 0.52, 0.48], "r2": [0.40, 0.41, 0.39]}
+    result = _summary(_reps(low, low, truth_tcav=tcav), IntervalTruth("green_urban", np.zeros(1), 0.0, 20.0))
+    fig = figures.metric_bars(result.variants)
+    assert len(fig.axes[0].patches) == 2 * len(figures.METRIC_LABELS)  # a bar per variant and metric
+    plt.close(fig)
+    fig = figures.interval_truth(result.interval_truth, "score", "income")
+    assert "rho" in fig.axes[1].get_legend().get_texts()[0].get_text()
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------ augmentation and concepts
@@ -271,7 +356,8 @@ def test_uninhabited_tiles_are_in_no_split_and_no_concept_or_random_set(tiny_cit
         assert water.isdisjoint(tiles.data.tile_ids[used])  # concept and random sets draw from the pool
 
 
-def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path):
+def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)  # training checkpoints go to ./checkpoints/: keep them out of the repository
     ConceptsParams.model_validate(TINY)  # the section is the union of the two stages' parts
     cfg, eval_cfg = (stage.model_validate({k: TINY[k] for k in stage.model_fields})
                      for stage in (ConceptsTrainParams, ConceptsEvalParams))
@@ -316,24 +402,27 @@ def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path):
         assert set(rep.agreement["statistic"]) == {"score", "magnitude"}
         assert len(rep.interval_truth) == 2 * eval_cfg.tcav.n_intervals
 
-    summary = evaluate.build_summary("tiny", data, tiles.n_tiles, tiles.n_uninhabited, reps, eval_cfg, choice, tiles.truth)
+    result = summary.build_summary("tiny", data, tiles.n_tiles, tiles.n_uninhabited, reps, eval_cfg, choice, tiles.truth)
     history = model.history_frame(trained)
-    evaluate.save_results(tmp_path / "results", summary, reps, history, choice)
-    saved = json.loads((tmp_path / "results" / "summary.json").read_text())
-    assert saved["seeds"] == [0, 1]
-    assert saved["tiles"] | {} == {"total": 16, "uninhabited_excluded": 3, "inhabited": 13, "fit": len(reps[0].split.fit),
-                                   "validation": len(reps[0].split.val), "test": len(reps[0].split.test)}
-    r2 = saved["variants"]["rnc"]["r2"]
-    assert r2["per_seed"] == pytest.approx([rep.metrics.loc["rnc", "r2"] for rep in reps])
-    assert r2["mean"] == pytest.approx(np.mean(r2["per_seed"])) and r2["ci95"] > 0
-    assert set(saved["comparison"]) == set(evaluate.METRICS)
-    assert saved["epochs"] == {"rnc": [1, 1], "baseline": [1, 1]} and saved["best_epoch"]["rnc"] == [1, 1]
-    assert {"difference", "ci95", "p_value", "n_seeds", "supported", "direction"} == set(saved["comparison"]["r2"])
-    assert saved["tcav"]["n_random"] == choice.chosen and saved["tcav"]["n_random_choice"]["candidates"] == [10, 12]
-    assert set(saved["ground_truth_agreement"]) == {"rnc", "baseline"}
-    truth = saved["interval_truth"]
-    assert truth["concept"] == "green_urban" and len(truth["true_slope"]) == eval_cfg.tcav.n_intervals
-    assert {"tcav", "significant_seeds", "spearman", "sign_agreement", "contrast"} == set(truth["variants"]["rnc"])
+    evaluate.save_results(tmp_path / "results", result, reps, history)
+    saved = summary.Summary.model_validate_json((tmp_path / "results" / "summary.json").read_text())
+    assert saved == result and saved.seeds == [0, 1]
+    assert saved.tiles.model_dump() == {"total": 16, "uninhabited_excluded": 3, "inhabited": 13,
+                                        "fit": len(reps[0].split.fit), "validation": len(reps[0].split.val),
+                                        "test": len(reps[0].split.test)}
+    r2 = saved.variants["rnc"]["r2"]
+    assert r2.values == pytest.approx([rep.metrics.loc["rnc", "r2"] for rep in reps])
+    assert r2.mean == pytest.approx(np.mean(r2.values)) and r2.low < r2.high <= 1.0
+    assert set(saved.comparison) == set(evaluate.METRICS)
+    assert saved.epochs == {"rnc": [1, 1], "baseline": [1, 1]} and saved.best_epoch["rnc"] == [1, 1]
+    assert saved.comparison["r2"].n == 2 and saved.comparison["r2"].p_holm is not None
+    assert saved.tcav.n_random == choice.chosen and saved.tcav.n_random_choice.candidates == [10, 12]
+    tcav_cells = [c for by_c in saved.tcav.cells.values() for by_i in by_c.values() for c in by_i.values()]
+    assert all(c.n == 1 or 0.0 <= c.low <= c.high <= 1.0 for c in tcav_cells)  # a concept of one seed: no interval
+    assert any(c.n == 2 for c in tcav_cells)
+    assert set(saved.ground_truth_agreement) == {"rnc", "baseline"}
+    truth = saved.interval_truth
+    assert truth.concept == "green_urban" and len(truth.true_slope) == eval_cfg.tcav.n_intervals
     headline = json.loads((tmp_path / "results" / "metrics.json").read_text())
     assert set(headline) == {"rnc", "baseline"}
     assert set(headline["rnc"]) == {"r2", "latent_spearman", "knn_r2", "ground_truth_spearman", "interval_truth_spearman"}
@@ -343,4 +432,4 @@ def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path):
     assert list(curves.columns) == ["epoch", "rnc", "baseline"] and curves["epoch"].tolist() == [1]
     for table in ("tcav_intervals", "tcav_validation", "interval_truth", "metrics", "ground_truth_agreement"):
         assert "seed" in pd.read_csv(tmp_path / "results" / "tables" / f"{table}.csv").columns
-    assert "RNC pretraining" in evaluate.conclusion(saved)
+    assert "RNC pretraining" in summary.conclusion(saved)

@@ -19,15 +19,14 @@ from pytorch_metric_learning import miners
 import lib.studies.diml.loss
 from lib import params
 from lib import stage as S
-from lib.eval.intervals import paired_comparison, seed_interval
+from lib.eval.intervals import comparison_cell, interval_cell
 from lib.eval.metrics import retrieval_metrics
 from lib.explain.structural import structural_similarity_matrix
 from lib.models.backbone import diml_encoder
-from lib.studies.diml.evaluate import (
-    COMPARISONS, comparisons, depth_metrics, draw_queries, evaluate_seed, save_results, summarise,
-)
+from lib.studies.diml.evaluate import COMPARISONS, depth_metrics, draw_queries, evaluate_seed, save_results
 from lib.studies.diml.loss import DimlLoss, StructuralDistance, objective_spec
 from lib.studies.diml.params import DimlParams, DimlTrainParams, StructuralParams
+from lib.studies.diml.summary import FAMILIES, Summary, build_summary, comparison_lines, metric_cells, variant_comparisons
 from lib.studies.diml.train import load_model, optimiser
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -344,12 +343,12 @@ def one_seed(smoke):
         ("margin", "structural_uniform"): uniform_maps,
         ("multi_similarity", "global"): structural_maps,  # no structural model for this loss
     }
-    table, sweep = evaluate_seed(local, labels, cfg, seed=3)
-    return cfg, local, labels, table, sweep
+    table, sweep, per_query = evaluate_seed(local, labels, cfg, seed=3)
+    return cfg, local, labels, table, sweep, per_query
 
 
 def test_evaluate_seed_rows_and_values_against_a_reference_reranking(one_seed):
-    cfg, local, labels, table, sweep = one_seed
+    cfg, local, labels, table, sweep, _ = one_seed
     assert list(zip(table["loss"], table["variant"])) == [
         ("margin", "baseline"), ("margin", "rerank"), ("margin", "structural_global"), ("margin", "structural"),
         ("margin", "structural_uniform"), ("multi_similarity", "baseline"), ("multi_similarity", "rerank"),
@@ -376,8 +375,19 @@ def test_evaluate_seed_rows_and_values_against_a_reference_reranking(one_seed):
     assert rows.loc[("margin", "rerank"), "map_at_r"] != rows.loc[("margin", "baseline"), "map_at_r"]
 
 
+def test_per_query_values_average_to_the_table_bit_for_bit(one_seed):
+    cfg, _, labels, table, _, per_query = one_seed
+    queries = draw_queries(len(labels), cfg.eval.n_queries, 3).numpy()
+    rows = table.set_index(["loss", "variant"])
+    for (loss, variant), part in per_query.groupby(["loss", "variant"], sort=False):
+        assert part["query"].tolist() == queries.tolist() and (part["seed"] == 3).all()
+        for metric in ("recall_at_1", "recall_at_8", "r_precision", "map_at_r"):
+            assert float(part[metric].mean()) == rows.loc[(loss, variant), metric], (loss, variant, metric)
+    assert len(per_query) == len(table) * len(queries)
+
+
 def test_the_depth_sweep_agrees_with_the_table(one_seed):
-    cfg, _, _, table, sweep = one_seed
+    cfg, _, _, table, sweep, _ = one_seed
     assert set(sweep["depth"]) == {0, 2, 5, 8}
     assert set(zip(sweep["loss"], sweep["variant"])) == {("margin", "rerank"), ("margin", "structural"),
                                                        ("multi_similarity", "rerank")}
@@ -419,25 +429,44 @@ def seeded_table() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def seeded_queries(table: pd.DataFrame, n: int = 8) -> pd.DataFrame:
+    """Per-query values whose means are the table's (a query set of 0/1 recalls would not average to any
+    value; a shift of per-query noise with mean zero keeps each mean)."""
+    rng = np.random.default_rng(1)
+    frames = []
+    for row in table.itertuples():
+        noise = rng.uniform(-0.05, 0.05, size=n)
+        values = {m: getattr(row, m) + noise - noise.mean() for m in ("recall_at_1", "map_at_r")}
+        frames.append(pd.DataFrame({"seed": row.seed, "loss": row.loss, "variant": row.variant,
+                                    "query": np.arange(n), **values}))
+    return pd.concat(frames, ignore_index=True)
+
+
 def test_summaries_and_comparisons_are_the_intervals_of_the_seeds():
     table = seeded_table()
-    summary = summarise(table)
+    cells = metric_cells(table, ("loss", "variant"), ["map_at_r", "nmi"])
     margin = table[table.loss == "margin"].sort_values("seed")
     base = margin[margin.variant == "baseline"]["map_at_r"].to_numpy()
-    mean, half = seed_interval(base)
-    assert summary["margin"]["baseline"]["map_at_r"] == {"mean": mean, "ci95": half, "per_seed": base.tolist()}
-    compared = comparisons(table)
+    assert cells["margin"]["baseline"]["map_at_r"] == interval_cell(base, bounds=(0.0, 1.0))
+    assert cells["margin"]["baseline"]["map_at_r"].values == base.tolist()  # in seed order
+    compared = variant_comparisons(table)
     assert set(compared["margin"]) == {"rerank_vs_baseline", "structural_global_vs_baseline",
                                        "structural_vs_structural_global", "structural_vs_rerank", "structural_vs_baseline"}
     rerank = margin[margin.variant == "rerank"]["map_at_r"].to_numpy()
-    assert compared["margin"]["rerank_vs_baseline"]["map_at_r"] == paired_comparison(rerank, base).to_json()
-    assert compared["margin"]["rerank_vs_baseline"]["a"] == "rerank" and set(COMPARISONS) >= set(compared["margin"])
+    assert compared["margin"]["rerank_vs_baseline"]["map_at_r"] == comparison_cell(rerank, base, a="rerank", b="baseline",
+                                                                                  bounds=(0.0, 1.0))
+    assert set(COMPARISONS) >= set(compared["margin"])
+    # with per-query values, the per-query metrics get the nested bootstrap, NMI the bootstrap over seeds
+    nested = metric_cells(table, ("loss", "variant"), ["map_at_r", "nmi"], seeded_queries(table))
+    assert nested["margin"]["baseline"]["map_at_r"].method == "bootstrap_items"
+    assert nested["margin"]["baseline"]["map_at_r"].mean == cells["margin"]["baseline"]["map_at_r"].mean
+    assert nested["margin"]["baseline"]["nmi"] == cells["margin"]["baseline"]["nmi"]
 
 
-def test_save_results_writes_headline_metrics_summary_and_plot_data(tmp_path, smoke):
+def synthetic_inputs(smoke):
     table = seeded_table()
-    sweep = pd.DataFrame([{"seed": s, "loss": "margin", "variant": v, "depth": k, "recall_at_1": 0.5 + k / 100,
-                           "r_precision": 0.3, "map_at_r": 0.2 + k / 1000}
+    sweep = pd.DataFrame([{"seed": s, "loss": "margin", "variant": v, "depth": k, "recall_at_1": 0.5 + k / 1000 + s / 100,
+                           "r_precision": 0.3, "map_at_r": 0.2 + k / 10000}
                           for s in (0, 1, 2) for v in ("rerank", "structural") for k in (0, 10, 100)])
     history = pd.concat([
         pd.DataFrame({"epoch": [0, 1], "loss": [1.0, 0.5 + s], "val_score": [0.3, 0.6 - s / 4]}).assign(
@@ -445,29 +474,68 @@ def test_save_results_writes_headline_metrics_summary_and_plot_data(tmp_path, sm
         for loss in ("margin", "multi_similarity") for objective in ("global", "structural") for s in (0, 1, 2)
     ])
     labels = torch.tensor([5] * 4 + [6] * 6)
-    summary = save_results(table, sweep, history, labels, smoke, tmp_path, {"margin_global": [[1.1, 1.2]]})
+    return table, sweep, history, labels
+
+
+def test_the_summary_is_built_from_the_tables_and_validates_against_its_model(smoke):
+    table, sweep, history, labels = synthetic_inputs(smoke)
+    summary = build_summary(table, sweep, history, labels, smoke, {"margin_global": [[1.1, 1.2]]}, seeded_queries(table))
+    again = Summary.model_validate_json(summary.model_dump_json())
+    assert again == summary and summary.seeds == [0, 1, 2]
+    cell = summary.retrieval["margin"]["structural_global"]["nmi"]
+    assert cell.mean == pytest.approx(table[(table.loss == "margin") & (table.variant == "structural_global")]["nmi"].mean())
+    assert 0.0 <= cell.low <= cell.mean <= cell.high <= 1.0 and cell.method == "bootstrap"
+    assert summary.retrieval["margin"]["rerank"]["recall_at_1"].method == "bootstrap_items"
+    # every comparison Holm-corrected within its family, `supported` taken from the corrected p
+    sizes = {"variants": 2 * 5 * 2, "variants_other_metrics": 2 * 5 * 5, "depth_sweep": 2 * 2 * 2}
+    assert summary.holm_families == sizes and set(sizes) == set(FAMILIES)
+    for named in summary.comparisons.values():
+        for cells in named.values():
+            for c in cells.values():
+                assert c.p_holm >= c.p_value and c.supported == (c.p_holm < 0.05)
+    # depth K = 100 adds 0.1 to every seed's Recall@1 (the seeds differ among themselves, not in the gain)
+    gain = summary.depth_sweep.vs_unranked["margin"]["rerank"]["100"]["recall_at_1"]
+    assert gain.difference == pytest.approx(0.1) and gain.p_value == 0.0 and gain.supported and gain.direction == 1
+    assert summary.depth_sweep.metrics["margin"]["rerank"]["100"]["recall_at_1"].mean == pytest.approx(0.61)
+    assert summary.best_epochs["margin / global"] == [1, 1, 0] and summary.epochs == 2
+    assert (summary.r_min, summary.r_max) == (3, 5)
+    assert summary.rerank_k == smoke.eval.rerank_k and summary.beta == {"margin_global": [[1.1, 1.2]]}
+    assert comparison_lines(summary).count("\n") == 2 * 5 - 1 and "margin: rerank - baseline: recall_at_1 " in comparison_lines(summary)
+
+
+def test_save_results_writes_headline_metrics_summary_and_plot_data(tmp_path, smoke):
+    table, sweep, history, labels = synthetic_inputs(smoke)
+    summary = build_summary(table, sweep, history, labels, smoke)
+    save_results(summary, table, sweep, history, tmp_path)
     headline = json.loads((tmp_path / "metrics.json").read_text())
     assert set(headline["margin"]) == {"baseline", "rerank", "structural"}
     assert sum(len(v) for variants in headline.values() for v in variants.values()) == 12  # a dozen numbers
     margin = table[(table.loss == "margin") & (table.variant == "rerank")]
     assert headline["margin"]["rerank"]["map_at_r"] == round(margin["map_at_r"].mean(), 4)
-    written = json.loads((tmp_path / "summary.json").read_text())
-    assert written == json.loads(json.dumps(summary))
-    assert written["retrieval"]["margin"]["structural_global"]["nmi"] == pytest.approx(
-        table[(table.loss == "margin") & (table.variant == "structural_global")]["nmi"].mean())
-    assert written["per_seed"]["margin"]["rerank"]["map_at_r"] == margin.sort_values("seed")["map_at_r"].tolist()
-    assert written["ci95"]["margin"]["rerank"]["map_at_r"] > 0
-    assert written["comparisons"]["margin"]["rerank_vs_baseline"]["map_at_r"]["n_seeds"] == 3
-    assert written["depth_sweep"]["metrics"]["margin"]["rerank"]["100"]["recall_at_1"]["mean"] == pytest.approx(1.5)
-    assert written["depth_sweep"]["vs_unranked"]["margin"]["rerank"]["10"]["recall_at_1"]["difference"] == pytest.approx(0.1)
-    assert written["best_epochs"]["margin / global"] == [1, 1, 0] and written["epochs"] == 2
-    assert (written["r_min"], written["r_max"]) == (3, 5)
-    assert written["rerank_k"] == smoke.eval.rerank_k and written["beta"] == {"margin_global": [[1.1, 1.2]]}
+    written = Summary.model_validate_json((tmp_path / "summary.json").read_text())
+    assert written == summary
+    assert written.retrieval["margin"]["rerank"]["map_at_r"].values == margin.sort_values("seed")["map_at_r"].tolist()
     curves = pd.read_csv(tmp_path / "plots" / "validation_map_at_r.csv")
     assert list(curves.columns) == ["epoch", "margin_global", "margin_structural", "multi_similarity_global",
                                     "multi_similarity_structural"]
     assert curves["epoch"].tolist() == [1, 2] and curves["margin_global"].tolist() == pytest.approx([0.3, 0.35])
     assert pd.read_csv(tmp_path / "plots" / "retrieval.csv")["model"].tolist()[:2] == ["margin baseline", "margin rerank"]
+
+
+def test_the_figures_draw_the_summary_cells(smoke):
+    import matplotlib.pyplot as plt
+
+    from lib.studies.diml import figures
+
+    table, sweep, history, labels = synthetic_inputs(smoke)
+    summary = build_summary(table, sweep, history, labels, smoke)
+    fig = figures.metric_bars(table, summary.retrieval, ["recall_at_1", "map_at_r"])
+    low, high = fig.axes[0].get_ylim()
+    assert 0.0 <= low and high <= 1.0
+    plt.close(fig)
+    fig = figures.rerank_depth(summary.depth_sweep.metrics)
+    assert len(fig.axes) == 3
+    plt.close(fig)
 
 
 # ------------------------------------------------------------------ distributed training

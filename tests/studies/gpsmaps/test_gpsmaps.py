@@ -10,12 +10,15 @@ import pytest
 import torch
 import xarray as xr
 
+from lib.eval.spatial_cv import folds_for
 from lib.params import ParameterError, validate
 from lib.runtime import runtime
 from lib.studies.gpsmaps import data as gdata
 from lib.studies.gpsmaps import evaluate as ev
+from lib.studies.gpsmaps.model import GpsMapsNet
 from lib.studies.gpsmaps.params import VARIANTS, GpsMapsTrainParams
-from lib.studies.gpsmaps.train import train_variant, variant_loss
+from lib.studies.gpsmaps.train import map_batches, train_variant, variant_loss
+from lib.training import Callback, StepState, unwrap
 
 PARAMS = {
     "seed": 0, "device": "cpu", "inference_batch_size": 16,
@@ -161,7 +164,7 @@ def test_probe_all_scores_every_feature_set_and_the_mlp():
     table = pd.DataFrame({"place": "town", "easting": rng.uniform(0, 1000, n), "northing": rng.uniform(0, 1000, n)})
     table["signal"] = table["easting"] / 100 + rng.normal(0, 0.1, n)
     table["kind"] = (table["northing"] > 500).astype(int)
-    folds = ev.folds_for(table, 3, 250.0, 0.0, 0)
+    folds = folds_for(table, 3, 250.0, 0.0, 0, group_by="place")
     xy = table[["easting", "northing"]].to_numpy() / 1000
     features = {"good": xy + rng.normal(0, 0.01, (n, 2)), "noise": rng.normal(size=(n, 4))}
     results = ev.probe_all(features, table, {"signal": "regression", "kind": "classification"}, folds, xy, 0)
@@ -169,3 +172,116 @@ def test_probe_all_scores_every_feature_set_and_the_mlp():
     good = results[(results["features"] == "good") & (results["target"] == "signal")].iloc[0]
     noise = results[(results["features"] == "noise") & (results["target"] == "signal")].iloc[0]
     assert good["r2_mean"] > 0.9 > noise["r2_mean"]
+
+
+class _Spy(Callback):
+    """Runs after the study's callbacks: what each step saw and left behind."""
+
+    def __init__(self):
+        self.steps: list[dict] = []
+
+    def on_after_backward(self, state: StepState) -> None:
+        net = unwrap(state.model)
+        optimised = {id(p) for group in state.optimizer.param_groups for p in group["params"]}
+        self.steps.append({
+            "teacher_before": {k: v.clone() for k, v in net.teacher.named_parameters()},
+            "epoch_buffer": int(net.epoch),
+            "teacher_grads": [p.grad for p in net.teacher.parameters()],
+            "teacher_optimised": any(id(p) in optimised for p in net.teacher.parameters()),
+            "frozen_optimised": any(id(p) in optimised for p in net.parameters() if not p.requires_grad),
+            "gain": net.student.head.last_layer.parametrizations.weight.original0.detach().clone(),
+            "epoch": state.epoch, "global_step": state.global_step, "total_steps": state.total_steps,
+        })
+
+    def on_step(self, state: StepState) -> None:
+        net = unwrap(state.model)
+        self.steps[-1]["teacher_after"] = {k: v.clone() for k, v in net.teacher.named_parameters()}
+        self.steps[-1]["student_after"] = {k: v.detach().clone() for k, v in net.student.named_parameters()}
+
+
+def _train(maps_dir, **changes):
+    cfg = _params(**({"model__width": 8, "train__epochs": 2} | changes))
+    maps = gdata.load_maps(cfg.data, cfg.seed, directory=maps_dir)
+    targets = gdata.geo_targets(maps.table, cfg.loss.density_clusters, cfg.seed)
+    return cfg, maps, targets
+
+
+def test_training_runs_on_fit_with_the_teacher_an_ema_of_the_student_after_every_step(maps_dir):
+    cfg, maps, targets = _train(maps_dir, loss__teacher_momentum=0.9, loss__teacher_warmup_temperature=0.02,
+                                loss__teacher_warmup_epochs=1)
+    spy = _Spy()
+    result = train_variant(cfg, "full", maps, targets, runtime("cpu"), progress=False, callbacks=[spy])
+    n = len(spy.steps)
+    assert n == 4 and [s["global_step"] for s in spy.steps] == [0, 1, 2, 3] and spy.steps[0]["total_steps"] == 4
+    for k, step in enumerate(spy.steps):
+        # DINO's momentum: a cosine from 0.9 at the first step to 1 at the last (Caron et al., Sec. 3.1)
+        momentum = 1 - (1 - 0.9) * (1 + math.cos(math.pi * k / (n - 1))) / 2
+        for name, before in step["teacher_before"].items():
+            expected = momentum * before + (1 - momentum) * step["student_after"][name]
+            torch.testing.assert_close(step["teacher_after"][name], expected, rtol=1e-6, atol=1e-7)
+        assert all(g is None for g in step["teacher_grads"]) and not step["teacher_optimised"]
+        assert not step["frozen_optimised"]
+        assert torch.equal(step["gain"], torch.ones_like(step["gain"]))  # weight-norm gain frozen at 1
+        assert step["epoch_buffer"] == step["epoch"]  # the DINO loss read this epoch's teacher temperature
+    assert spy.steps[-1]["teacher_after"].keys() == dict(result.net.student.named_parameters()).keys()
+    assert all(not p.requires_grad for p in result.net.teacher.parameters())
+
+    h = result.history
+    assert list(h["epoch"]) == [1, 2]
+    np.testing.assert_allclose(h["teacher_temperature"], [0.02, 0.04])
+    assert h["teacher_momentum"].iloc[-1] == 1.0
+    terms = ["loss_dino", "loss_geo", "loss_reconstruction", "loss_clustering"]
+    assert np.isfinite(h[[*terms, "loss_total", "teacher_entropy", "embedding_std"]].to_numpy()).all()
+    assert (h[terms].to_numpy() > 0).all()
+    # the total is the weighted sum of the logged terms (epoch means are linear)
+    weights = np.array([1.0, cfg.loss.geo_weight, cfg.loss.reconstruction_weight, cfg.loss.clustering_weight])
+    np.testing.assert_allclose(h[terms].to_numpy() @ weights, h["loss_total"], rtol=1e-5)
+
+
+def test_a_variant_builds_and_logs_only_its_terms(maps_dir):
+    cfg, maps, targets = _train(maps_dir, train__epochs=1)
+    result = train_variant(cfg, "no_reconstruction", maps, targets, runtime("cpu"), progress=False)
+    assert {c for c in result.history if c.startswith("loss_")} == {"loss_dino", "loss_geo", "loss_clustering",
+                                                                    "loss_total"}
+    assert not hasattr(result.net, "decoder") and hasattr(result.net, "clusters") and hasattr(result.net, "price")
+    dino = GpsMapsNet(cfg.model, variant_loss(cfg.loss, "dino"))
+    assert {name.split(".")[0] for name, _ in dino.named_parameters()} == {"student", "teacher"}
+
+
+def test_every_variant_sees_the_same_batches_and_each_epoch_its_own(maps_dir):
+    cfg, maps, targets = _train(maps_dir)
+    kept = np.flatnonzero(maps.table["kept"].to_numpy())
+    batches = map_batches(maps, kept, targets, cfg.views, 0.3, 8, 3, seed=5)
+    first, again, other = list(batches(0)), list(batches(0)), list(batches(1))
+    assert len(first) == 3 and first[0]["views"][0].shape == (8, 3, 16, 16)
+    for a, b in zip(first, again, strict=True):
+        assert torch.equal(a["image"], b["image"]) and torch.equal(a["hidden"], b["hidden"])
+        assert all(torch.equal(u, v) for u, v in zip(a["views"], b["views"], strict=True))
+    assert not torch.equal(first[0]["image"], other[0]["image"])
+    # two processes share the epoch's batches out between them, each taking its own
+    shards = [list(map_batches(maps, kept, targets, cfg.views, 0.3, 8, 2, seed=5, rank=r, world_size=2)(0))
+              for r in (0, 1)]
+    dealt = [b["image"] for b in map_batches(maps, kept, targets, cfg.views, 0.3, 8, 4, seed=5)(0)]
+    assert torch.equal(shards[0][0]["image"], dealt[0]) and torch.equal(shards[1][0]["image"], dealt[1])
+    assert torch.equal(shards[0][1]["image"], dealt[2]) and torch.equal(shards[1][1]["image"], dealt[3])
+    with pytest.raises(ValueError, match="cannot fill"):
+        map_batches(maps, kept, targets, cfg.views, 0.3, 8, 100, seed=5)
+
+
+class _Interrupt(Callback):
+    def on_step(self, state: StepState) -> None:
+        if state.epoch == 1:
+            raise KeyboardInterrupt
+
+
+def test_an_interrupted_training_resumes_to_the_same_teacher(maps_dir, tmp_path):
+    cfg, maps, targets = _train(maps_dir)
+    whole = train_variant(cfg, "full", maps, targets, runtime("cpu"), progress=False)
+    checkpoint = tmp_path / "full.pt"
+    with pytest.raises(KeyboardInterrupt):
+        train_variant(cfg, "full", maps, targets, runtime("cpu"), checkpoint=checkpoint, progress=False,
+                      callbacks=[_Interrupt()])
+    resumed = train_variant(cfg, "full", maps, targets, runtime("cpu"), checkpoint=checkpoint, progress=False)
+    for (name, a), b in zip(whole.net.state_dict().items(), resumed.net.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    pd.testing.assert_frame_equal(whole.history, resumed.history)
