@@ -149,6 +149,39 @@ def load_module(
     return module.eval(), meta
 
 
+class DataFileError(OSError):
+    """An input file that is missing or cannot be read (truncated, damaged), named with its path."""
+
+
+def _unreadable(path: Path, err: Exception) -> DataFileError:
+    return DataFileError(f"cannot read {path}: {type(err).__name__}: {err}. The file is missing, truncated or "
+                         f"damaged: rebuild it (dvc repro -f the stage that writes it) or restore it (dvc checkout)")
+
+
+def open_dataset(path: str | os.PathLike, **kwargs: Any):
+    """``xarray.open_dataset(path, **kwargs)`` whose failure names the file (h5py reports a truncated file
+    as an OSError without its path)."""
+    import xarray as xr
+
+    path = Path(path)
+    try:
+        return xr.open_dataset(path, **kwargs)
+    except (OSError, ValueError, KeyError) as err:
+        raise _unreadable(path, err) from err
+
+
+def read_parquet(path: str | os.PathLike, **kwargs: Any):
+    """``pandas.read_parquet(path, **kwargs)`` whose failure names the file."""
+    import pandas as pd
+    import pyarrow as pa
+
+    path = Path(path)
+    try:
+        return pd.read_parquet(path, **kwargs)
+    except (OSError, pa.ArrowException) as err:  # a truncated file is an ArrowInvalid
+        raise _unreadable(path, err) from err
+
+
 def _jsonable(obj: Any) -> Any:
     """Turn NumPy/torch scalars and paths into plain JSON values."""
     if hasattr(obj, "tolist"):

@@ -133,3 +133,25 @@ def test_weights_with_one_metadata_key_per_value_still_load(tmp_path):
     save_file({"w": torch.ones(2)}, str(tmp_path / "old.safetensors"), metadata={"loss": '"margin"', "best_epoch": "3"})
     state, meta = load_weights(tmp_path / "old.safetensors")
     assert meta == {"loss": "margin", "best_epoch": 3} and torch.equal(state["w"], torch.ones(2))
+
+
+def test_a_truncated_netcdf_or_parquet_file_is_named(tmp_path):
+    import pandas as pd
+    import xarray as xr
+
+    from lib.io import DataFileError, open_dataset, read_parquet
+
+    nc, table = tmp_path / "tiles.nc", tmp_path / "regions.parquet"
+    xr.Dataset({"x": ("i", np.arange(1000.0))}).to_netcdf(nc, engine="h5netcdf")
+    pd.DataFrame({"x": np.arange(1000)}).to_parquet(table)
+    with open_dataset(nc, engine="h5netcdf") as ds:  # intact files read as before
+        assert float(ds.x.sum()) == 499500.0
+    assert read_parquet(table)["x"].sum() == 499500
+    for path in (nc, table):
+        path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    with pytest.raises(DataFileError, match=r"cannot read .*tiles\.nc: .* truncated or damaged"):
+        open_dataset(nc, engine="h5netcdf")
+    with pytest.raises(DataFileError, match=r"cannot read .*regions\.parquet"):
+        read_parquet(table)
+    with pytest.raises(DataFileError, match=r"cannot read .*missing\.nc"):
+        open_dataset(tmp_path / "missing.nc", engine="h5netcdf")

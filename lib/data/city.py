@@ -113,6 +113,7 @@ from lib.data.city_outcomes import (
     with_thresholds,
 )
 from lib.data.street_views import STREET_BANDS, render_street_views
+from lib.io import open_dataset, read_parquet
 
 __all__ = [
     "AERIAL_BANDS",
@@ -975,27 +976,31 @@ def build_city(config: CityConfig, out_dir: str | os.PathLike[str],
 # ---------------------------------------------------------------------------
 
 
+def _open_netcdf(path: Path) -> xr.Dataset:
+    return open_dataset(path, engine="h5netcdf", decode_coords="all")
+
+
 def load_city(path: str | os.PathLike[str]) -> xr.Dataset:
     """Open a built city's ``tiles.nc`` lazily (``path``: the city directory or the file)."""
     path = Path(path)
     if path.is_dir():
         path = path / "tiles.nc"
-    return xr.open_dataset(path, engine="h5netcdf", decode_coords="all")
+    return _open_netcdf(path)
 
 
 def load_regions(path: str | os.PathLike[str]) -> xr.Dataset:
     """Open a built city's ``regions.nc`` (one aerial image per region) lazily."""
-    return xr.open_dataset(Path(path) / "regions.nc", engine="h5netcdf", decode_coords="all")
+    return _open_netcdf(Path(path) / "regions.nc")
 
 
 def load_street_views(path: str | os.PathLike[str]) -> xr.Dataset:
     """Open a built city's ``street_views.nc`` lazily."""
-    return xr.open_dataset(Path(path) / "street_views.nc", engine="h5netcdf", decode_coords="all")
+    return _open_netcdf(Path(path) / "street_views.nc")
 
 
 def load_tables(path: str | os.PathLike[str]) -> dict[str, pd.DataFrame]:
     """The city's ``regions``, ``pois`` and ``flows`` tables."""
-    return {name: pd.read_parquet(Path(path) / f"{name}.parquet") for name in ("regions", "pois", "flows")}
+    return {name: read_parquet(Path(path) / f"{name}.parquet") for name in ("regions", "pois", "flows")}
 
 
 class CityTiles(Dataset):

@@ -271,6 +271,9 @@ def import_geotiff_tiles(
     # Through the authority code ("EPSG:3067") where there is one: GDAL's WKT
     # of some CRSs (TM35FIN) matches another EPSG code and loses the identity.
     crs = pyproj.CRS.from_user_input(tiles[0].crs.to_string())
+    if not crs.is_projected:  # the studies measure in metres (spatial blocks, gaps), as generated cities do
+        raise DatasetImportError(f"{tiles[0].path.name} is in {crs.to_string()}, a CRS that is not projected: "
+                                 "reproject the tiles to a projected CRS in metres (e.g. UTM) first")
     easting = np.array([t.centre[0] for t in tiles])
     northing = np.array([t.centre[1] for t in tiles])
     to_lonlat = pyproj.Transformer.from_crs(crs, "EPSG:4326", always_xy=True)

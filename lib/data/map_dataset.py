@@ -19,6 +19,7 @@ import xarray as xr
 
 from lib.data.geotiff import write_dataset_atomic
 from lib.data.map_style import MAP_CLASSES, MapBatch
+from lib.io import open_dataset
 
 __all__ = ["build_map_dataset", "label_table", "load_map_datasets", "map_class_at_centre"]
 
@@ -62,7 +63,7 @@ def build_map_dataset(
 
     The file is written with h5netcdf to a temporary name and renamed into
     place, so a failed write leaves no partial file; read it with
-    ``xr.open_dataset(path, engine="h5netcdf", decode_coords="all")``.
+    ``lib.io.open_dataset(path, engine="h5netcdf", decode_coords="all")``.
     """
     n, size = maps.images.shape[:2]
     offsets = (np.arange(size) + 0.5 - size / 2) * maps.metres_per_px
@@ -118,7 +119,7 @@ def load_map_datasets(directory: str | os.PathLike = "datasets/maps", places=Non
     places = places if places is not None else sorted(p.stem for p in directory.glob("*.nc"))
     out = {}
     for place in places:
-        with xr.open_dataset(directory / f"{place}.nc", engine="h5netcdf", decode_coords="all") as ds:
+        with open_dataset(directory / f"{place}.nc", engine="h5netcdf", decode_coords="all") as ds:
             out[place] = ds.load()
     return out
 

@@ -254,6 +254,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RawDataError as error:
         print(f"error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a full disk, a read-only folder: the copy is atomic, nothing half-written stays
+        print(f"error: cannot write the raw inputs into {args.data_dir}: {error.strerror or error} "
+              f"({error.filename or args.data_dir}); free space or choose another DATA_DIR, then fetch again",
+              file=sys.stderr)
+        return 1
     return 0
 
 

@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import torch
-import xarray as xr
 
 from lib.data.city import stored_outcome_models
+from lib.io import open_dataset, read_parquet
 
 
 @dataclass(frozen=True)
@@ -57,7 +57,7 @@ def load_tiles(path: str | os.PathLike, outcome: str | None = None, concept_tabl
     tile ids and one column of fractions or 0/1 memberships per concept).
     """
     path = Path(path)
-    with xr.open_dataset(path, engine="h5netcdf", decode_coords="all") as ds:
+    with open_dataset(path, engine="h5netcdf", decode_coords="all") as ds:
         name = outcome or ds.attrs.get("task")
         if name is None:
             raise ValueError(f"{path} has no 'task' attribute: set the parameter concepts.outcome")
@@ -106,7 +106,7 @@ def load_tiles(path: str | os.PathLike, outcome: str | None = None, concept_tabl
 def _read_concept_table(path: str | os.PathLike, tile_ids: np.ndarray) -> pd.DataFrame:
     """A user's concept table aligned to the dataset's tiles (missing tiles: not in any concept)."""
     path = Path(path)
-    table = pd.read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path, dtype={"tile": str})
+    table = read_parquet(path) if path.suffix.lower() in (".parquet", ".pq") else pd.read_csv(path, dtype={"tile": str})
     if "tile" not in table.columns:
         raise ValueError(f"concept table {path} needs a 'tile' column of tile ids; columns: {list(table.columns)}")
     table = table.assign(tile=table["tile"].astype(str)).set_index("tile")

@@ -161,6 +161,14 @@ def test_mixed_crs_names_both_files_and_crss(tiles, tmp_path):
     )
 
 
+def test_tiles_in_a_geographic_crs_are_refused_by_name(tiles, tmp_path):
+    """Spatial blocks and gaps are measured in metres: tiles in degrees are named, not silently accepted."""
+    tile_dir, csv, _ = tiles
+    for i in range(N_TILES):
+        write_tile(tile_dir / f"{tile_id(i)}.tif", tile_pixels(i), 24.9 + 0.001 * i, 60.2, crs="EPSG:4326")
+    assert_fails_without_output(tile_dir, csv, tmp_path, r"000\.tif is in EPSG:4326, a CRS that is not projected")
+
+
 def test_missing_label_names_the_tile(tiles, tmp_path):
     tile_dir, csv, _ = tiles
     labels = pd.read_csv(csv, dtype={"tile_id": str})

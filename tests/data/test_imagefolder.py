@@ -132,3 +132,15 @@ def test_sop_missing_image_and_bad_line_are_named(sop_like):
 def test_bad_split_size_is_refused(cub_like):
     with pytest.raises(ImageFolderError, match="4 of 4 classes"):
         load_image_folder(cub_like, n_train_classes=4)
+
+
+def test_a_jpeg_cut_short_is_named(cub_like):
+    """PIL's verify() passes a JPEG whose compressed data is cut short; the check decodes it and names it."""
+    cut = cub_like / "images" / "002.Auklet" / "cut.jpg"
+    rng = np.random.default_rng(0)
+    Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(cut, quality=95)
+    cut.write_bytes(cut.read_bytes()[: cut.stat().st_size // 2])
+    with Image.open(cut) as image:
+        image.verify()  # the gap this test closes: the structure check alone passes
+    with pytest.raises(ImageFolderError, match=r"cut\.jpg.*truncated"):
+        load_image_folder(cub_like)

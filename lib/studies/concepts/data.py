@@ -13,11 +13,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import xarray as xr
 
 from lib.data.city import stored_outcome_models
 from lib.data.splits import Split, stratified_split
 from lib.data.tiles import TileData, load_tiles
+from lib.io import open_dataset
 from lib.studies.concepts.params import ConceptsData
 
 
@@ -56,7 +56,7 @@ def load_city_tiles(path: str | os.PathLike, cfg: ConceptsData, concept_table: s
     """
     path = Path(path)
     data = load_tiles(path, cfg.outcome, concept_table)
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
+    with open_dataset(path, engine="h5netcdf") as ds:
         n_tiles = int(ds.sizes["tile"])
         truth = None
         if "outcome_models" in ds.attrs and data.outcome_name in stored_outcome_models(ds):

@@ -31,6 +31,7 @@ from lib.data.map_labels import CITY_LABELS, city_labels, sample_city_centres
 from lib.data.map_render import render_maps, sample_coordinates
 from lib.data.map_style import MAP_CLASSES
 from lib.data.osm_layers import OsmLayers, load_osm_layers
+from lib.io import open_dataset
 from lib.studies.geodata.params import OSM_PLACE
 
 __all__ = [
@@ -145,7 +146,7 @@ def render_city_maps(
     place = Path(city_dir).name
     landcover = rioxarray.open_rasterio(paths["landcover.tif"], mask_and_scale=False).squeeze("band", drop=True)
     buildings = rioxarray.open_rasterio(paths["buildings.tif"], mask_and_scale=False).squeeze("band", drop=True)
-    with xr.open_dataset(paths["tiles.nc"], engine="h5netcdf", decode_coords="all") as opened:
+    with open_dataset(paths["tiles.nc"], engine="h5netcdf", decode_coords="all") as opened:
         names = ["tile", "row", "col", "inhabited", *(v for v in CITY_LABELS if v in opened)]
         tiles = opened[names].load()
     margin = size_px * metres_per_px / 2

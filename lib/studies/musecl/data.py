@@ -31,7 +31,7 @@ import torch.nn.functional as F
 import xarray as xr
 
 from lib.data.poi_text import POI_CATEGORIES
-from lib.io import atomic_path
+from lib.io import atomic_path, open_dataset, read_parquet
 
 #: The POI categories of the generated cities, the columns of the POI histograms.
 CATEGORIES = POI_CATEGORIES
@@ -63,7 +63,7 @@ def inhabited_table(city_dir: str | os.PathLike[str], columns: list[str] | None 
     path = Path(city_dir) / "regions.parquet"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: build the city first (dvc repro city)")
-    table = pd.read_parquet(path, columns=None if columns is None else list(dict.fromkeys(["inhabited", *columns])))
+    table = read_parquet(path, columns=None if columns is None else list(dict.fromkeys(["inhabited", *columns])))
     return table[table["inhabited"].to_numpy(bool)].reset_index(drop=True)
 
 
@@ -85,13 +85,13 @@ def load_regions(city_dir: str | os.PathLike[str], image_px: int) -> CityRegions
         raise FileNotFoundError(f"{city_dir} lacks {missing}: build the city first (dvc repro city)")
     table = inhabited_table(city_dir)
     ids = table["region"].to_numpy()
-    with xr.open_dataset(city_dir / "regions.nc") as ds:
+    with open_dataset(city_dir / "regions.nc") as ds:
         aerial = _resample(ds["image"].sel(region=ids).values, image_px)
-    with xr.open_dataset(city_dir / "street_views.nc") as ds:
+    with open_dataset(city_dir / "street_views.nc") as ds:
         street = _resample(ds["image"].sel(region=ids).values, image_px)
-    pois = pd.read_parquet(city_dir / "pois.parquet")
+    pois = read_parquet(city_dir / "pois.parquet")
     pois = pois[pois["region"].isin(ids)].reset_index(drop=True)
-    flows = pd.read_parquet(city_dir / "flows.parquet")
+    flows = read_parquet(city_dir / "flows.parquet")
     flows = flows[flows["origin"].isin(ids) & flows["destination"].isin(ids)].reset_index(drop=True)
     oracle = json.loads((city_dir / "city.json").read_text())["oracle_r2"]["region"]
     return CityRegions(city_dir.name, table, aerial, street, pois, flows, oracle)
@@ -133,7 +133,7 @@ def load_text_embeddings(path: str | os.PathLike[str], regions: np.ndarray) -> t
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run the musecl_text stage first")
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
+    with open_dataset(path, engine="h5netcdf") as ds:
         missing = np.setdiff1d(regions, ds["region"].values)
         if len(missing):
             raise KeyError(f"{path} has no text embedding of regions {missing[:5].tolist()}: rerun musecl_text")
@@ -148,7 +148,7 @@ def inhabited_pois(city_dir: str | os.PathLike[str]) -> tuple[np.ndarray, pd.Dat
     if not (city_dir / "pois.parquet").is_file():
         raise FileNotFoundError(f"{city_dir / 'pois.parquet'} is missing: build the city first (dvc repro city)")
     ids = inhabited_table(city_dir, ["region"])["region"].to_numpy()
-    pois = pd.read_parquet(city_dir / "pois.parquet")
+    pois = read_parquet(city_dir / "pois.parquet")
     return ids, pois[pois["region"].isin(ids)].reset_index(drop=True)
 
 
@@ -167,7 +167,7 @@ def load_embeddings(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str,
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: run musecl_train for that city first")
-    with xr.open_dataset(path, engine="h5netcdf") as ds:
+    with open_dataset(path, engine="h5netcdf") as ds:
         regions = ds["region"].values
         embeddings = {k: ds[k].values.astype(np.float64) for k in ds.data_vars if not k.startswith("attention_")}
         weights = {k.removeprefix("attention_"): ds[k].values.astype(np.float64)

@@ -67,7 +67,6 @@ class CitySummary(_Strict):
     regions_with_pois: int = Field(ge=0)
     anchors: dict[str, int] = Field(description="encoder -> regions that can anchor its triplets")
     pair_agreement: list[PairAgreement]
-    seconds: dict[str, float] = Field(description="encoder -> training time")
     best_epoch: dict[str, int] = Field(description="encoder -> the epoch whose weights were kept (0-based)")
     heldout_triplets_ranked: dict[str, float] = Field(
         description="triplet encoder -> share of held-out triplets with d(a, p) < d(a, n), at the kept epoch")
@@ -81,9 +80,9 @@ class CitySummary(_Strict):
         if set(self.attention_aerial_mean) != set(self.attention_aerial_sd):
             raise ValueError(f"attention_aerial_mean and _sd name different fusions: "
                              f"{sorted(self.attention_aerial_mean)} and {sorted(self.attention_aerial_sd)}")
-        if not set(self.heldout_triplets_ranked) <= set(self.seconds):
+        if not set(self.heldout_triplets_ranked) <= set(self.best_epoch):
             raise ValueError(f"heldout_triplets_ranked names encoders {sorted(self.heldout_triplets_ranked)} "
-                             f"not all of which were trained ({sorted(self.seconds)})")
+                             f"not all of which were trained ({sorted(self.best_epoch)})")
         return self
 
 
@@ -113,7 +112,6 @@ def city_summary(city: str, n_pois: np.ndarray, n_poi_rows: int, anchors: Mappin
         anchors={name: len(a) for name, a in anchors.items()},
         pair_agreement=[PairAgreement(factor=row.factor, anchor_positive=_r4(row.anchor_positive),
                                       anchor_negative=_r4(row.anchor_negative), pairs=row.pairs) for row in agreement],
-        seconds={name: round(r.seconds, 1) for name, r in encoders.items()},
         best_epoch={name: int(r.best_epoch) for name, r in encoders.items()},
         heldout_triplets_ranked={name: _r4(v) for name, v in ranked.items()},
         attention_aerial_mean={name: _r4(w[:, 0].mean()) for name, w in weights.items()},
@@ -282,3 +280,7 @@ def write_summary(directory: str | Path, summary: Summary) -> None:
     summary = Summary.model_validate(summary.model_dump())
     write_json(Path(directory) / "metrics.json", headline_metrics(summary))
     write_json(Path(directory) / "summary.json", summary.model_dump(mode="json", by_alias=True))
+
+
+#: The summaries musecl writes, by path under ``results/musecl`` (fnmatch): the study's and one per city.
+SCHEMAS: dict[str, type[BaseModel]] = {"summary.json": Summary, "*/summary.json": CitySummary}
