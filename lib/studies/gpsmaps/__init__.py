@@ -3,7 +3,7 @@
 Bougie, Vazhenina and Watanabe, "Lost and Found: How Self-Supervised Learning
 Helps GPS Coordinates Find Their Way" (ACML 2023); no public code exists, this
 is a first implementation. A coordinate is embedded by encoding the map
-centred on it (``datasets/maps``, :mod:`lib.studies.geodata.maps`): DINO
+centred on it (``datasets/maps``, :mod:`lib.data.map_dataset`): DINO
 self-distillation (:mod:`lib.losses.dino`) plus geo-predictive tasks, a
 masked reconstruction and an intermediate clustering term (:mod:`.model`).
 
