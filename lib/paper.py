@@ -2,11 +2,15 @@
 
 ``python -m lib.paper paper/paper.typ paper/paper.pdf`` compiles with the
 compendium's root as Typst's root, so the paper reads ``results/**`` (metrics
-JSON, figures) directly: no number in the paper is typed by hand.
+JSON, figures) directly: no number in the paper is typed by hand. Typst cannot list
+a folder, so the stages' run manifests (``results/**/*.run.json``, the compute
+section's table) are named to it in ``sys.inputs.manifests``: a JSON list of
+their paths under the root, sorted.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 
@@ -15,10 +19,22 @@ import typst
 from lib.io import atomic_path, project_root
 
 
-def compile_paper(source: str | Path, output: str | Path) -> Path:
+def manifests(root: Path) -> list[str]:
+    """The run manifests under ``root/results``, as paths relative to ``root``, sorted."""
+    return sorted(p.relative_to(root).as_posix() for p in (root / "results").rglob("*.run.json"))
+
+
+def paper_inputs(root: Path, manifest_paths: list[str] | None = None) -> dict[str, str]:
+    """Typst's ``sys.inputs`` for the paper: the run manifests (all under ``root/results`` unless given)."""
+    return {"manifests": json.dumps(manifests(root) if manifest_paths is None else manifest_paths)}
+
+
+def compile_paper(source: str | Path, output: str | Path, manifest_paths: list[str] | None = None) -> Path:
+    """Compile ``source`` to ``output`` with the compendium's root as Typst's root; ``manifest_paths``: the run
+    manifests the compute section lists (default: every one under results/; [] leaves the table out)."""
     root = project_root(Path(source).parent)
     with atomic_path(output) as tmp:
-        typst.compile(str(source), output=str(tmp), root=str(root))
+        typst.compile(str(source), output=str(tmp), root=str(root), sys_inputs=paper_inputs(root, manifest_paths))
     return Path(output)
 
 

@@ -10,8 +10,8 @@
   notebook, its HTML copy and the run manifest ``<name>.run.json`` as cached
   outputs, so that ``git clone`` + ``dvc pull`` restores them and leaves
   ``dvc status`` clean;
-* the paper (the results each study's section reads, ``PAPER``) and the front
-  page (every headline ``metrics.json``, every run manifest and the folders of
+* the paper (the results each study's section reads, ``PAPER``, and every run
+  manifest, which its compute section lists) and the front page (every headline ``metrics.json``, every run manifest and the folders of
   each study's ``FIGURES``), declared here; a ``*`` in ``PAPER`` or ``FIGURES``
   stands for each option value of the study's stages (``results/concepts/*/summary.json``);
 * the data plots ``dvc plots`` draws (each study's ``PLOTS``).
@@ -177,9 +177,10 @@ def commands(document: Mapping, notebook_stages: list[Stage]) -> list[Command]:
     summaries = [f"{package}.summary" for package in P.study_packages()
                  if importlib.util.find_spec(f"{package}.summary") is not None]
     return [
+        # The paper's compute section reads every run manifest (lib.paper names them to Typst).
         Command("paper", "python -m lib.paper paper/paper.typ paper/paper.pdf",
                 ("paper/paper.typ", "paper/common.typ", "paper/sections", "paper/refs.yml"), ("lib.paper",),
-                tuple(paper_reads), ("paper/paper.pdf",)),
+                (*paper_reads, *manifests), ("paper/paper.pdf",)),
         # The front page reads each study's headlines from its summary.json (``headlines`` of its summary module).
         Command("index", "python -m lib.index results/index.html", (), ("lib.index", *P.study_packages(), *summaries),
                 (*metrics, *[p for p in paper_reads if p.endswith("summary.json")], *manifests, *figures,

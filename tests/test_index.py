@@ -1,4 +1,5 @@
-"""The front page (lib.index): a section per study with its numbers, figures and notebooks; links resolve."""
+"""The front page (lib.index): the claims against the evidence first, then a section per study with its numbers
+(ladders, headlines or metrics), figures (OpenStreetMap-derived ones credited) and notebooks; links resolve."""
 
 import json
 import re
@@ -53,23 +54,75 @@ def test_main_writes_the_page_atomically(tmp_path, monkeypatch):
     assert index.main([]) == 2
 
 
-def test_a_study_with_a_summary_shows_its_headlines_with_intervals_and_meaning(tmp_path):
-    from lib.eval.intervals import comparison_cell, holm, interval_cell
-    from lib.studies.diml.summary import DepthSweep, Summary
+def test_a_study_with_a_summary_shows_its_headlines_with_intervals_and_meaning(tmp_path, monkeypatch):
+    """Without ladders, the rows of the study's ``headlines`` (what, value, meaning) replace its metrics.json."""
+    import lib.studies.diml.summary as diml_summary
+    from lib.eval.intervals import interval_cell
 
     root = make_run(tmp_path)
-    base, method = [0.80, 0.82, 0.81], [0.86, 0.88, 0.865]
-    cells = {v: {"recall_at_1": interval_cell(x, bounds=(0.0, 1.0))} for v, x in (("baseline", base), ("structural", method))}
-    (compared,) = holm([comparison_cell(method, base, a="structural", b="baseline")])
-    summary = Summary(seeds=[0, 1, 2], retrieval={"margin": cells},
-                      comparisons={"margin": {"structural_vs_baseline": {"recall_at_1": compared}}},
-                      holm_families={"variants": 1, "variants_other_metrics": 0, "depth_sweep": 0},
-                      depth_sweep=DepthSweep(depths=[0], metrics={}, vs_unranked={}), r_min=499, r_max=512, n_test=2500,
-                      n_queries=500, rerank_k=100, rerank_weight=1.0, epsilon=0.05, global_weight=0.5,
-                      test_classes=[5, 6], objectives=["global", "structural"], ablation={}, epochs=4, best_epochs={}, beta={})
-    (root / "results" / "diml" / "summary.json").write_text(summary.model_dump_json())
+    cell = interval_cell([0.80, 0.82, 0.81], bounds=(0.0, 1.0))
+    monkeypatch.setattr(diml_summary, "headlines", lambda results: [
+        ("margin / baseline: Recall@1 (%)", cell.format(1, 100), "unseen digits, global model, global retrieval")])
+    (root / "results" / "diml" / "summary.json").write_text("{}")
     page = index.build_index(root)
-    low, high = cells["baseline"]["recall_at_1"].low, cells["baseline"]["recall_at_1"].high
-    assert f"<td>margin / baseline: Recall@1 (%)</td><td>81.0 [{100 * low:.1f}, {100 * high:.1f}]</td>" in page
-    assert "the whole method against the baseline, paired by seed: supported (Holm over 1)" in page
+    assert (f"<td>margin / baseline: Recall@1 (%)</td><td>81.0 [{100 * cell.low:.1f}, {100 * cell.high:.1f}]</td>"
+            "<td class=meaning>unseen digits, global model, global retrieval</td>") in page
     assert "<td>margin / baseline</td><td>0.86</td>" not in page  # the headlines replace the bare metrics.json table
+
+
+def _ladder_and_claims():
+    from lib.eval.claims import Claim, Ladder, LadderRow, verdict_of
+    from lib.eval.intervals import comparison_cell, holm, interval_cell
+
+    trivial, method = [0.41, 0.40, 0.43], [0.61, 0.60, 0.62]
+    (compared,) = holm([comparison_cell(method, trivial, a="structural", b="raw pixels", bounds=(0.0, 1.0))])
+    ladder = Ladder(title="Unseen digits", metric="Recall@1", rows=[
+        LadderRow(name="raw pixels", rung="trivial", cell=interval_cell(trivial, bounds=(0.0, 1.0)),
+                  note="nearest neighbour on pixels"),
+        LadderRow(name="structural", rung="method", cell=interval_cell(method, bounds=(0.0, 1.0)), note="the method"),
+        LadderRow(name="supervised", rung="bound", cell=None, note="not trained on this budget")],
+        comparisons=[compared])
+    claims = [Claim(study="diml", claim="structural matching beats raw pixels", original="R@1 0.67 on CUB",
+                    evidence=compared, verdict=verdict_of(compared, +1), where="Table 1"),
+              Claim(study="diml", claim="it explains parts", original="qualitative", evidence=None,
+                    verdict="not testable here", reason="data: digits have no annotated parts")]
+    return ladder, claims
+
+
+def test_page_opens_with_the_claims_and_shows_ladders_with_meanings(tmp_path):
+    root = make_run(tmp_path)
+    ladder, claims = _ladder_and_claims()
+    (root / "results" / "diml" / "summary.json").write_text(json.dumps(
+        {"ladders": [json.loads(ladder.model_dump_json())], "claims": [json.loads(c.model_dump_json()) for c in claims]}))
+    page = index.build_index(root)
+    # the claims table comes before any study section, every study with a summary module in it
+    assert page.index("<table class=claims>") < page.index('<h2 id="diml">')
+    assert "structural matching beats raw pixels" in page and "R@1 0.67 on CUB" in page
+    assert '<td class="reproduced">reproduced</td>' in page
+    assert '<td class="not-testable-here">not testable here</td><td>data: digits have no annotated parts</td>' in page
+    assert page.count(index.NOT_ASSESSED) == 4  # cocoa, concepts, gpsmaps, musecl: no summary with claims
+    # the ladder replaces the raw metrics.json keys: values with intervals and a one-line meaning
+    cell = ladder.rows[0].cell
+    assert (f"<td>raw pixels</td><td>{cell.format(3)}</td><td class=meaning>nearest neighbour on pixels</td>") in page
+    assert "difference paired by seed: supported after Holm's correction" in page
+    assert "<td>margin / baseline</td>" not in page
+
+
+def test_figures_made_from_openstreetmap_data_carry_the_credit(tmp_path):
+    import shutil
+
+    root = make_run(tmp_path)
+    shutil.copy(Path(__file__).resolve().parents[1] / "params.yaml", root / "params.yaml")
+    derived = index.osm_derived(root)
+    assert "datasets/maps" in derived and "results/maps/figures" in derived and "results/gpsmaps/figures" in derived
+    assert not any(p.startswith(("results/diml", "results/cities", "results/concepts")) for p in derived)
+    for folder in ("maps/figures", "cities/river_city"):
+        (root / "results" / folder).mkdir(parents=True)
+    (root / "results" / "maps" / "figures" / "map_rows.png").write_bytes(b"\x89PNG")
+    (root / "results" / "cities" / "river_city" / "mosaic.png").write_bytes(b"\x89PNG")
+    page = index.build_index(root)
+    credited = re.findall(r'<img src="([^"]+)"[^>]*><span>[^<]*</span><span class=credit>', page)
+    assert credited == ["maps/figures/map_rows.png"]
+    assert index.OSM_CREDIT in page and "cities/river_city/mosaic.png" in page
+    (root / "params.yaml").unlink()
+    assert index.osm_derived(root) == []  # no params.yaml: no option values to follow the stages by

@@ -16,8 +16,9 @@ Generating process
   stations that is not drawn).
 * **Appearance**: 4-band aerial images (R, G, B, NIR) rendered from the
   land cover (:mod:`lib.data.aerial`); street-level views rendered from the
-  land-cover mix around a viewpoint *and the affluence there* (facades,
-  street trees, cars; :mod:`lib.data.street_views`).
+  land-cover mix around a viewpoint, *the affluence there* (facades, street
+  trees, parked cars) *and the accessibility there* (road width, traffic,
+  buses, a transit stop; :mod:`lib.data.street_views`).
 * **Units**: tiles (``tile_px`` squares, for the concepts study) and regions
   (cells of a square or hexagonal grid of ``regions.spacing_m``, for the
   region studies). A unit whose water fraction is 0.5 or more is
@@ -26,26 +27,34 @@ Generating process
   price, income, liveability and an environment index, each a stated
   function of land cover and the hidden factors plus noise of known sd,
   with an interval-dependent effect of green space in income and
-  liveability; evaluated for tiles and for regions. The oracle R^2 of each
-  modality's true factors and the ceiling are stored per outcome.
-* **POIs**: per inhabited region ``n ~ Poisson(rate * sum_k rho_k f_k *
-  exp(0.6 C))`` (``rho``: POI intensity per class, ``C``: commercial
-  character), at distinct land pixels drawn with weights ``rho``; category,
-  name and description from :mod:`lib.data.poi_text`, whose vocabulary
-  carries ``C``; "by the water" when water lies within 60 m, measured on the
-  whole city's water at 16 m steps.
+  liveability; evaluated for tiles and for regions. The in-sample oracle R^2
+  of groups of the generating model's factors and the ceiling are stored per
+  outcome (``oracle_r2``, see below).
+* **POIs**: per inhabited region ``n ~ Poisson(lambda)``,
+  ``lambda = rate * exp(0.8 C) * sum_k rho_k a_k`` (``a_k``: hectares of
+  class ``k`` in the region, ``rho``: POI intensity per class, 1 for dense
+  residential, ``C``: commercial character; ``rate`` POIs per hectare of dense
+  fabric of average character, 10 by default: tens per dense central region
+  of 2.2 ha, a few or none in the periphery), at distinct land pixels drawn
+  with weights ``rho``; category (43, with a long tail of rare ones), name and
+  description from :mod:`lib.data.poi_text`, whose vocabulary carries ``C``;
+  "by the water" when water lies within 60 m, measured on the whole city's
+  water at 16 m steps.
 * **Street views**: ``views_per_region`` per inhabited region, at distinct
   street pixels of the region (never rail, never water; land pixels only if
-  the region has too few street pixels).
+  the region has too few street pixels); each records the cues it drew.
 * **Mobility**: between inhabited regions, a gravity model with the
   accessibility ``S`` and lognormal noise::
 
       E[flow_ij] = K pop_i^alpha jobs_j^beta exp(eta (S_i + S_j) + sigma eps_ij - sigma^2 / 2)
                    / max(d_ij, d_min)^gamma,      flow_ij ~ Poisson(E[flow_ij]),  i != j
 
-  with ``K`` set so the expected trips total ``trips_per_capita * sum(pop)``;
-  ``jobs_j = 1000 area_j sum_k J_k f_jk exp(0.5 C_j) + 20 n_pois_j``. Only
-  pairs with at least one trip are stored.
+  with ``K`` set so the expected trips total ``trips_per_capita * sum(pop)``.
+  Population and jobs are free of the outcome noise:
+  ``pop_i = 1000 area_i max(0, population_density_noise_free_i)`` (a region
+  whose stated density is at or below 0 has no inhabitants and sends no
+  trips) and ``jobs_j = 1000 area_j sum_k J_k f_jk exp(0.5 C_j) + 5 lambda_j``
+  (the expected POIs). Only pairs with at least one trip are stored.
 
 Output (``build_city``, atomically, streamed)
 ---------------------------------------------
@@ -61,7 +70,38 @@ Output (``build_city``, atomically, streamed)
   band, y, x) RGB, with viewpoints, headings, the affluence and land-cover mix there.
 * ``landcover.tif`` and ``buildings.tif`` (1 on roof pixels): GeoTIFFs.
 * ``regions.parquet``, ``pois.parquet``, ``flows.parquet`` (:func:`load_tables`)
-  and ``city.json``: config, outcome models, oracle R^2, layout.
+  and ``city.json``: config, outcome models, oracle R^2, counts, layout, and
+  the contract below.
+
+Contract: what each modality renders (``city.json``)
+---------------------------------------------------
+``"modality_features"`` maps each modality to the ``regions.parquet`` columns
+that hold, per region, the true quantities it renders (finite for every
+inhabited region; :func:`modality_features`):
+
+* ``aerial``: ``image_fraction_<class>``, the land cover of the region's
+  aerial image (a ``tile_px`` window, not the region's own cell);
+* ``street_view``: means over the region's views of what they draw:
+  ``sv_affluence`` (the upkeep), the accessibility cues ``sv_road_width``,
+  ``sv_transit_stop`` (share of views with a stop), ``sv_vehicles``,
+  ``sv_buses``, and ``sv_fraction_<class>`` (the land-cover mix the skylines
+  are drawn from);
+* ``poi``: ``n_pois``, ``poi_count_<category>`` and ``poi_vocabulary_score``
+  (the mean commercial vocabulary score of the region's POI texts, 0 without
+  POIs: the commercial character as the texts express it);
+* ``mobility``: ``trips_out``, ``trips_in``, ``trips_out_per_capita``,
+  ``trips_in_per_job`` and ``trip_km_out`` (mean length of the trips out), 0
+  where undefined (no inhabitants, no jobs, no trips).
+
+``"hidden_factors"`` lists the outcome models' inputs no modality renders
+(:data:`HIDDEN_FACTORS`: water proximity, distance to the centre);
+``"generating_factors"`` every input of the outcome models (the full design:
+``fraction_<class>``, affluence, commercial, accessibility, water proximity,
+distance). An observable ceiling fits an outcome on the union of the
+modality lists, the full one on the generating factors (and the interval
+term); both should be computed out-of-fold by the study that probes.
+``"oracle_r2"`` keeps the in-sample R^2 of the generating model's factor
+groups (``"modality_factors"``), as ``"oracle_r2_definition"`` states.
 """
 
 from __future__ import annotations
@@ -90,6 +130,7 @@ from affine import Affine
 from pyproj import Transformer
 from rasterio.windows import Window
 from scipy import ndimage
+from scipy.stats import spearmanr
 from torch.utils.data import Dataset
 
 from lib.data import aerial, poi_text
@@ -112,20 +153,22 @@ from lib.data.city_outcomes import (
     outcome_models,
     with_thresholds,
 )
-from lib.data.street_views import STREET_BANDS, render_street_views
+from lib.data.street_views import STREET_BANDS, STREET_CUES, render_street_views
 from lib.io import open_dataset, read_parquet
 
 __all__ = [
     "AERIAL_BANDS",
+    "GENERATING_FACTORS",
+    "HIDDEN_FACTORS",
+    "LANDCOVER_COLOURS",
+    "LANDCOVER_NAMES",
+    "MODALITY_FACTORS",
     "CityBuild",
     "CityConfig",
     "CityLayout",
     "CityTiles",
     "GravityConfig",
-    "LANDCOVER_COLOURS",
-    "LANDCOVER_NAMES",
     "LandCover",
-    "MODALITY_FACTORS",
     "OutcomeModel",
     "PoiConfig",
     "RegionGrid",
@@ -137,6 +180,8 @@ __all__ = [
     "load_regions",
     "load_street_views",
     "load_tables",
+    "modality_features",
+    "rendered_truth",
     "river_city",
     "stored_outcome_models",
 ]
@@ -269,8 +314,11 @@ LANDCOVER_COLOURS = {
 
 # POI intensity per class (rho), and jobs per km2 in thousands (J).
 _POI_INTENSITY = np.array([1.0, 0.6, 0.25, 0.5, 0.2, 0.15, 0.02, 0.03, 0.0])
+_POI_COMMERCIAL = 0.8  # kappa: POI counts grow by exp(kappa C) with the commercial character C
 _JOB_DENSITY = np.array([8.0, 3.0, 0.8, 12.0, 0.5, 0.3, 0.05, 0.1, 0.0])
-_JOBS_PER_POI = 20.0
+_JOBS_PER_POI = 5.0
+# Per-view metadata kept in pass 2: viewpoint, heading, the factors there, the cues drawn, then the land-cover mix.
+_VIEW_META = ("row_px", "col_px", "heading_deg", "affluence", "accessibility", *STREET_CUES)
 
 
 # ---------------------------------------------------------------------------
@@ -312,7 +360,13 @@ class _CityFiles:
             for name, attrs in (("view_easting", {"units": "m"}), ("view_northing", {"units": "m"}),
                                 ("view_heading_deg", {"long_name": "viewing direction clockwise from north",
                                                       "units": "degree"}),
-                                ("view_affluence", {"long_name": "affluence factor at the viewpoint"})):
+                                ("view_affluence", {"long_name": "affluence factor at the viewpoint"}),
+                                ("view_accessibility", {"long_name": "accessibility factor at the viewpoint"}),
+                                ("view_road_width", {"long_name": "carriageway half-width relative to a plain "
+                                                                  "street's (drawn)"}),
+                                ("view_transit_stop", {"long_name": "1 where a transit stop is drawn"}),
+                                ("view_vehicles", {"long_name": "vehicles drawn on the carriageway"}),
+                                ("view_buses", {"long_name": "buses among them"})):
                 _variable(f, name, per_view, "f8", attrs)
             _variable(f, "view_fractions", (*per_view, "landcover_class"), "f4",
                       {"long_name": "land-cover fractions around the viewpoint (within 64 m, inside the region's band)"})
@@ -388,8 +442,10 @@ class _RegionRow:
     fractions: np.ndarray  # (n, K)
     land_px: np.ndarray  # (n,) land pixels inside the city
     images: np.ndarray  # (n, 4, tp, tp)
+    image_fractions: np.ndarray  # (n, K) land cover of each aerial image
     views: np.ndarray  # (n, V, 3, vp, vp)
-    view_meta: np.ndarray  # (n, V, 4 + K): row px, col px, heading, affluence, mix
+    view_meta: np.ndarray  # (n, V, len(_VIEW_META) + K): _VIEW_META, then the land-cover mix
+    expected_pois: np.ndarray  # (n,) the Poisson mean of each region's POI count
     pois: list[dict]
 
 
@@ -441,16 +497,19 @@ def _render_region_row(config: CityConfig, layout: CityLayout, g: _Regions, wate
                                   illumination_noise=config.illumination_noise, pixel_noise=config.pixel_noise)
 
     views = np.zeros((len(ids), n_views, 3, vp, vp), np.uint8)
-    view_meta = np.full((len(ids), n_views, 4 + _K), np.nan)
+    view_meta = np.full((len(ids), n_views, len(_VIEW_META) + _K), np.nan)
+    expected_pois = np.zeros(len(ids))
     pois: list[dict] = []
+    hectares = total[:, 0] * config.resolution_m**2 / 1e4
     for k, region in enumerate(ids):
         if fractions[k, LandCover.WATER] >= UNINHABITED_WATER_FRACTION or land_px[k] == 0:
             continue
         pixels = _RegionPixels.of(owner == region, classes, markings, y0)
         commercial = layout.factors_at(np.array([g.cy[region]]), np.array([g.cx[region]]))["commercial"][0]
-        pois += _region_pois(config, int(region), fractions[k], commercial, pixels, water)
+        expected_pois[k] = _expected_pois(config, fractions[k], hectares[k], commercial)
+        pois += _region_pois(config, int(region), expected_pois[k], commercial, pixels, water)
         views[k], view_meta[k] = _region_street_views(config, layout, int(region), pixels, classes)
-    return _RegionRow(ids, fractions, land_px, images, views, view_meta, pois)
+    return _RegionRow(ids, fractions, land_px, images, _fractions(windows), views, view_meta, expected_pois, pois)
 
 
 @dataclass(frozen=True)
@@ -469,14 +528,19 @@ class _RegionPixels:
         return cls(rows, cols, classes[rows, cols], markings[rows, cols], y0)
 
 
-def _region_pois(config: CityConfig, region: int, fractions: np.ndarray, commercial: float, pixels: _RegionPixels,
+def _expected_pois(config: CityConfig, fractions: np.ndarray, hectares: float, commercial: float) -> float:
+    """``lambda = rate * exp(kappa C) * sum_k rho_k a_k``: the mean POI count of a region with ``a_k = f_k *
+    hectares`` hectares of class ``k`` and commercial character ``C``."""
+    return float(config.pois.rate * np.exp(_POI_COMMERCIAL * commercial) * hectares * (fractions @ _POI_INTENSITY))
+
+
+def _region_pois(config: CityConfig, region: int, lam: float, commercial: float, pixels: _RegionPixels,
                  water: _WaterDistance) -> list[dict]:
-    """The POIs of one region: ``Poisson(rate * sum_k rho_k f_k * exp(0.6 C))`` at distinct land pixels
-    drawn with weights ``rho``, their texts from :mod:`lib.data.poi_text` ("by the water" within 60 m)."""
+    """The POIs of one region: ``Poisson(lam)`` (:func:`_expected_pois`) at distinct land pixels drawn with
+    weights ``rho``, their texts from :mod:`lib.data.poi_text` ("by the water" within 60 m)."""
     rng = np.random.default_rng([config.seed, _SALT_POI, region])
     cls = pixels.classes
     weights = _POI_INTENSITY[cls]
-    lam = config.pois.rate * float(fractions @ _POI_INTENSITY) * np.exp(0.6 * commercial)
     n = min(int(rng.poisson(lam)), int(np.count_nonzero(weights)))
     if not n:
         return []
@@ -491,13 +555,13 @@ def _region_pois(config: CityConfig, region: int, fractions: np.ndarray, commerc
 
 def _region_street_views(config: CityConfig, layout: CityLayout, region: int, pixels: _RegionPixels,
                          classes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The street views of one region and their (row px, col px, heading, affluence, land-cover mix).
+    """The street views of one region and their metadata (:data:`_VIEW_META`, then the land-cover mix).
 
     Viewpoints are distinct street pixels (never rail, never water; land pixels
     only if the region has too few street pixels); each view shows the
     land-cover mix within 64 m (inside the band ``classes``, which starts at
-    row ``pixels.y0`` of the city) and the affluence at its viewpoint
-    (:mod:`lib.data.street_views`).
+    row ``pixels.y0`` of the city), the affluence and the accessibility at its
+    viewpoint (:mod:`lib.data.street_views`), and records the cues it drew.
     """
     n_views, y0 = config.views_per_region, pixels.y0
     reach = max(1, int(round(64.0 / config.resolution_m)))
@@ -516,10 +580,12 @@ def _region_street_views(config: CityConfig, layout: CityLayout, region: int, pi
     for v, (row, col) in enumerate(zip(vy, vx, strict=True)):
         around = classes[max(0, row - reach):row + reach + 1, max(0, col - reach):col + reach + 1]
         mix[v] = np.bincount(around.ravel(), minlength=_K) / around.size
-    affluence = layout.factors_at(vy + y0 + 0.5, vx + 0.5)["affluence"]
-    views = render_street_views(mix, rng, affluence=affluence, size=config.view_px,
-                                illumination_noise=config.illumination_noise, pixel_noise=config.pixel_noise)
-    meta = np.column_stack([vy + y0 + 0.5, vx + 0.5, rng.uniform(0, 360, n_views), affluence, mix])
+    factors = layout.factors_at(vy + y0 + 0.5, vx + 0.5)
+    views, cues = render_street_views(mix, rng, affluence=factors["affluence"], accessibility=factors["accessibility"],
+                                      size=config.view_px, illumination_noise=config.illumination_noise,
+                                      pixel_noise=config.pixel_noise, return_cues=True)
+    meta = np.column_stack([vy + y0 + 0.5, vx + 0.5, rng.uniform(0, 360, n_views), factors["affluence"],
+                            factors["accessibility"], cues, mix])
     return views, meta
 
 
@@ -753,31 +819,40 @@ def _write_tiles(config: CityConfig, layout: CityLayout, t: _Tiles, files: _City
 
 @dataclass
 class _RegionPass:
-    """What pass 2 keeps in memory of every region: land-cover fractions, land pixels, POIs."""
+    """What pass 2 keeps in memory of every region: land cover, land pixels, POIs, what the views drew."""
 
     fractions: np.ndarray  # (n, K)
     land_px: np.ndarray  # (n,)
+    image_fractions: np.ndarray  # (n, K) land cover of the region's aerial image
+    view_meta: np.ndarray  # (n, V, len(_VIEW_META) - 3 + K): factors and cues at the viewpoints, mix
+    expected_pois: np.ndarray  # (n,)
     pois: list[dict]
 
 
 def _write_regions(config: CityConfig, layout: CityLayout, g: _Regions, water: _WaterDistance, files: _CityFiles,
                    tick: _Progress) -> _RegionPass:
     """Pass 2: render and write the regions a row at a time (aerial image, street views and their viewpoints)."""
-    totals = _RegionPass(np.empty((g.n, _K), dtype=np.float32), np.zeros(g.n, np.int64), [])
+    totals = _RegionPass(np.empty((g.n, _K), dtype=np.float32), np.zeros(g.n, np.int64),
+                         np.zeros((g.n, _K), dtype=np.float32),
+                         np.full((g.n, config.views_per_region, len(_VIEW_META) - 3 + _K), np.nan), np.zeros(g.n), [])
     for i in range(g.n_rows):
         if g.first[i + 1] == g.first[i]:
             continue
         row = _render_region_row(config, layout, g, water, i, config.n_tiles)
         files.regions["image"][row.ids[0]:row.ids[-1] + 1] = row.images
         files.views["image"][row.ids[0]:row.ids[-1] + 1] = row.views
-        east, north = _pixel_to_map(config, row.view_meta[..., 0], row.view_meta[..., 1])
-        files.views["view_easting"][row.ids[0]:row.ids[-1] + 1] = east
-        files.views["view_northing"][row.ids[0]:row.ids[-1] + 1] = north
-        files.views["view_heading_deg"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 2]
-        files.views["view_affluence"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 3]
-        files.views["view_fractions"][row.ids[0]:row.ids[-1] + 1] = row.view_meta[..., 4:]
+        span = slice(row.ids[0], row.ids[-1] + 1)
+        meta = dict(zip(_VIEW_META, np.moveaxis(row.view_meta[..., :len(_VIEW_META)], -1, 0), strict=True))
+        files.views["view_easting"][span], files.views["view_northing"][span] = _pixel_to_map(
+            config, meta.pop("row_px"), meta.pop("col_px"))
+        for name, values in meta.items():
+            files.views[f"view_{name}"][span] = values
+        files.views["view_fractions"][span] = row.view_meta[..., len(_VIEW_META):]
         totals.fractions[row.ids] = row.fractions
         totals.land_px[row.ids] = row.land_px
+        totals.image_fractions[row.ids] = row.image_fractions
+        totals.view_meta[row.ids] = row.view_meta[..., 3:]
+        totals.expected_pois[row.ids] = row.expected_pois
         totals.pois.extend(row.pois)
         tick()
     return totals
@@ -862,10 +937,12 @@ def _write_tables(config: CityConfig, out: Path, t: _Tiles, g: _Regions, models:
     for name in ("affluence", "commercial", "accessibility", "water_proximity", "distance_to_centre_km"):
         table[name] = units.design[name]
     table["n_pois"] = np.bincount(np.array([p["region"] for p in regions.pois], dtype=np.intp), minlength=g.n)
-    density = np.nan_to_num(np.maximum(region_out["population_density"]["noisy"], 0))
+    table["expected_pois"] = regions.expected_pois
+    # Who lives and works there, free of the outcome noise: the trips start from these.
+    density = np.nan_to_num(np.maximum(region_out["population_density"]["noise_free"], 0))
     table["population"] = np.where(units.inhabited, density * 1000 * area_km2, 0.0)
     table["jobs"] = np.where(units.inhabited, 1000 * area_km2 * (regions.fractions @ _JOB_DENSITY)
-                             * np.exp(0.5 * units.factors["commercial"]) + _JOBS_PER_POI * table["n_pois"], 0.0)
+                             * np.exp(0.5 * units.factors["commercial"]) + _JOBS_PER_POI * regions.expected_pois, 0.0)
     for name, m in models.items():
         table[name] = region_out[name]["noisy"]
         table[f"{name}_noise_free"] = region_out[name]["noise_free"]
@@ -873,12 +950,122 @@ def _write_tables(config: CityConfig, out: Path, t: _Tiles, g: _Regions, models:
             table[f"{name}_slope_{m.interval.concept}"] = region_out[name]["slope"]
     table["dominant_landcover"] = np.array(LANDCOVER_NAMES)[regions.fractions.argmax(axis=1)]
     n_flows = _flows(config, table, out)
-    flows = pd.read_parquet(out / "flows.parquet", columns=["origin", "destination", "flow"])
-    table["trips_out"] = np.bincount(flows["origin"], weights=flows["flow"], minlength=g.n)
-    table["trips_in"] = np.bincount(flows["destination"], weights=flows["flow"], minlength=g.n)
+    flows = pd.read_parquet(out / "flows.parquet", columns=["origin", "destination", "distance_km", "flow"])
+    features = {**_aerial_features(regions), **_street_view_features(regions), **_poi_features(regions.pois, g.n),
+                **_mobility_features(flows, table)}
+    table = pd.concat([table, pd.DataFrame(features)], axis=1)
     table.to_parquet(out / "regions.parquet", index=False)
     _pois_table(config, t, regions.pois).to_parquet(out / "pois.parquet", index=False)
-    return {"pois": len(regions.pois), "flow_pairs": n_flows, "trips": int(flows["flow"].sum())}
+    return {"pois": len(regions.pois), "distinct_poi_descriptions": len({p["description"] for p in regions.pois}),
+            "flow_pairs": n_flows, "trips": int(flows["flow"].sum())}
+
+
+# ---------------------------------------------------------------------------
+# What each modality renders (the contract of city.json's modality_features)
+# ---------------------------------------------------------------------------
+
+
+def _aerial_features(regions: _RegionPass) -> dict[str, np.ndarray]:
+    """``image_fraction_<class>``: the land cover of each region's aerial image (what the image is rendered from)."""
+    return {f"image_{c}": regions.image_fractions[:, k].astype(np.float64) for k, c in enumerate(_FRACTION_COLUMNS)}
+
+
+def _street_view_features(regions: _RegionPass) -> dict[str, np.ndarray]:
+    """Means over a region's views of what they draw: affluence (upkeep), the accessibility cues, the land-cover mix.
+
+    ``sv_affluence``, ``sv_road_width``, ``sv_transit_stop`` (share of views
+    with a stop), ``sv_vehicles``, ``sv_buses`` and ``sv_fraction_<class>``;
+    0 for uninhabited regions (no views). The accessibility at the viewpoints
+    is not among them: the views show it only through the cues.
+    """
+    viewed = np.isfinite(regions.view_meta).all(axis=(1, 2))  # a region has all its views or none
+    means = np.zeros(regions.view_meta.shape[::2])
+    means[viewed] = regions.view_meta[viewed].mean(axis=1)
+    columns = dict(zip(_VIEW_META[3:], means[:, :len(_VIEW_META) - 3].T, strict=True))
+    columns.pop("accessibility")
+    mix = means[:, len(_VIEW_META) - 3:]
+    return {f"sv_{n}": v for n, v in columns.items()} | {f"sv_{c}": mix[:, k] for k, c in enumerate(_FRACTION_COLUMNS)}
+
+
+def _poi_features(pois: list[dict], n_regions: int) -> dict[str, np.ndarray]:
+    """``poi_count_<category>`` per region, and ``poi_vocabulary_score``: the mean over the region's POIs of
+    :func:`lib.data.poi_text.commercial_vocabulary_score` of name and description (0 without POIs)."""
+    region = np.array([p["region"] for p in pois], dtype=np.intp)
+    index = {c: k for k, c in enumerate(poi_text.POI_CATEGORIES)}
+    category = np.array([index[p["category"]] for p in pois], dtype=np.intp)
+    n_categories = len(poi_text.POI_CATEGORIES)
+    counts = np.bincount(region * n_categories + category, minlength=n_regions * n_categories)
+    counts = counts.reshape(n_regions, n_categories).astype(np.float64)
+    score = np.array([poi_text.commercial_vocabulary_score(f"{p['name']} {p['description']}") for p in pois])
+    total = np.bincount(region, weights=score, minlength=n_regions)
+    n = counts.sum(axis=1)
+    features = {f"poi_count_{c}": counts[:, k] for k, c in enumerate(poi_text.POI_CATEGORIES)}
+    features["poi_vocabulary_score"] = np.divide(total, n, out=np.zeros(n_regions), where=n > 0)
+    return features
+
+
+def _mobility_features(flows: pd.DataFrame, table: pd.DataFrame) -> dict[str, np.ndarray]:
+    """Trip volumes and what they carry per region: ``trips_out``, ``trips_in``, ``trips_out_per_capita``
+    (per inhabitant), ``trips_in_per_job``, ``trip_km_out`` (mean distance of the trips out); 0 where undefined."""
+    n = len(table)
+    out = np.bincount(flows["origin"], weights=flows["flow"], minlength=n)
+    into = np.bincount(flows["destination"], weights=flows["flow"], minlength=n)
+    km = np.bincount(flows["origin"], weights=flows["flow"] * flows["distance_km"], minlength=n)
+    population, jobs = table["population"].to_numpy(), table["jobs"].to_numpy()
+    return {"trips_out": out, "trips_in": into,
+            "trips_out_per_capita": np.divide(out, population, out=np.zeros(n), where=population > 0),
+            "trips_in_per_job": np.divide(into, jobs, out=np.zeros(n), where=jobs > 0),
+            "trip_km_out": np.divide(km, out, out=np.zeros(n), where=out > 0)}
+
+
+def modality_features() -> dict[str, list[str]]:
+    """The columns of ``regions.parquet`` that hold what each modality renders (``city.json``'s contract)."""
+    street = [f"sv_{n}" for n in _VIEW_META[3:] if n != "accessibility"]
+    return {
+        "aerial": [f"image_{c}" for c in _FRACTION_COLUMNS],
+        "street_view": street + [f"sv_{c}" for c in _FRACTION_COLUMNS],
+        "poi": ["n_pois", *(f"poi_count_{c}" for c in poi_text.POI_CATEGORIES), "poi_vocabulary_score"],
+        "mobility": ["trips_out", "trips_in", "trips_out_per_capita", "trips_in_per_job", "trip_km_out"],
+    }
+
+
+#: Inputs of the outcome models that no modality renders: the aerial image shows water only within its
+#: window, and nothing shows the distance to the centre. Affluence, commercial character and accessibility
+#: are rendered (noisily, at the viewpoints, through the POIs and the trips), so they are not hidden.
+HIDDEN_FACTORS = ("water_proximity", "distance_to_centre_km")
+#: The regions.parquet columns the outcome models read (the full, generating design).
+GENERATING_FACTORS = (*_FRACTION_COLUMNS, "affluence", "commercial", "accessibility", "water_proximity",
+                      "distance_to_centre_km")
+
+
+def rendered_truth(regions: pd.DataFrame, pois: pd.DataFrame) -> dict:
+    """How much of the hidden factors the modalities render, over the inhabited regions of a built city.
+
+    ``pois``: POIs per inhabited region (median, and median over regions whose
+    land is at least half dense residential), regions with any, categories,
+    the share of the five commonest, distinct descriptions. ``spearman``: rank
+    correlations of a rendered quantity with the factor it shows
+    (``<column>~<factor>``): the street-view cues and the trips per capita and
+    per job with accessibility, the views' affluence with affluence, the POI
+    texts' vocabulary score and the POI count with commercial character.
+    """
+    live = regions[regions["inhabited"]]
+    dense = live["fraction_dense_residential"] >= 0.5
+    shares = pois["category"].value_counts(normalize=True).to_numpy()
+    pairs = [(c, "accessibility") for c in ("sv_road_width", "sv_transit_stop", "sv_vehicles", "sv_buses",
+                                             "trips_out_per_capita", "trips_in_per_job")]
+    pairs += [("sv_affluence", "affluence"), ("poi_vocabulary_score", "commercial"), ("n_pois", "commercial")]
+    return {
+        "pois": {"per_region_median": float(live["n_pois"].median()),
+                 "dense_regions": int(dense.sum()),
+                 "per_dense_region_median": float(live.loc[dense, "n_pois"].median()) if dense.any() else None,
+                 "regions_with_pois": int((live["n_pois"] > 0).sum()),
+                 "categories": int(pois["category"].nunique()),
+                 "top5_category_share": round(float(shares[:5].sum()), 4),
+                 "distinct_descriptions": int(pois["description"].nunique())},
+        "spearman": {f"{column}~{factor}": round(float(spearmanr(live[column], live[factor]).statistic), 4)
+                     for column, factor in pairs},
+    }
 
 
 def _write_summary(config: CityConfig, out: Path, models: dict[str, OutcomeModel], units: dict[str, _Units],
@@ -891,6 +1078,10 @@ def _write_summary(config: CityConfig, out: Path, models: dict[str, OutcomeModel
         "outcome_models": {name: m.to_json() for name, m in models.items()},
         "modality_factors": {k: list(v) for k, v in MODALITY_FACTORS.items()},
         "oracle_r2": oracle,
+        "oracle_r2_definition": _ORACLE_DEFINITION,
+        "modality_features": modality_features(),
+        "hidden_factors": list(HIDDEN_FACTORS),
+        "generating_factors": list(GENERATING_FACTORS),
         "counts": {"tiles": config.n_tiles, "inhabited_tiles": int(units["tile"].inhabited.sum()),
                    "regions": len(units["region"].inhabited),
                    "inhabited_regions": int(units["region"].inhabited.sum()), **counts},
@@ -903,6 +1094,12 @@ def _write_summary(config: CityConfig, out: Path, models: dict[str, OutcomeModel
         f.attrs["oracle_r2"] = json.dumps(oracle["tile"])
     (out / "city.json").write_text(json.dumps(summary, indent=2) + "\n")
     return summary
+
+
+_ORACLE_DEFINITION = (
+    "in-sample R^2 of least-squares fits of each noisy outcome on groups of the generating model's factors "
+    "(modality_factors), on all of them and on the full generating design (ceiling), fitted and scored on the "
+    "same inhabited units; not what a modality renders (see modality_features) and not out-of-fold")
 
 
 def _pois_table(config, t: _Tiles, pois: list[dict]) -> pd.DataFrame:

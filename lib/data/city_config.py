@@ -36,9 +36,11 @@ class RegionGrid(Params):
 
 
 class PoiConfig(Params):
-    """POI counts: ``Poisson(rate * sum_k rho_k f_k * exp(0.6 commercial))`` per inhabited region."""
+    """POI counts: ``Poisson(rate * exp(0.8 commercial) * sum_k rho_k a_k)`` per inhabited region (``a_k``: hectares
+    of land-cover class ``k`` in the region, ``rho_k``: its POI intensity, 1 for dense residential)."""
 
-    rate: float = Field(10.0, ge=0, description="expected POIs of an all-dense-residential region of average character")
+    rate: float = Field(10.0, ge=0, description="expected POIs per hectare of dense residential land of average "
+                                                "commercial character")
 
 
 class CityConfig(Params):

@@ -1,24 +1,39 @@
-"""Labels of map centres in a generated city: where to centre maps, and the truth under each centre.
+"""Labels of map centres: the truth under each centre of a generated city, or a user's labelled points.
 
 A generated city (:mod:`lib.data.city`) knows its outcomes per tile
 (``tiles.nc``). :func:`sample_city_centres` draws map centres uniformly over
 its inhabited tiles, keeping whole maps inside the city; :func:`city_labels`
 reads, for each centre, the outcomes of the tile that holds it
 (:data:`CITY_LABELS`) and the land-cover class of the pixel under it.
+
+A real place's labels come as a table of points (:func:`read_point_labels`:
+CSV or Parquet, ``lon``/``lat`` in WGS84 or ``easting``/``northing`` in the
+maps' CRS, and numeric label columns); :func:`point_labels_at` gives each map
+the labels of the point nearest its centre, if one lies within
+``max_distance_m``::
+
+    label_c(map m) = value_c(p*),  p* = argmin_p ||centre_m - xy_p||,  if ||centre_m - xy_{p*}|| <= max_distance_m
+                     NaN otherwise
 """
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pyproj
 import xarray as xr
+from scipy.spatial import cKDTree
 
+from lib.data.city_import import numbers, read_table
+from lib.data.geotiff import DatasetImportError
 from lib.data.landcover_maps import landcover_grid, sample_nearest
 from lib.data.map_render import as_coords
 
-__all__ = ["CITY_LABELS", "CityGrid", "city_labels", "sample_city_centres"]
+__all__ = ["CITY_LABELS", "CityGrid", "PointLabels", "city_labels", "point_labels_at", "read_point_labels",
+           "sample_city_centres"]
 
 #: The outcomes of a generated city stored with each of its maps: the value of
 #: the city tile that holds the map's centre. ``land_price``,
@@ -147,3 +162,67 @@ def city_labels(tiles: xr.Dataset, xy, landcover: xr.DataArray | None = None) ->
     labels["landcover_at_centre"] = centre
     return labels
 
+
+
+@dataclass(frozen=True)
+class PointLabels:
+    """Numeric labels at points: ``xy`` (n, 2) in the maps' CRS, ``values`` label -> (n,) floats, read from ``file``."""
+
+    file: str
+    xy: np.ndarray
+    values: dict[str, np.ndarray]
+
+
+def read_point_labels(path: str | os.PathLike, crs: str | pyproj.CRS, columns=None) -> PointLabels:
+    """A label table of points (module docstring), its coordinates projected to ``crs``.
+
+    Coordinates are ``lon``/``lat`` (WGS84 degrees) where the table has both,
+    else ``easting``/``northing`` (already in ``crs``). ``columns`` are the
+    labels (default: every other column). Raises :class:`DatasetImportError`
+    naming the file, the column and the row of a missing coordinate, a value
+    that is not a number, or a missing column.
+    """
+    path = Path(path)
+    table = read_table(path, "label table", ())
+    pair = ("lon", "lat") if {"lon", "lat"} <= set(table.columns) else ("easting", "northing")
+    if not set(pair) <= set(table.columns):
+        raise DatasetImportError(f"label table {path.name} needs coordinate columns lon and lat (WGS84) or easting "
+                                 f"and northing (in the maps' CRS); columns: {list(table.columns)}")
+    coordinate_columns = {"lon", "lat", "easting", "northing"}
+    columns = [c for c in table.columns if c not in coordinate_columns] if columns is None else list(columns)
+    absent = [c for c in columns if c not in table.columns]
+    if absent:
+        raise DatasetImportError(f"label table {path.name} has no column(s) {absent}; columns: {list(table.columns)}")
+    if not columns:
+        raise DatasetImportError(f"label table {path.name} has no label column besides the coordinates")
+    xy = np.column_stack([numbers(table[c], path.name, c) for c in pair])
+    missing = np.flatnonzero(~np.isfinite(xy).all(axis=1))
+    if len(missing):
+        raise DatasetImportError(f"label table {path.name}: row {missing[0] + 1} has no {pair[0]}/{pair[1]}")
+    if pair == ("lon", "lat"):
+        xy = np.column_stack(pyproj.Transformer.from_crs("EPSG:4326", crs, always_xy=True).transform(xy[:, 0], xy[:, 1]))
+    return PointLabels(path.name, xy, {c: numbers(table[c], path.name, c) for c in columns})
+
+
+def point_labels_at(labels: PointLabels, centres_xy, max_distance_m: float) -> tuple[dict[str, np.ndarray], np.ndarray]:
+    """Each centre's labels from the nearest labelled point within ``max_distance_m`` (module docstring).
+
+    Returns ``(label -> (n,) float32, NaN where no point is near enough,
+    distance_m (n,) float32 to that point, NaN likewise)``. Several centres
+    may take the same point. Raises :class:`DatasetImportError` when no centre
+    has a point within ``max_distance_m``.
+    """
+    centres = as_coords(centres_xy)
+    distance, nearest = cKDTree(labels.xy).query(centres, distance_upper_bound=max_distance_m)
+    matched = np.isfinite(distance)
+    if not matched.any():
+        closest = cKDTree(labels.xy).query(centres)[0].min()
+        raise DatasetImportError(f"label table {labels.file}: no labelled point lies within {max_distance_m} m of any "
+                                 f"of the {len(centres)} map centres (the closest is {closest:.0f} m away); check "
+                                 "the coordinates' CRS or raise max_distance_m")
+    out = {}
+    for name, values in labels.values.items():
+        column = np.full(len(centres), np.nan, dtype=np.float32)
+        column[matched] = values[nearest[matched]]
+        out[name] = column
+    return out, np.where(matched, distance, np.nan).astype(np.float32)

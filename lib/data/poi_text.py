@@ -48,10 +48,30 @@ carries no POIs: asking for it is a ``ValueError``.
     farm_shop             -0.9    0      0      0      0     0     0      0.1   3.0
     riding_stable         -0.7    0      0      0.3    0     0     0      0.8   1.5
     campsite              -0.4    0      0      0      0     0     0      1.5   0.3
+    hairdresser           +0.2   0.25    0.2   0.05      0     0      0      0    0
+    dentist               +0.3   0.15   0.15   0.05      0     0      0      0    0
+    laundry               -0.6    0.1    0.1   0.02   0.02     0      0      0    0
+    florist               +0.3    0.1   0.08   0.03      0     0   0.05      0    0
+    bookshop              +0.2    0.1   0.05   0.02      0     0      0      0    0
+    optician              +0.4    0.1   0.05      0      0     0      0      0    0
+    post_office           -0.4   0.05   0.05   0.02      0  0.02      0      0    0
+    hardware_store        -0.5   0.03   0.06   0.05    0.1  0.05      0      0 0.02
+    veterinary            -0.2   0.03   0.05   0.05      0     0      0      0 0.05
+    bicycle_shop          +0.1   0.04   0.04   0.02   0.02     0   0.02      0    0
+    jeweller              +1.0   0.06   0.01      0      0     0      0      0    0
+    gallery               +0.8   0.05   0.02      0   0.02     0   0.02      0    0
+    cinema                +0.5   0.04   0.02      0   0.02     0      0      0    0
+    museum                +0.5   0.04   0.01      0      0     0   0.04      0    0
+    tailor                +0.6   0.04   0.01      0      0     0      0      0    0
+    theatre               +0.6   0.03   0.01      0      0     0   0.01      0    0
 
 (columns: dense/medium/sparse residential, industrial_commercial, roads,
 green_urban, forest, agriculture). Every land cover has categories of both
-signs of ``beta``, so ``c`` shifts the mix everywhere.
+signs of ``beta``, so ``c`` shifts the mix everywhere. The last sixteen rows
+are the long tail of a real city's POIs: services and shops that are each
+rare (base weights of 0.01-0.25 against 1-3 for the common ones), together
+some 5 % of the POIs of a residential block, so a region's category histogram is
+long-tailed as in OpenStreetMap data.
 
 Text
 ----
@@ -156,6 +176,22 @@ _TABLE: tuple[tuple[str, float, tuple[float, ...]], ...] = (
     ("farm_shop",         -0.9, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.1, 3.0)),
     ("riding_stable",     -0.7, (0.0, 0.0, 0.3, 0.0, 0.0, 0.0, 0.8, 1.5)),
     ("campsite",          -0.4, (0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.5, 0.3)),
+    ("hairdresser",       +0.2, (0.25, 0.2, 0.05, 0.0, 0.0, 0.0, 0.0, 0.0)),
+    ("dentist",           +0.3, (0.15, 0.15, 0.05, 0.0, 0.0, 0.0, 0.0, 0.0)),
+    ("laundry",           -0.6, (0.1, 0.1, 0.02, 0.02, 0.0, 0.0, 0.0, 0.0)),
+    ("florist",           +0.3, (0.1, 0.08, 0.03, 0.0, 0.0, 0.05, 0.0, 0.0)),
+    ("bookshop",          +0.2, (0.1, 0.05, 0.02, 0.0, 0.0, 0.0, 0.0, 0.0)),
+    ("optician",          +0.4, (0.1, 0.05, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+    ("post_office",       -0.4, (0.05, 0.05, 0.02, 0.0, 0.02, 0.0, 0.0, 0.0)),
+    ("hardware_store",    -0.5, (0.03, 0.06, 0.05, 0.1, 0.05, 0.0, 0.0, 0.02)),
+    ("veterinary",        -0.2, (0.03, 0.05, 0.05, 0.0, 0.0, 0.0, 0.0, 0.05)),
+    ("bicycle_shop",      +0.1, (0.04, 0.04, 0.02, 0.02, 0.0, 0.02, 0.0, 0.0)),
+    ("jeweller",          +1.0, (0.06, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+    ("gallery",           +0.8, (0.05, 0.02, 0.0, 0.02, 0.0, 0.02, 0.0, 0.0)),
+    ("cinema",            +0.5, (0.04, 0.02, 0.0, 0.02, 0.0, 0.0, 0.0, 0.0)),
+    ("museum",            +0.5, (0.04, 0.01, 0.0, 0.0, 0.0, 0.04, 0.0, 0.0)),
+    ("tailor",            +0.6, (0.04, 0.01, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0)),
+    ("theatre",           +0.6, (0.03, 0.01, 0.0, 0.0, 0.0, 0.01, 0.0, 0.0)),
 )
 
 POI_CATEGORIES: tuple[str, ...] = tuple(row[0] for row in _TABLE)
@@ -181,6 +217,11 @@ _PLAIN_NOUN = {
     "park_kiosk": "park kiosk", "workshop": "workshop", "warehouse": "warehouse",
     "car_dealer": "car dealership", "petrol_station": "petrol station", "garden_centre": "garden centre",
     "farm_shop": "farm shop", "riding_stable": "riding stable", "campsite": "campsite",
+    "hairdresser": "hair salon", "dentist": "dental practice", "laundry": "launderette", "florist": "florist",
+    "bookshop": "bookshop", "optician": "optician", "post_office": "post office",
+    "hardware_store": "hardware store", "veterinary": "veterinary clinic", "bicycle_shop": "bicycle shop",
+    "jeweller": "jewellery shop", "gallery": "art gallery", "cinema": "cinema", "museum": "museum",
+    "tailor": "tailor", "theatre": "theatre",
 }
 
 # Name nouns per category: (upmarket, plain).
@@ -212,6 +253,22 @@ _NAME_NOUNS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "farm_shop": (("Farm Deli", "Farm Kitchen"), ("Farm Shop", "Farm Stall")),
     "riding_stable": (("Equestrian Centre", "Riding Club"), ("Riding Stables", "Pony Club")),
     "campsite": (("Glamping", "Lodges"), ("Campsite", "Caravan Park")),
+    "hairdresser": (("Salon", "Hair Studio"), ("Barbers", "Hairdressers")),
+    "dentist": (("Dental Spa", "Smile Clinic"), ("Dental Surgery", "Dentist")),
+    "laundry": (("Dry Cleaners", "Valet Laundry"), ("Launderette", "Wash House")),
+    "florist": (("Fleuriste", "Flower Studio"), ("Flower Stall", "Florist")),
+    "bookshop": (("Booksellers", "Book Gallery"), ("Book Shop", "Secondhand Books")),
+    "optician": (("Eyewear", "Optique"), ("Opticians", "Eye Care")),
+    "post_office": (("Mail Centre", "Parcel Lounge"), ("Post Office", "Sub Post Office")),
+    "hardware_store": (("Home Design", "Interiors"), ("Hardware", "Ironmongers")),
+    "veterinary": (("Animal Hospital", "Pet Clinic"), ("Vets", "Animal Surgery")),
+    "bicycle_shop": (("Cycle Boutique", "Bike Studio"), ("Bike Repair", "Cycle Shop")),
+    "jeweller": (("Jewellers", "Goldsmiths"), ("Pawn Shop", "Watch Repair")),
+    "gallery": (("Gallery", "Fine Art"), ("Art Space", "Print Shop")),
+    "cinema": (("Picturehouse", "Cinema Lounge"), ("Cinema", "Film Club")),
+    "museum": (("Museum of Art", "Kunsthalle"), ("Heritage Museum", "History Room")),
+    "tailor": (("Bespoke Tailors", "Couturier"), ("Alterations", "Tailor")),
+    "theatre": (("Opera House", "Playhouse"), ("Theatre", "Stage Club")),
 }
 
 _NEUTRAL_STEMS = (

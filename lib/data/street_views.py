@@ -1,9 +1,9 @@
-"""Street-level views of a synthetic city, drawn from the land cover and the affluence around a viewpoint.
+"""Street-level views of a synthetic city: the land cover, the affluence and the accessibility at a viewpoint.
 
 The city generator (:mod:`lib.data.city`) places viewpoints on streets; this
 module draws what a camera there would see, so that a model has to read a
-neighbourhood from its facades and its upkeep rather than from a colour per
-class. A view looks down a street (:func:`render_street_views`):
+neighbourhood from its facades, its upkeep and its street rather than from a
+colour per class. A view looks down a street (:func:`render_street_views`):
 
 1. the sky, a gradient with clouds (:func:`_sky`);
 2. a skyline of segments whose classes are drawn from the land-cover mix,
@@ -13,11 +13,15 @@ class. A view looks down a street (:func:`render_street_views`):
    affluence;
 4. the facades, kept or worn by the upkeep ``q = logistic(affluence)``
    (:func:`_paint_facades`), then the trees in front of them (:func:`_paint_trees`);
-5. the verge and the carriageway (:func:`_paint_street`), the street trees
-   (:func:`_paint_street_trees`) and the parked cars (:func:`_park_cars`);
-6. the camera: brightness, hue and sensor noise (:func:`_camera`).
+5. the verge and the carriageway, as wide as the street's accessibility makes
+   it (:func:`_paint_street`), the street trees (:func:`_paint_street_trees`)
+   and the parked cars (:func:`_park_cars`);
+6. the accessibility cues: traffic on the carriageway, buses among it
+   (:func:`_paint_traffic`), and a transit stop at the kerb (:func:`_paint_stop`);
+7. the camera: brightness, hue and sensor noise (:func:`_camera`).
 
-The formulas of each effect of the affluence are in :func:`render_street_views`.
+The formulas of each effect of the affluence and of the accessibility are in
+:func:`render_street_views`.
 """
 
 from __future__ import annotations
@@ -29,9 +33,11 @@ from scipy import ndimage
 
 from lib.data.aerial import LandCover
 
-__all__ = ["STREET_BANDS", "render_street_views"]
+__all__ = ["STREET_BANDS", "STREET_CUES", "render_street_views"]
 
 STREET_BANDS = ("red", "green", "blue")
+#: What :func:`render_street_views` reports it drew per view (``return_cues=True``), in this order.
+STREET_CUES = ("road_width", "transit_stop", "vehicles", "buses")
 
 # What stands along the street for each class: (height range as a fraction of
 # the view, segment width range as a fraction of the view, facade palette).
@@ -78,6 +84,14 @@ _GLASS = np.array([50, 58, 70], np.float32)  # grimy glass; clean glass reflects
 _SHEEN = np.array([36, 52, 72], np.float32)
 _KERBSTONE = np.array([196, 196, 190], np.float32)
 _STREET_TREE = np.array([74, 124, 62], np.float32)
+_ASPHALT = np.array([88, 88, 92], np.float32)
+_TRAFFIC_SLOTS = 4  # places on the carriageway where a vehicle may drive, from the horizon down
+_TRAFFIC_DEPTH = np.array([0.3, 0.5, 0.7, 0.9])  # their depth below the horizon (0 horizon, 1 bottom row)
+_TRAFFIC_CARS = np.concatenate([_NEW_CARS, _OLD_CARS])
+_BUS = np.array([206, 40, 36], np.float32)  # city buses are red with a dark window band
+_SHELTER_FRAME = np.array([60, 64, 70], np.float32)
+_SHELTER_GLASS = np.array([170, 196, 210], np.float32)
+_STOP_SIGN = np.array([250, 196, 20], np.float32)  # a yellow disc on a pole: the stop's sign
 
 
 
@@ -101,6 +115,22 @@ class _Upkeep:
         q = float(_logistic(affluence))
         return cls(q=q, p_tree=0.7 * float(_logistic(2.0 * affluence - 1.0)), p_car=0.2 + 0.55 * q,
                    p_board=0.45 * (1.0 - q) ** 2, p_litter=0.025 * (1.0 - q))
+
+
+@dataclass(frozen=True)
+class _Access:
+    """How a street looks at one accessibility ``a`` in [0, 1], given the view's draws ``u_width`` and ``u_stop``."""
+
+    width: float  # the carriageway's half-width relative to a plain street's
+    stop: bool  # a transit stop at the kerb
+    p_vehicle: float  # a vehicle in a traffic slot
+    p_bus: float  # a vehicle is a bus
+
+    @classmethod
+    def at(cls, accessibility: float, u_width: float, u_stop: float) -> _Access:
+        a = float(np.clip(accessibility, 0.0, 1.0))
+        return cls(width=0.7 + 0.6 * a + 0.5 * (u_width - 0.5), stop=bool(u_stop < a**2),
+                   p_vehicle=0.1 + 0.7 * a, p_bus=0.6 * a)
 
 
 @dataclass(frozen=True)
@@ -196,6 +226,8 @@ class _Wear:
     window_draws: np.ndarray  # (size, 2 size) one uniform per (storey, bay): boarded up?
     car_draws: np.ndarray  # (_CAR_SLOTS, 5) per slot: occupied, new, paint, offset, length
     litter_draws: np.ndarray  # (size, size) one uniform per verge pixel
+    street_draws: np.ndarray  # (3,) the road width, whether a stop stands, and its side and place
+    traffic_draws: np.ndarray  # (_TRAFFIC_SLOTS, 4) per slot: occupied, bus, paint, lane
 
 
 def _wear(rng: np.random.Generator, size: int) -> _Wear:
@@ -204,7 +236,8 @@ def _wear(rng: np.random.Generator, size: int) -> _Wear:
     window_draws = rng.uniform(size=(size, 2 * size))
     car_draws = rng.uniform(size=(_CAR_SLOTS, 5))
     litter_draws = rng.uniform(size=(size, size))
-    return _Wear(stains, streaks, window_draws, car_draws, litter_draws)
+    return _Wear(stains, streaks, window_draws, car_draws, litter_draws, rng.uniform(size=3),
+                 rng.uniform(size=(_TRAFFIC_SLOTS, 4)))
 
 
 def _paint_facades(image: np.ndarray, grid: _Grid, skyline: _Skyline, wear: _Wear, upkeep: _Upkeep) -> np.ndarray:
@@ -254,8 +287,14 @@ def _paint_trees(image: np.ndarray, grid: _Grid, trees: list[tuple]) -> np.ndarr
     return image
 
 
+def _road_half_width(grid: _Grid, rows, width: float):
+    """Half the carriageway's width (px) at image ``rows`` below the horizon: ``width (0.04 + 0.42 depth) size``."""
+    depth = (np.asarray(rows, np.float32) - grid.horizon) / (grid.size - grid.horizon)
+    return width * (0.04 + 0.42 * depth) * grid.size
+
+
 def _paint_street(image: np.ndarray, grid: _Grid, column_class: np.ndarray, wear: _Wear,
-                  upkeep: _Upkeep) -> np.ndarray:
+                  upkeep: _Upkeep, access: _Access) -> np.ndarray:
     """The ground: a verge per column's class, kept or untended, and the carriageway in perspective."""
     size, yy, xx, horizon = grid.size, grid.yy, grid.xx, grid.horizon
     q, p_litter = upkeep.q, upkeep.p_litter
@@ -266,8 +305,7 @@ def _paint_street(image: np.ndarray, grid: _Grid, column_class: np.ndarray, wear
     kept = (0.9 + 0.2 * q) * (grey + (0.7 + 0.6 * q) * (verge_colour - grey))
     verge_colour = np.where((column_class != LandCover.WATER)[:, None], kept, verge_colour)
     image = np.where(below[..., None], verge_colour[None, :, :], image)
-    depth = (yy - horizon) / (size - horizon)
-    half_width = 0.04 * size + depth * 0.42 * size
+    half_width = _road_half_width(grid, yy, access.width)
     off_centre = np.abs(xx - size / 2 + 0.5)
     carriageway = below & (off_centre < half_width)
     verge = below & ~carriageway
@@ -279,7 +317,7 @@ def _paint_street(image: np.ndarray, grid: _Grid, column_class: np.ndarray, wear
     image = np.where(litter[..., None], _LITTER[kind], image)
     kerb = verge & (off_centre < half_width + 0.5 + 0.02 * (yy - horizon))
     image = np.where(kerb[..., None], image + q * (_KERBSTONE - image), image)
-    image = np.where(carriageway[..., None], np.array([88, 88, 92], np.float32), image)
+    image = np.where(carriageway[..., None], _ASPHALT, image)
     # Dashes shorten with distance: alternate on a logarithmic scale of the depth below the horizon.
     dashes = np.remainder(np.floor(8.0 * np.log1p(np.maximum(yy - horizon, 0))), 2) == 0
     centre_line = carriageway & (off_centre < 0.5 + 0.03 * (yy - horizon)) & dashes
@@ -304,18 +342,18 @@ def _paint_street_trees(image: np.ndarray, grid: _Grid, street_trees: list[tuple
 
 
 def _park_cars(image: np.ndarray, grid: _Grid, column_class: np.ndarray, car_draws: np.ndarray,
-               upkeep: _Upkeep) -> np.ndarray:
+               upkeep: _Upkeep, access: _Access) -> np.ndarray:
     """Cars parked at the kerb, one per slot with probability p_car; new (glossy, bright) with probability q.
 
     Paints into ``image`` (and returns it).
     """
-    size, horizon = grid.size, grid.horizon
+    size = grid.size
     q = upkeep.q
     kerb_row = _kerb_row(grid)
     body = max(2, int(round(0.05 * size)))
     cabin = max(1, int(round(0.04 * size)))
     wheel = max(1, int(round(0.03 * size)))
-    road_half = 0.04 * size + (kerb_row - horizon) / (size - horizon) * 0.42 * size
+    road_half = float(_road_half_width(grid, kerb_row, access.width))
     slot = size / _CAR_SLOTS
     for k, (occupied, new, pick, offset, length) in enumerate(car_draws):
         span = (0.12 + 0.05 * length) * size
@@ -343,6 +381,68 @@ def _park_cars(image: np.ndarray, grid: _Grid, column_class: np.ndarray, car_dra
     return image
 
 
+def _paint_traffic(image: np.ndarray, grid: _Grid, draws: np.ndarray, access: _Access) -> tuple[np.ndarray, int, int]:
+    """Vehicles seen from behind on the carriageway: ``(image, vehicles, buses)``.
+
+    Slot ``k`` lies at depth ``_TRAFFIC_DEPTH[k]`` below the horizon, in the
+    left or the right lane; it holds a vehicle with probability ``p_vehicle``,
+    a bus (tall, red, a window band) with probability ``p_bus`` and a car
+    otherwise (paint from every car colour, whatever the affluence). Vehicles
+    grow with depth (perspective). Paints into ``image`` (and returns it).
+    """
+    size, horizon = grid.size, grid.horizon
+    vehicles = buses = 0
+    for depth, (occupied, bus, pick, lane) in zip(_TRAFFIC_DEPTH, draws, strict=True):
+        if occupied >= access.p_vehicle:
+            continue
+        base = int(round(horizon + depth * (size - horizon)))
+        half_road = float(_road_half_width(grid, base, access.width))
+        width = max(2, int(round((0.05 + 0.2 * depth) * size)))
+        is_bus = bus < access.p_bus
+        height = max(2, int(round(width * (1.0 if is_bus else 0.55))))
+        centre = size / 2 + (0.5 if lane < 0.5 else -0.5) * half_road
+        x0 = int(np.clip(round(centre - width / 2), 0, size - 1))
+        x1 = min(size, x0 + width)
+        top = max(horizon, base - height)
+        if is_bus:
+            image[top:base, x0:x1] = _BUS
+            band = top + max(1, (base - top) // 4)
+            image[band:band + max(1, (base - top) // 4), x0 + 1:max(x0 + 2, x1 - 1)] = _GLASS
+            buses += 1
+        else:
+            image[top:base, x0:x1] = _TRAFFIC_CARS[min(int(pick * len(_TRAFFIC_CARS)), len(_TRAFFIC_CARS) - 1)]
+        image[max(top, base - 1):base, x0:x1] = 28.0  # tyres and shadow
+        vehicles += 1
+    return image, vehicles, buses
+
+
+def _paint_stop(image: np.ndarray, grid: _Grid, draws: np.ndarray, access: _Access) -> np.ndarray:
+    """A transit stop at the kerb, if ``access.stop``: a glass shelter and a pole with a yellow sign.
+
+    It stands on the left or the right pavement (``draws[1]``), at a place
+    along it (``draws[2]``). Paints into ``image`` (and returns it).
+    """
+    if not access.stop:
+        return image
+    size = grid.size
+    kerb_row = _kerb_row(grid)
+    width = max(3, int(round(0.16 * size)))
+    height = max(3, int(round(0.18 * size)))
+    span = 0.3 * size - width
+    x0 = int(round(0.03 * size + draws[2] * span))
+    if draws[1] >= 0.5:
+        x0 = size - x0 - width
+    top = kerb_row - height
+    image[top:kerb_row, x0:x0 + width] = _SHELTER_FRAME
+    image[top + 1:kerb_row - 1, x0 + 1:x0 + width - 1] = _SHELTER_GLASS
+    pole = x0 + width + 1 if draws[1] < 0.5 else x0 - 2
+    pole = int(np.clip(pole, 0, size - 1))
+    sign = max(2, int(round(0.06 * size)))
+    image[top - sign:kerb_row, pole] = _SHELTER_FRAME
+    image[top - sign:top, max(0, pole - sign // 2):pole + sign // 2 + 1] = _STOP_SIGN
+    return image
+
+
 def _camera(image: np.ndarray, rng: np.random.Generator, illumination_noise: float, pixel_noise: float) -> np.ndarray:
     """Per-view brightness ``exp(0.2 a U(-1, 1))``, hue ``exp(0.06 a U(-1, 1))`` per band and sensor noise; uint8 (3, H, W)."""
     level = illumination_noise
@@ -351,25 +451,29 @@ def _camera(image: np.ndarray, rng: np.random.Generator, illumination_noise: flo
     return np.clip(np.rint(image), 0, 255).astype(np.uint8).transpose(2, 0, 1)
 
 
-def _street_view(fractions: np.ndarray, affluence: float, rng: np.random.Generator, size: int,
-                 illumination_noise: float, pixel_noise: float) -> np.ndarray:
-    """One ``(3, size, size)`` view: sky, a skyline of segments sampled from ``fractions``, verge and road.
+def _street_view(fractions: np.ndarray, affluence: float, accessibility: float, rng: np.random.Generator,
+                 size: int, illumination_noise: float, pixel_noise: float) -> tuple[np.ndarray, tuple]:
+    """One ``(3, size, size)`` view (sky, a skyline of segments sampled from ``fractions``, verge and road)
+    and its cues in :data:`STREET_CUES` order.
 
-    ``affluence`` only changes how the street is kept (see :func:`render_street_views`); every random
-    number is drawn whatever its value, in the order of the steps, so one rng state gives the same
-    street at any affluence.
+    ``affluence`` only changes how the street is kept, ``accessibility`` only its width, traffic and
+    stop (see :func:`render_street_views`); every random number is drawn whatever their values, in the
+    order of the steps, so one rng state gives the same street at any affluence and accessibility.
     """
     grid = _Grid.of(size)
     upkeep = _Upkeep.at(affluence)
     image = _sky(rng, grid)
     skyline = _skyline(fractions, rng, grid, upkeep.p_tree)
     wear = _wear(rng, size)
+    access = _Access.at(accessibility, wear.street_draws[0], wear.street_draws[1])
     image = _paint_facades(image, grid, skyline, wear, upkeep)
     image = _paint_trees(image, grid, skyline.trees)
-    image = _paint_street(image, grid, skyline.column_class, wear, upkeep)
+    image = _paint_street(image, grid, skyline.column_class, wear, upkeep, access)
     image = _paint_street_trees(image, grid, skyline.street_trees)
-    image = _park_cars(image, grid, skyline.column_class, wear.car_draws, upkeep)
-    return _camera(image, rng, illumination_noise, pixel_noise)
+    image = _park_cars(image, grid, skyline.column_class, wear.car_draws, upkeep, access)
+    image, vehicles, buses = _paint_traffic(image, grid, wear.traffic_draws, access)
+    image = _paint_stop(image, grid, wear.street_draws, access)
+    return _camera(image, rng, illumination_noise, pixel_noise), (access.width, float(access.stop), vehicles, buses)
 
 
 def render_street_views(
@@ -377,11 +481,13 @@ def render_street_views(
     rng: np.random.Generator,
     *,
     affluence: np.ndarray | None = None,
+    accessibility: np.ndarray | None = None,
     size: int = 64,
     illumination_noise: float = 1.0,
     pixel_noise: float = 6.0,
-) -> np.ndarray:
-    """Render street-level views from the land-cover mix and the affluence around each viewpoint.
+    return_cues: bool = False,
+) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Render street-level views from the land-cover mix, the affluence and the accessibility at each viewpoint.
 
     A view looks down a street: sky above the horizon (58 % of the height),
     then a skyline of segments whose classes are drawn with probabilities
@@ -418,10 +524,26 @@ def render_street_views(
       ``p_litter = 0.025 (1 - q)``, and the kerbstone edge is cleaned
       towards light grey by ``q``.
 
-    Every random number is drawn whatever the affluence, so views rendered
-    from the same rng state at different affluence show the same street
-    (sky, skyline, road; trees and cars are coupled, appearing in the same
-    places as affluence rises); all effects are smooth and monotone in it.
+    ``accessibility[v]`` in [0, 1] (the transit accessibility of
+    :mod:`lib.data.city_layout`, 1 at a station) is not a land-cover property
+    either: it changes the street itself. With ``a`` clipped to [0, 1] and
+    uniforms ``u`` drawn per view:
+
+    * road width: the carriageway's half-width at depth ``t`` below the
+      horizon (0 at the horizon, 1 at the bottom row) is
+      ``w (0.04 + 0.42 t) size`` with ``w = 0.7 + 0.6 a + 0.5 (u - 0.5)``
+      (a narrow side street far from transit, an arterial at a station);
+    * transit stop: a glass shelter and a pole with a yellow sign stand at the
+      kerb with probability ``p_stop = a^2`` (0.11 at 500 m from a station);
+    * traffic: each of 4 places on the carriageway (depths 0.3, 0.5, 0.7,
+      0.9) holds a vehicle seen from behind with probability
+      ``p_vehicle = 0.1 + 0.7 a``, a red bus with a window band with
+      probability ``p_bus = 0.6 a`` and a car otherwise (any car colour).
+
+    Every random number is drawn whatever the affluence and the
+    accessibility, so views rendered from the same rng state at different
+    values show the same street (sky, skyline, road; trees, cars, vehicles and
+    the stop are coupled, appearing in the same places as the factor rises).
 
     Parameters
     ----------
@@ -432,26 +554,44 @@ def render_street_views(
     affluence:
         ``(V,)`` standardised affluence (mean 0, sd 1) at each viewpoint;
         None means 0 everywhere.
+    accessibility:
+        ``(V,)`` accessibility in [0, 1] at each viewpoint; None means 0 everywhere.
     size:
         Side of the square views in pixels.
     illumination_noise, pixel_noise:
         Level of the per-view brightness (``exp(0.2 a U(-1, 1))``) and hue
         (``exp(0.06 a U(-1, 1))`` per band) variation and the standard
         deviation of the per-pixel noise in DN.
+    return_cues:
+        Also return what was drawn of the accessibility per view.
 
     Returns
     -------
-    ``(V, 3, size, size)`` uint8, bands :data:`STREET_BANDS`.
+    ``(V, 3, size, size)`` uint8, bands :data:`STREET_BANDS`; with
+    ``return_cues`` also ``(V, 4)`` float cues in :data:`STREET_CUES` order:
+    the road width ``w``, 1 if a transit stop stands, the vehicles and the
+    buses on the carriageway.
     """
     fractions = np.atleast_2d(fractions)
-    if len(fractions) == 0:
-        return np.zeros((0, 3, size, size), np.uint8)
-    if affluence is None:
-        affluence = np.zeros(len(fractions))
-    affluence = np.asarray(affluence, dtype=np.float64)
-    if affluence.shape != (len(fractions),):
-        raise ValueError(f"affluence has shape {affluence.shape}, expected ({len(fractions)},)")
-    if not np.isfinite(affluence).all():
-        raise ValueError("affluence must be finite")
-    return np.stack([_street_view(f, a, rng, size, illumination_noise, pixel_noise)
-                     for f, a in zip(fractions, affluence, strict=True)])
+    affluence = _per_view("affluence", affluence, len(fractions))
+    accessibility = _per_view("accessibility", accessibility, len(fractions))
+    if ((accessibility < 0) | (accessibility > 1)).any():
+        raise ValueError(f"accessibility must lie in [0, 1], got values from {accessibility.min()} "
+                         f"to {accessibility.max()}")
+    views = np.zeros((len(fractions), 3, size, size), np.uint8)
+    cues = np.zeros((len(fractions), len(STREET_CUES)))
+    for v, (f, a, s) in enumerate(zip(fractions, affluence, accessibility, strict=True)):
+        views[v], cues[v] = _street_view(f, a, s, rng, size, illumination_noise, pixel_noise)
+    return (views, cues) if return_cues else views
+
+
+def _per_view(name: str, values: np.ndarray | None, n: int) -> np.ndarray:
+    """``values`` as a finite ``(n,)`` float array (zeros for None), or a ``ValueError`` naming ``name``."""
+    if values is None:
+        return np.zeros(n)
+    values = np.asarray(values, dtype=np.float64)
+    if values.shape != (n,):
+        raise ValueError(f"{name} has shape {values.shape}, expected ({n},)")
+    if not np.isfinite(values).all():
+        raise ValueError(f"{name} must be finite")
+    return values

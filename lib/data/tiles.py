@@ -19,7 +19,11 @@ import pandas as pd
 import torch
 
 from lib.data.city import stored_outcome_models
+from lib.data.city_outcomes import MODALITY_FACTORS
 from lib.io import open_dataset, read_parquet
+
+#: The true factors besides the land-cover fractions that an aerial tile shows (the aerial oracle's design).
+AERIAL_FACTORS: tuple[str, ...] = tuple(f for f in MODALITY_FACTORS["aerial"] if not f.startswith("fraction_"))
 
 
 @dataclass(frozen=True)
@@ -29,7 +33,10 @@ class TileData:
     ``images`` (n, C, H, W) float32 (uint8 pixels / 255, other types / their
     maximum); ``outcome`` (n,) in its own units; ``concepts`` (n, K) concept
     fractions (land cover) or None; ``true_effects`` the generator's weight of
-    each concept on the outcome, or None for data without a known generator.
+    each concept on the outcome, or None for data without a known generator;
+    ``factors`` (n, m) the other true factors an aerial image shows
+    (:data:`AERIAL_FACTORS`, a generated city's water proximity and distance
+    to the centre), or None where the dataset has none of them.
     """
 
     images: torch.Tensor
@@ -42,9 +49,22 @@ class TileData:
     band_names: list[str]
     concepts: pd.DataFrame | None
     true_effects: pd.Series | None
+    factors: pd.DataFrame | None = None
 
     def __len__(self) -> int:
         return len(self.outcome)
+
+
+def band_statistics(images: torch.Tensor) -> np.ndarray:
+    """Each band's mean and standard deviation over a tile's pixels, the trivial features of a tile.
+
+    ``images`` (n, C, H, W) -> (n, 2C) float64, columns ``[mean_1 .. mean_C, sd_1 .. sd_C]`` with
+    ``mean_c = (1 / HW) sum_p x_cp`` and ``sd_c = sqrt((1 / HW) sum_p (x_cp - mean_c)^2)`` (population sd).
+    """
+    if images.dim() != 4 or images.shape[2] * images.shape[3] == 0:
+        raise ValueError(f"band_statistics needs images (n, C, H, W) with pixels, got shape {tuple(images.shape)}")
+    pixels = images.double().flatten(2)
+    return torch.cat([pixels.mean(dim=2), pixels.std(dim=2, correction=0)], dim=1).numpy()
 
 
 def load_tiles(path: str | os.PathLike, outcome: str | None = None, concept_table: str | os.PathLike | None = None) -> TileData:
@@ -89,6 +109,8 @@ def load_tiles(path: str | os.PathLike, outcome: str | None = None, concept_tabl
                 # An interval-dependent effect enters at its mean over the tiles (the stored true slope per tile).
                 weights[model.interval.concept] += float(np.mean(ds[f"{name}_slope_{model.interval.concept}"].values))
             true_effects = pd.Series({c: weights[c] for c in concepts.columns if c in weights}, name="true_effect")
+        present = [f for f in AERIAL_FACTORS if f in ds and ds[f].dims == ("tile",)]
+        factors = pd.DataFrame({f: ds[f].values.astype(np.float64) for f in present}) if present else None
         return TileData(
             images=torch.from_numpy(pixels.astype(np.float32) / scale),
             outcome=ds[name].values.astype(np.float64),
@@ -100,6 +122,7 @@ def load_tiles(path: str | os.PathLike, outcome: str | None = None, concept_tabl
             band_names=[str(b) for b in ds["band"].values],
             concepts=concepts,
             true_effects=true_effects,
+            factors=factors,
         )
 
 

@@ -6,6 +6,10 @@ similarity retrieves the top K gallery items, which are then re-ordered by
     score(q, g) = s_struct(q, g) + w * s_global(q, g)
 
 while the tail beyond K keeps its global order.
+
+The trivial rung of a retrieval ladder, :func:`raw_cosine_ranking`, ranks by
+the cosine of the raw inputs themselves (pixels flattened), with no learned
+metric at all.
 """
 
 from __future__ import annotations
@@ -66,3 +70,20 @@ def rerank(
     score = structural + weight * global_similarity.gather(1, head)
     order = score.argsort(dim=1, descending=True, stable=True)
     return torch.cat([head.gather(1, order), ranking[:, k:]], dim=1)
+
+
+def raw_cosine_ranking(inputs: torch.Tensor, queries: torch.Tensor | None = None) -> torch.Tensor:
+    """Rankings of every other item by the cosine of the flattened raw inputs, best first: (Q, N - 1).
+
+    With ``v_i`` the flattened input i (e.g. its pixels),
+    ``cos(q, g) = <v_q, v_g> / (|v_q| |v_g|)``; query q is item ``queries[q]``
+    (every item without ``queries``) and is excluded from its own ranking.
+    Ties keep :func:`rank`'s order. An all-zero input has no direction and is refused.
+    """
+    flat = inputs.reshape(len(inputs), -1).to(torch.float64)
+    norms = flat.norm(dim=1)
+    if (norms == 0).any():
+        raise ValueError(f"inputs {torch.nonzero(norms == 0)[:, 0].tolist()} are all zero: their cosine is undefined")
+    unit = flat / norms[:, None]
+    queries = torch.arange(len(inputs)) if queries is None else queries
+    return rank(unit[queries] @ unit.T, depth=len(inputs) - 1, query_index=queries)

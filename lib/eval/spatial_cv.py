@@ -15,8 +15,14 @@ phylogenetic structure", Ecography 2017). Here:
   group. Fold k tests on the points of its blocks and trains on every other
   point at least ``gap_m`` from all of its test points of the same group
   (nearest test point by a KD-tree per group): the buffer drops training
-  points with d(i, test) < gap_m. Points of different groups are never
-  compared (they may lie in different coordinate systems).
+  points with d(i, test) < gap_m. ``metric`` picks d: Euclidean between
+  centres (the default), or Chebyshev, d = max(|dx|, |dy|), the one that
+  matters for square, north-up windows of side w centred on the points: two
+  such windows share a pixel iff |dx| < w and |dy| < w, i.e. iff d < w, so
+  ``gap_m = w`` with ``metric="chebyshev"`` leaves no shared pixel between a
+  fold's training and test windows (a Euclidean gap would need w sqrt 2, the
+  window's diagonal). Points of different groups are never compared (they
+  may lie in different coordinate systems).
 * :func:`probe_cv` - per fold, a ridge regression (R^2, RMSE, MAE) or a
   multinomial logistic regression (accuracy, macro-F1) on standardised
   features; the penalty is chosen by an inner cross-validation on the fold's
@@ -30,6 +36,14 @@ phylogenetic structure", Ecography 2017). Here:
 * :func:`mlp_probe_cv` - the compendium's one MLP probe, scored on the same
   folds and with the same metrics (its docstring states the architecture and
   the scaling); every study's "MLP" row is this probe.
+* :func:`ridge_probe_cv` - the ridge probe of :func:`probe_cv`, vectorised
+  over several targets and the whole penalty grid: per fold, features and
+  targets are standardised on the fold's training part, one SVD of the
+  training features, ``X = U S V^T``, gives every penalty's solution
+  ``w_alpha = V diag(s / (s^2 + alpha)) U^T y``; the penalty of each target
+  is chosen by the mean inner R^2 over a *spatial* inner split (group k-fold
+  over the spatial blocks of the training part, the groups dealt as
+  :func:`spatial_block_folds` deals blocks, with the same gap and metric).
 * :func:`folds_for` - the folds of a table of places (``easting``,
   ``northing`` columns), the one fold builder the studies share.
 """
@@ -45,7 +59,13 @@ from scipy.spatial import cKDTree
 from sklearn.base import clone
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression, Ridge
-from sklearn.metrics import accuracy_score, f1_score, mean_absolute_error, r2_score, root_mean_squared_error
+from sklearn.metrics import (
+    accuracy_score,
+    f1_score,
+    mean_absolute_error,
+    r2_score,
+    root_mean_squared_error,
+)
 from sklearn.model_selection import GridSearchCV, GroupKFold, KFold, StratifiedKFold
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
@@ -53,8 +73,11 @@ from threadpoolctl import threadpool_limits
 
 from lib.timing import phase
 
-__all__ = ["ProbeCV", "folds_for", "mlp_probe_cv", "probe_cv", "probe_estimator", "spatial_block_folds",
-           "spatial_blocks"]
+__all__ = ["ProbeCV", "folds_for", "mlp_probe_cv", "probe_cv", "probe_estimator", "ridge_probe_cv",
+           "spatial_block_folds", "spatial_blocks"]
+
+#: The distances :func:`spatial_block_folds` can measure its gap by (cKDTree's Minkowski p).
+GAP_METRICS = {"euclidean": 2.0, "chebyshev": np.inf}
 
 DEFAULT_ALPHAS: tuple[float, ...] = tuple(10.0**k for k in range(-3, 5))
 DEFAULT_CS: tuple[float, ...] = tuple(10.0**k for k in range(-3, 3))
@@ -104,6 +127,7 @@ def spatial_block_folds(
     gap_m: float,
     seed: int,
     groups: np.ndarray | None = None,
+    metric: str = "euclidean",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """Spatial block k-fold splits with a buffer: a list of (train_idx, test_idx), sorted int arrays.
 
@@ -115,12 +139,15 @@ def spatial_block_folds(
             group are dropped from that fold's training set; >= 0.
         seed: seed of the random deal of blocks to folds.
         groups: (n,) place of each point (any labels); None = one place.
+        metric: "euclidean" or "chebyshev", the distance the gap is measured by (module docstring).
     The test sets partition the points; a block lies in one test set only.
     """
     if not (isinstance(n_folds, (int, np.integer)) and n_folds >= 2):
         raise ValueError(f"n_folds must be an integer >= 2, got {n_folds}")
     if not gap_m >= 0:
         raise ValueError(f"gap_m must be >= 0, got {gap_m}")
+    if metric not in GAP_METRICS:
+        raise ValueError(f"metric must be one of {sorted(GAP_METRICS)}, got {metric!r}")
     block = spatial_blocks(x, y, block_m, groups)
     x, y, groups = _coordinates(x, y, groups)
     group_code = np.unique(groups, return_inverse=True)[1]
@@ -148,7 +175,7 @@ def spatial_block_folds(
                 in_group = group_code == g
                 tree = cKDTree(np.stack([x[test & in_group], y[test & in_group]], axis=1))
                 candidates = np.flatnonzero(train & in_group)
-                distance, _ = tree.query(np.stack([x[candidates], y[candidates]], axis=1), k=1)
+                distance, _ = tree.query(np.stack([x[candidates], y[candidates]], axis=1), k=1, p=GAP_METRICS[metric])
                 train[candidates[distance < gap_m]] = False
         if not train.any():
             raise ValueError(f"fold {k} has no training point left after a gap_m={gap_m} buffer; use a smaller gap_m")
@@ -342,12 +369,14 @@ def folds_for(
     gap_m: float,
     seed: int,
     group_by: str | None = None,
+    metric: str = "euclidean",
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """:func:`spatial_block_folds` over the rows of ``table``: its ``easting`` and ``northing`` columns (metres).
 
     ``group_by`` names a column whose values are separate places (each its
     own block grid and buffer, e.g. ``"place"`` when a table spans several
-    cities in their own coordinate systems); None = one place.
+    cities in their own coordinate systems); None = one place. ``metric``: the gap's distance
+    (:func:`spatial_block_folds`).
     """
     needed = ["easting", "northing"] + ([group_by] if group_by is not None else [])
     missing = [column for column in needed if column not in table.columns]
@@ -355,4 +384,77 @@ def folds_for(
         raise ValueError(f"folds_for: the table has no column {missing}; it needs {needed}")
     groups = table[group_by].to_numpy() if group_by is not None else None
     return spatial_block_folds(table["easting"].to_numpy(), table["northing"].to_numpy(), n_folds, block_m, gap_m,
-                               seed, groups=groups)
+                               seed, groups=groups, metric=metric)
+
+
+@phase("evaluate")
+def ridge_probe_cv(
+    features: np.ndarray,
+    targets: np.ndarray,
+    folds: list[tuple[np.ndarray, np.ndarray]],
+    x: np.ndarray,
+    y: np.ndarray,
+    block_m: float,
+    gap_m: float = 0.0,
+    groups: np.ndarray | None = None,
+    metric: str = "euclidean",
+    alphas=DEFAULT_ALPHAS,
+    inner_folds: int = 3,
+    seed: int = 0,
+) -> np.ndarray:
+    """Per-fold test R^2 of a ridge probe of every target, (n_folds, n_targets) (module docstring).
+
+    Args:
+        features: (n, d); targets: (n, t), one column per target (finite).
+        folds: the outer (train_idx, test_idx) pairs.
+        x, y, groups: the points' coordinates (metres) and places, for the spatial inner split.
+        block_m, gap_m, metric: the inner split's blocks and buffer (:func:`spatial_block_folds`).
+        alphas: the penalty grid, on standardised features (as :func:`probe_cv`'s Ridge).
+        inner_folds: splits of the inner cross-validation (fewer where the training part has fewer blocks).
+        seed: seed of the inner deal of blocks.
+    The intercept is the training mean (features and targets are centred on the training part).
+    """
+    features = np.asarray(features, dtype=np.float64)
+    targets = np.asarray(targets, dtype=np.float64)
+    if targets.ndim == 1:
+        targets = targets[:, None]
+    if features.ndim != 2 or targets.shape[0] != features.shape[0]:
+        raise ValueError(f"features must be (n, d) and targets (n, t), got {features.shape} and {targets.shape}")
+    if not (np.isfinite(features).all() and np.isfinite(targets).all()):
+        raise ValueError("ridge_probe_cv: features and targets must be finite")
+    alphas = np.asarray(alphas, dtype=np.float64)
+    x, y, groups = _coordinates(x, y, groups)
+    scores = np.empty((len(folds), targets.shape[1]))
+    for k, (train, test) in enumerate(folds):
+        n_blocks = len(np.unique(spatial_blocks(x[train], y[train], block_m, groups[train])))
+        inner = spatial_block_folds(x[train], y[train], min(inner_folds, n_blocks), block_m, gap_m, seed,
+                                    groups=groups[train], metric=metric)
+        inner_r2 = np.zeros((len(alphas), targets.shape[1]))
+        for fit, val in inner:
+            predicted = _ridge_path(features[train][fit], targets[train][fit], features[train][val], alphas)
+            inner_r2 += _r2(targets[train][val], predicted)
+        best = inner_r2.argmax(axis=0)  # (t,): each target's penalty
+        predicted = _ridge_path(features[train], targets[train], features[test], alphas)
+        chosen = predicted[best, :, np.arange(targets.shape[1])].T  # (n_test, t)
+        scores[k] = _r2(targets[test], chosen[None])[0]
+    return scores
+
+
+def _ridge_path(fit_x: np.ndarray, fit_y: np.ndarray, new_x: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Predictions (n_alphas, n_new, t) of ridge fits on standardised ``fit_x`` for every penalty at once."""
+    mean, scale = fit_x.mean(0), fit_x.std(0)
+    scale[scale == 0] = 1.0  # a constant feature stays zero, as StandardScaler leaves it
+    a, b = (fit_x - mean) / scale, (new_x - mean) / scale
+    y_mean = fit_y.mean(0)
+    u, s, vt = np.linalg.svd(a, full_matrices=False)
+    uty = u.T @ (fit_y - y_mean)  # (r, t)
+    shrink = s[None, :] / (s[None, :] ** 2 + alphas[:, None])  # (n_alphas, r)
+    projected = b @ vt.T  # (n_new, r)
+    return np.einsum("nr,ar,rt->ant", projected, shrink, uty) + y_mean
+
+
+def _r2(observed: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """R^2 of each (penalty, target): observed (n, t), predicted (a, n, t) -> (a, t)."""
+    residual = ((observed[None] - predicted) ** 2).sum(axis=1)
+    total = ((observed - observed.mean(0)) ** 2).sum(axis=0)
+    return 1.0 - residual / np.where(total > 0, total, np.nan)

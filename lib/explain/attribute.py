@@ -72,16 +72,26 @@ def _centred_rise(forward: Callable[[Tensor], Tensor], x: Tensor, baseline: Tens
 def attribute_targets(
     targets: dict[str, nn.Module], method: str, x: Tensor, baseline: Tensor, settings: AttributionSettings, seed: int
 ) -> dict[str, Tensor]:
-    """:func:`attribute` for every target of one explicand, {name: (B, C, H, W)}.
+    """:func:`attribute` for every target of one batch of explicands, {name: (B, C, H, W)}.
 
-    RISE scores all targets on the same masked images, so when the targets
-    share their explicand encoder (as the four targets of an explicand do) the
-    images are encoded once for all of them, ``score(h(masked))`` per target;
-    the maps equal those of one :func:`attribute` call per target. Gradient
-    methods explain one target at a time.
+    When the T targets share their explicand encoder h (as the four targets of an
+    explicand do, each ``score(h(x))``), the images are encoded once for all of them:
+
+    * RISE scores all targets on the same masked images, ``score_t(h(masked))``;
+      the maps equal those of one :func:`attribute` call per target;
+    * the gradient methods explain the T targets as one batch of T copies of the
+      explicands, copy t scored by target t: the forward ``g(z) = [score_1(h(z)),
+      ..., score_T(h(z))]`` (N, T) is differentiated at row r for its own target
+      (captum's per-example ``target``). Rows do not interact (an encoder in eval
+      mode), so the gradient of row r is that of its own target alone and Integrated
+      Gradients equals the per-target call up to rounding, in one forward and one
+      backward pass instead of T; GradientShap draws its noise and interpolation
+      points for each copy, as T separate calls would.
+
+    Targets of different encoders are explained one at a time.
     """
     shareable = all(hasattr(t, "explicand_network") for t in targets.values())
-    if method != "rise" or not shareable or len({id(t.explicand_network()) for t in targets.values()}) != 1:
+    if not shareable or len({id(t.explicand_network()) for t in targets.values()}) != 1:
         return {name: attribute(t, method, x, baseline, settings, seed) for name, t in targets.items()}
     first = next(iter(targets.values()))
 
@@ -89,4 +99,18 @@ def attribute_targets(
         h = first.explicand_representation(images)
         return torch.stack([t.score(h) for t in targets.values()], dim=1)
 
-    return dict(zip(targets, _centred_rise(scores, x, baseline, settings, seed), strict=True))
+    if method == "rise":
+        return dict(zip(targets, _centred_rise(scores, x, baseline, settings, seed), strict=True))
+    if method not in METHODS:
+        raise ValueError(f"unknown attribution method {method!r}; expected one of {METHODS}")
+    n_targets, batch = len(targets), len(x)
+    copies = x.repeat(n_targets, *([1] * (x.dim() - 1)))  # copy t of explicand b at row t * B + b
+    baselines = baseline.expand_as(x).repeat(n_targets, *([1] * (x.dim() - 1)))
+    which = torch.arange(n_targets).repeat_interleave(batch).tolist()
+    a = settings
+    if method == "integrated_gradients":
+        maps = IntegratedGradients(scores).attribute(copies, baselines=baselines, target=which, n_steps=a.ig_steps)
+    else:
+        maps = GradientShap(scores).attribute(copies, baselines=baselines, target=which, n_samples=a.gradshap_samples,
+                                              stdevs=a.gradshap_stdev)
+    return dict(zip(targets, maps.reshape(n_targets, batch, *x.shape[1:]), strict=True))

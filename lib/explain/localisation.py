@@ -9,7 +9,12 @@ return one value per map:
 * mass in box (the "energy-based pointing game" of Wang et al., Score-CAM,
   CVPR-W 2020): the share of the positive attribution that lies inside the box,
 
-      sum_{p in box} max(a_p, 0) / sum_p max(a_p, 0).
+      sum_{p in box} max(a_p, 0) / sum_p max(a_p, 0);
+
+* mass in mask: the same share inside any set of pixels M given as a boolean
+  mask (N, H, W), e.g. the object's own pixels where they are known,
+
+      sum_{p in M} max(a_p, 0) / sum_p max(a_p, 0).
 
 A map that ignores the object scores about the box's share of the image on
 the second metric (exactly that share, in expectation, for uniform noise).
@@ -20,7 +25,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
-__all__ = ["box_masks", "mass_in_box", "pointing_game"]
+__all__ = ["box_masks", "mass_in_box", "mass_in_mask", "pointing_game"]
 
 
 def _maps(attributions: Tensor) -> Tensor:
@@ -52,8 +57,18 @@ def pointing_game(attributions: Tensor, boxes: Tensor) -> Tensor:
 
 def mass_in_box(attributions: Tensor, boxes: Tensor) -> Tensor:
     """Share (N,) of the positive attribution inside the box; 0 for a map with no positive value."""
+    height, width = _maps(attributions).shape[1:]
+    return mass_in_mask(attributions, box_masks(boxes, height, width))
+
+
+def mass_in_mask(attributions: Tensor, masks: Tensor) -> Tensor:
+    """Share (N,) of the positive attribution on the pixels where ``masks`` (N, H, W) is true; 0 for a map with
+    no positive value."""
     maps = _maps(attributions).detach().cpu().clamp_min(0)
-    masks = box_masks(boxes, *maps.shape[1:])
+    masks = torch.as_tensor(masks).cpu()
+    if masks.shape != maps.shape or masks.dtype != torch.bool:
+        raise ValueError(f"masks must be boolean (N, H, W) like the maps {tuple(maps.shape)}, got "
+                         f"{masks.dtype} {tuple(masks.shape)}")
     total = maps.sum(dim=(1, 2))
     inside = (maps * masks).sum(dim=(1, 2))
     return torch.where(total > 0, inside / total.clamp_min(torch.finfo(maps.dtype).tiny), torch.zeros_like(total))

@@ -66,6 +66,9 @@ class RemovalCurves:
         deletion: (B, K + 1) scores, from f(explicand) to f(baseline).
         insertion_auc: (B,) trapezoidal area under ``insertion`` over ``fractions``.
         deletion_auc: (B,) trapezoidal area under ``deletion`` over ``fractions``.
+
+    For a score function of T outputs every curve and AUC gains a leading
+    dimension: (T, B, K + 1) and (T, B).
     """
 
     fractions: Tensor
@@ -96,7 +99,9 @@ def insertion_deletion_curves(
     fraction ``n_k / P`` in [0, 1] with the trapezoid rule.
 
     Args:
-        forward_func: images (M, C, H, W) -> scores (M,).
+        forward_func: images (M, C, H, W) -> scores (M,), or (M, T) for T scores that share
+            the removed images (e.g. two scores of one encoding: the images are made and
+            encoded once).
         inputs: explicands (B, C, H, W).
         attributions: (B, C, H, W) or (B, 1, H, W).
         baselines: scalar or tensor broadcasting to ``inputs`` (e.g. blurred images).
@@ -128,14 +133,17 @@ def insertion_deletion_curves(
             switched = switched.reshape(batch, -1, 1, height, width)  # (B, k, 1, H, W)
             x, b = inputs[:, None], baselines[:, None]  # (B, 1, C, H, W)
             images = torch.stack([torch.where(switched, x, b), torch.where(switched, b, x)])
-            # (2, B, k, C, H, W) -> (2 B k, C, H, W) -> scores (2, B, k)
-            scores.append(forward_func(images.flatten(0, 2)).reshape(2, batch, -1))
-    insertion, deletion = torch.cat(scores, dim=2)
+            # (2, B, k, C, H, W) -> (2 B k, C, H, W) -> scores (2, B, k, T) with T = 1 for a scalar score
+            out = forward_func(images.flatten(0, 2))
+            scores.append(out.reshape(2, batch, images.shape[2], -1))
+    insertion, deletion = torch.cat(scores, dim=2).movedim(-1, 1)  # (T, B, K + 1) each
+    if out.dim() == 1:
+        insertion, deletion = insertion[0], deletion[0]
     fractions = (counts / n_pixels).to(insertion.dtype)
     return RemovalCurves(
         fractions=fractions,
         insertion=insertion,
         deletion=deletion,
-        insertion_auc=torch.trapezoid(insertion, x=fractions, dim=1),
-        deletion_auc=torch.trapezoid(deletion, x=fractions, dim=1),
+        insertion_auc=torch.trapezoid(insertion, x=fractions, dim=-1),
+        deletion_auc=torch.trapezoid(deletion, x=fractions, dim=-1),
     )

@@ -12,6 +12,11 @@ shows the input (edges, ink), not what the network learned.
   deviation, truncated to its own [min, max] (the randomisation of COCOA's
   reference code, ``--randomize-model``); buffers (BatchNorm's running statistics)
   are kept.
+* :func:`cascading_randomisation` - the check's cascading form (Adebayo et al.,
+  Sec. 3.1): copies in which the layers are randomised one after another from the
+  top (output) down, so copy k has the top k layers random and every layer below
+  trained; a layer keeps the same random draw in every copy that randomises it,
+  and the last copy (all layers) equals :func:`randomised_copy` of the same seed.
 * :func:`rank_correlation` - Spearman's rank correlation between two maps per
   input, of the signed maps or of their absolute values (Adebayo et al. report both).
 """
@@ -19,13 +24,14 @@ shows the input (edges, ink), not what the network learned.
 from __future__ import annotations
 
 import copy
+from collections.abc import Sequence
 
 import numpy as np
 import torch
 from scipy.stats import rankdata
 from torch import Tensor, nn
 
-__all__ = ["randomised_copy", "rank_correlation"]
+__all__ = ["cascading_randomisation", "randomised_copy", "rank_correlation"]
 
 
 def randomised_copy(module: nn.Module, generator: torch.Generator) -> nn.Module:
@@ -37,14 +43,43 @@ def randomised_copy(module: nn.Module, generator: torch.Generator) -> nn.Module:
     whose values are all equal (or of one element) has no spread to draw from and
     is kept. Buffers are copied unchanged.
     """
-    randomised = copy.deepcopy(module)
-    with torch.no_grad():
-        for name, param in randomised.named_parameters():
-            w = param.detach().double().cpu()
-            if w.numel() < 2 or float(w.max()) == float(w.min()):
-                continue
-            param.copy_(_truncated_normal(w.mean(), w.std(), w.min(), w.max(), w.shape, generator).to(param))
-    return randomised
+    return cascading_randomisation(module, [[""]], generator)[0]
+
+
+def cascading_randomisation(module: nn.Module, layers: Sequence[Sequence[str]], generator: torch.Generator) -> list[nn.Module]:
+    """Copies of ``module`` randomised layer by layer from the top; ``module`` is left unchanged.
+
+    ``layers`` lists the layers from the top (output) down, each a group of submodule names (a conv block's
+    convolution and normalisation, say; ``""`` names the whole module). Copy k (k = 1 .. L) has the parameters of
+    ``layers[0] .. layers[k - 1]`` re-drawn as in :func:`randomised_copy` and every other parameter trained.
+    Each parameter is drawn once, in the order of ``module.named_parameters()``, and keeps that draw in every
+    copy that randomises it (the randomisation accumulates, as in Adebayo et al.'s cascade), so with groups
+    covering every parameter the last copy is :func:`randomised_copy` of the same generator. Buffers are copied
+    unchanged.
+    """
+    names = [name for name, _ in module.named_modules()]
+    unknown = [layer for group in layers for layer in group if layer not in names]
+    if unknown or not layers:
+        raise ValueError(f"layers must be non-empty groups of submodule names of the module, unknown: {unknown}")
+    level: dict[str, int] = {}  # parameter name -> index of the first group (from the top) that holds it
+    for k, group in enumerate(layers):
+        for layer in group:
+            for name, _ in module.get_submodule(layer).named_parameters():
+                level.setdefault(f"{layer}.{name}" if layer else name, k)
+    draws = {}
+    for name, param in module.named_parameters():
+        w = param.detach().double().cpu()
+        if name in level and w.numel() >= 2 and float(w.max()) != float(w.min()):
+            draws[name] = _truncated_normal(w.mean(), w.std(), w.min(), w.max(), w.shape, generator)
+    copies = []
+    for k in range(1, len(layers) + 1):
+        randomised = copy.deepcopy(module)
+        with torch.no_grad():
+            for name, param in randomised.named_parameters():
+                if name in draws and level[name] < k:
+                    param.copy_(draws[name].to(param))
+        copies.append(randomised)
+    return copies
 
 
 def _truncated_normal(mean: Tensor, std: Tensor, low: Tensor, high: Tensor, shape: torch.Size,

@@ -39,12 +39,13 @@ from torch import Tensor
 __all__ = [
     "Marginals",
     "StructuralMatch",
+    "correspondence_share",
     "sinkhorn",
     "structural_marginals",
     "structural_match",
+    "structural_plan_matrix",
     "structural_similarity",
     "structural_similarity_matrix",
-    "structural_plan_matrix",
     "structural_similarity_to",
 ]
 
@@ -693,3 +694,34 @@ def _check_marginals(kind: str) -> None:
 def _check_epsilon(epsilon: float) -> None:
     if not (epsilon > 0 and math.isfinite(epsilon)):
         raise ValueError(f"epsilon must be a positive finite number, got {epsilon}")
+
+
+# ---------------------------------------------------------------------------
+# Positive control of the explanation
+# ---------------------------------------------------------------------------
+
+
+def correspondence_share(plan: Tensor, correspondence: Tensor) -> Tensor:
+    """(P,) share of each plan's transport mass on the true correspondences.
+
+    For a plan T (N, M) and a known correspondence C (N, M) (1 where location
+    i of the first map and j of the second show the same part),
+
+        share = sum_ij T_ij C_ij / sum_ij T_ij.
+
+    A plan that ignores the images' content, the uniform T = 1 / (N M), gets
+    the chance level ``sum_ij C_ij / (N M)``: pass ``torch.ones_like(plan)``.
+
+    Args:
+        plan: (P, N, M) non-negative plans, each of positive mass.
+        correspondence: (P, N, M) booleans (or weights in [0, 1]).
+    """
+    if plan.dim() != 3 or plan.shape != correspondence.shape:
+        raise ValueError(f"plan and correspondence must both be (P, N, M), got {tuple(plan.shape)} and "
+                         f"{tuple(correspondence.shape)}")
+    if (plan < 0).any():
+        raise ValueError("a transport plan has no negative entries")
+    mass = plan.sum(dim=(1, 2))
+    if (mass <= 0).any():
+        raise ValueError("every plan needs a positive mass")
+    return (plan * correspondence.to(plan.dtype)).sum(dim=(1, 2)) / mass

@@ -51,6 +51,8 @@ from torch import Tensor, nn
 __all__ = [
     "DinoLoss",
     "collapse_indicators",
+    "initial_share",
+    "momentum_for_share",
     "teacher_temperature_schedule",
     "update_teacher",
 ]
@@ -225,12 +227,16 @@ def teacher_temperature_schedule(
 
 
 @torch.no_grad()
-def update_teacher(student: nn.Module, teacher: nn.Module, momentum: float) -> None:
-    """EMA of the parameters, ``theta_t <- m theta_t + (1 - m) theta_s``; buffers copied.
+def update_teacher(student: nn.Module, teacher: nn.Module, momentum: float, copy_buffers: bool = True) -> None:
+    """EMA of the parameters, ``theta_t <- m theta_t + (1 - m) theta_s``; buffers copied unless ``copy_buffers``
+    is False.
 
     Parameters and buffers are matched by name, so pass the bare student (e.g.
     ``ddp_model.module``), not a wrapper that prefixes the names. ``m = 0``
-    copies the student exactly and ``m = 1`` leaves the teacher unchanged.
+    copies the student's parameters exactly and ``m = 1`` leaves the teacher
+    unchanged. With ``copy_buffers=False`` the teacher keeps its own buffers
+    (batch-norm running statistics accumulated from its own forward passes in
+    training mode), as official DINO does; the default copies the student's.
     """
     if not 0.0 <= momentum <= 1.0:
         raise ValueError(f"update_teacher: momentum must be in [0, 1], got {momentum}")
@@ -252,8 +258,37 @@ def update_teacher(student: nn.Module, teacher: nn.Module, momentum: float) -> N
     if teacher_tensors:
         torch._foreach_mul_(teacher_tensors, momentum)
         torch._foreach_add_(teacher_tensors, student_tensors, alpha=1.0 - momentum)
-    for name, buffer in teacher_buffers.items():
-        buffer.copy_(student_buffers[name])
+    if copy_buffers:
+        for name, buffer in teacher_buffers.items():
+            buffer.copy_(student_buffers[name])
+
+
+def initial_share(start: float, total_steps: int, end: float = 1.0) -> float:
+    """The share of its initial weights the teacher keeps after ``total_steps`` EMA steps whose momenta follow
+    the cosine from ``start`` to ``end`` (step t of 0 .. N - 1 at ``cosine_value(start, end, t, N - 1)``):
+
+        share = prod_t lambda_t   (each EMA step keeps lambda_t of what the teacher was)
+    """
+    if total_steps < 1:
+        raise ValueError(f"initial_share: total_steps must be >= 1, got {total_steps}")
+    t = np.arange(total_steps)
+    momenta = end + (start - end) * 0.5 * (1.0 + np.cos(np.pi * t / max(total_steps - 1, 1)))
+    return float(np.prod(momenta))
+
+
+def momentum_for_share(total_steps: int, share: float, end: float = 1.0) -> float:
+    """The starting momentum whose cosine schedule over ``total_steps`` leaves the teacher ``share`` of its
+    initialisation (:func:`initial_share`), found by bisection; DINO's 0.996 over ~10^5 steps leaves
+    about e^-200. A rule set by the number of steps, so a short run gets a teacher that has moved."""
+    if not 0.0 < share < 1.0:
+        raise ValueError(f"momentum_for_share: share must lie in (0, 1), got {share}")
+    if initial_share(0.0, total_steps, end) > share:
+        raise ValueError(f"momentum_for_share: {total_steps} steps cannot bring the initial share to {share}")
+    low, high = 0.0, end
+    for _ in range(100):
+        middle = (low + high) / 2
+        low, high = (middle, high) if initial_share(middle, total_steps, end) < share else (low, middle)
+    return low
 
 
 @torch.no_grad()

@@ -32,3 +32,13 @@ def conv_encoder(in_chans: int = 1, width: int = 16, n_blocks: int = 3) -> nn.Se
     encoder = nn.Sequential(*layers, nn.AdaptiveAvgPool2d(1), nn.Flatten())
     encoder.out_dim = channels
     return encoder
+
+
+def conv_blocks(encoder: nn.Sequential) -> list[list[str]]:
+    """The submodule names of each Conv-BatchNorm block of a :func:`conv_encoder`, from the top (output) block
+    down: ``[["6", "7"], ["3", "4"], ["0", "1"]]`` for three blocks (the layers a cascading randomisation
+    re-draws one after another, :func:`lib.explain.sanity.cascading_randomisation`)."""
+    names = [name for name, module in encoder.named_children() if isinstance(module, (nn.Conv2d, nn.BatchNorm2d))]
+    if not names or len(names) % 2:
+        raise ValueError("not a conv_encoder: expected Conv2d-BatchNorm2d pairs")
+    return [names[i : i + 2] for i in range(0, len(names), 2)][::-1]

@@ -12,15 +12,18 @@ import hashlib
 import json
 
 import numpy as np
+import pandas as pd
 import pytest
 import rioxarray
 import xarray as xr
-from scipy.stats import spearmanr
+from scipy.stats import mannwhitneyu, spearmanr
 from sklearn.linear_model import LinearRegression, LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
 from lib.data.city import (
+    GENERATING_FACTORS,
+    HIDDEN_FACTORS,
     LANDCOVER_NAMES,
     MODALITY_FACTORS,
     CityLayout,
@@ -33,10 +36,12 @@ from lib.data.city import (
     load_regions,
     load_street_views,
     load_tables,
+    modality_features,
     river_city,
     stored_outcome_models,
 )
 from lib.data.city_outcomes import OUTCOMES
+from lib.data.street_views import STREET_CUES
 
 # rioxarray 0.19 multiplies affine transforms with `*`, which affine 3 deprecates; not ours to fix.
 pytestmark = pytest.mark.filterwarnings("ignore:Use `@` matmul:PendingDeprecationWarning")
@@ -54,6 +59,13 @@ def river(tmp_path_factory):
 @pytest.fixture(scope="module")
 def river_medium(tmp_path_factory):
     config = river_city(name="river_medium", **MEDIUM)
+    return build_city(config, tmp_path_factory.mktemp("cities") / config.name)
+
+
+@pytest.fixture(scope="module")
+def river_default_regions(tmp_path_factory):
+    """A small river city with the default region spacing (160 m), so regions are as large as the pipeline's."""
+    config = river_city(name="river_default_regions", grid=(16, 16), tile_px=32, view_px=32, views_per_region=2)
     return build_city(config, tmp_path_factory.mktemp("cities") / config.name)
 
 
@@ -254,10 +266,14 @@ def test_street_views_stand_on_streets_and_show_affluence(river_medium):
         # (a region's roads may all be railway, where no view stands)
         assert streets.mean() > 0.5 and (under[streets] == LandCover.ROADS).mean() > 0.9
         affluence = views["view_affluence"].values[live].ravel()
+        access = views["view_accessibility"].values[live].ravel()
         images = views["image"].values[live].reshape(-1, 3, 32, 32).astype(np.float64)
-    # Views of the most and least affluent places differ in a simple statistic of their pixels.
+    # Views of the most and least affluent places differ in a simple statistic of their pixels, once the
+    # accessibility's traffic, buses and stops (colourful too) are regressed out.
     hi, lo = affluence > np.quantile(affluence, 0.8), affluence < np.quantile(affluence, 0.2)
-    stats = images.std(axis=1).mean(axis=(1, 2))  # colourfulness: spread across the RGB bands
+    colourfulness = images.std(axis=1).mean(axis=(1, 2))  # spread across the RGB bands
+    fit = LinearRegression().fit(access[:, None], colourfulness)
+    stats = colourfulness - fit.predict(access[:, None])
     assert abs(stats[hi].mean() - stats[lo].mean()) > 2 * np.sqrt(stats[hi].var() / hi.sum() + stats[lo].var() / lo.sum())
 
 
@@ -282,6 +298,89 @@ def test_flows_follow_the_gravity_model_with_accessibility(river_medium):
     matrix = flow_matrix(flows, len(regions))
     np.testing.assert_allclose(matrix.sum(axis=1), regions["trips_out"])
     np.testing.assert_allclose(matrix.sum(axis=0), regions["trips_in"])
+
+
+def test_pois_number_tens_in_dense_regions_and_follow_their_expectation(river_default_regions):
+    """At the default spacing a dense region holds tens of POIs, a peripheral one a few; counts are Poisson."""
+    tables = load_tables(river_default_regions.path)
+    live = tables["regions"][tables["regions"]["inhabited"]]
+    # The densest tenth of the regions (a small city's core is dense in part only).
+    dense = live["fraction_dense_residential"] >= live["fraction_dense_residential"].quantile(0.9)
+    assert dense.sum() >= 3 and live.loc[dense, "n_pois"].median() >= 10 and live["n_pois"].max() >= 20, (
+        live.loc[dense, ["fraction_dense_residential", "commercial", "n_pois"]])
+    outskirts = live["fraction_dense_residential"] + live["fraction_medium_residential"] < 0.1
+    assert live.loc[outskirts, "n_pois"].median() <= 5
+    # Poisson(lambda) per region: the total within 4 sd of the expected total, and lambda as stated.
+    lam = live["expected_pois"]
+    assert abs(live["n_pois"].sum() - lam.sum()) < 4 * np.sqrt(lam.sum())
+    hectares = live["land_area_km2"] * 100 / (1 - live["fraction_water"])
+    from lib.data.city import _POI_COMMERCIAL, _POI_INTENSITY
+
+    fractions = live[[f"fraction_{c}" for c in LANDCOVER_NAMES]].to_numpy()
+    stated = (river_default_regions.config.pois.rate * np.exp(_POI_COMMERCIAL * live["commercial"])
+              * hectares * (fractions @ _POI_INTENSITY))
+    np.testing.assert_allclose(lam, stated, rtol=1e-4)  # fractions are stored as float32
+    assert spearmanr(live["n_pois"], live["commercial"]).statistic > 0.2
+    # The city's categories: a long tail (many categories, the rarer half of them a small share).
+    counts = np.sort(tables["pois"]["category"].value_counts().to_numpy())[::-1]
+    assert len(counts) >= 25 and counts[len(counts) // 2:].sum() < 0.2 * counts.sum()
+
+
+def test_street_view_cues_follow_accessibility(river_medium):
+    regions = load_tables(river_medium.path)["regions"]
+    live = regions[regions["inhabited"]]
+    for cue in ("sv_road_width", "sv_transit_stop", "sv_vehicles", "sv_buses"):
+        assert spearmanr(live[cue], live["accessibility"]).statistic > 0.4, cue
+    assert spearmanr(live["sv_affluence"], live["affluence"]).statistic > 0.8
+    with load_street_views(river_medium.path) as views:
+        for cue in STREET_CUES:  # the region columns are the means of what each view drew
+            per_view = views[f"view_{cue}"].values[live.index]
+            np.testing.assert_allclose(per_view.mean(axis=1), live[f"sv_{cue}"])
+        # Drawn with the accessibility at the viewpoint, which the views record.
+        stop = views["view_transit_stop"].values[live.index].ravel()
+        access = views["view_accessibility"].values[live.index].ravel()
+    assert mannwhitneyu(access[stop == 1], access[stop == 0], alternative="greater").pvalue < 1e-3
+
+
+def test_trips_start_from_the_noise_free_population(river, tmp_path):
+    """More outcome noise changes the noisy population density, not the population or the expected trips."""
+    noisier = build_city(river.config.model_copy(update={"outcome_noise": 3.0}), tmp_path / "noisier")
+    first, second = load_tables(river.path), load_tables(noisier.path)
+    live = first["regions"]["inhabited"]
+    assert not np.allclose(first["regions"]["population_density"][live], second["regions"]["population_density"][live])
+    for column in ("population", "jobs"):
+        np.testing.assert_array_equal(first["regions"][column], second["regions"][column])
+    pd.testing.assert_frame_equal(first["flows"], second["flows"])
+    r = first["regions"][live]
+    stated = 1000 * r["land_area_km2"] * np.maximum(r["population_density_noise_free"], 0)
+    np.testing.assert_allclose(r["population"], stated)
+
+
+def test_city_json_names_what_each_modality_renders(river_medium):
+    summary = json.loads((river_medium.path / "city.json").read_text())
+    regions = load_tables(river_medium.path)["regions"]
+    live = regions[regions["inhabited"]]
+    features = summary["modality_features"]
+    assert features == modality_features() and set(features) == {"aerial", "street_view", "poi", "mobility"}
+    observable = [c for columns in features.values() for c in columns]
+    assert len(observable) == len(set(observable))
+    for column in [*observable, *summary["hidden_factors"], *summary["generating_factors"]]:
+        assert column in regions.columns, column
+        assert np.isfinite(live[column].to_numpy(np.float64)).all(), column
+    assert summary["hidden_factors"] == list(HIDDEN_FACTORS) and summary["generating_factors"] == list(GENERATING_FACTORS)
+    assert set(HIDDEN_FACTORS) <= set(GENERATING_FACTORS) and not set(HIDDEN_FACTORS) & set(observable)
+    assert "in-sample" in summary["oracle_r2_definition"]
+    # The aerial features are the image's land cover: they sum to one and differ from the region's own cell.
+    image = live[features["aerial"]].to_numpy()
+    np.testing.assert_allclose(image.sum(axis=1), 1, atol=1e-5)
+    with load_regions(river_medium.path) as ds:
+        assert ds["image"].shape[0] == len(regions)
+    # What the mobility features carry: trips out per inhabitant follow the accessibility.
+    assert spearmanr(live["trips_out_per_capita"], live["accessibility"]).statistic > 0.3
+    pois = load_tables(river_medium.path)["pois"]
+    np.testing.assert_array_equal(live[[c for c in features["poi"] if c.startswith("poi_count_")]].sum(axis=1),
+                                  live["n_pois"])
+    assert len(pois) == regions["n_pois"].sum()
 
 
 # --- concepts ----------------------------------------------------------------

@@ -50,3 +50,66 @@ def test_scenes_are_seeded():
     torch.testing.assert_close(first.images, again.images)
     assert torch.equal(first.boxes, again.boxes) and torch.equal(first.labels, again.labels)
     assert not torch.equal(first.images, other.images)
+
+
+# ---------------------------------------------------------------- DIML's embedded set
+def test_embedded_scenes_keep_each_digit_inside_with_a_tight_mask_box_and_are_seeded():
+    from lib.data.digit_scenes import make_embedded_scenes
+
+    digits, labels = blocks(24, seed=1)
+    scenes = make_embedded_scenes(digits, labels, size=40, scale=(0.6, 1.0), degrees=30, n_strokes=4, seed=5)
+    assert scenes.images.shape == (24, 1, 40, 40) and len(scenes) == 24
+    assert torch.equal(scenes.labels, torch.as_tensor(labels))  # scene i holds digit i
+    # the digit's whole ink is inside the canvas: the placed digit keeps the source's ink mass times scale^2
+    ink_mass = torch.from_numpy(digits).sum(dim=(1, 2))
+    torch.testing.assert_close(scenes.digit.sum(dim=(1, 2, 3)), ink_mass * scenes.scales**2, rtol=0.03, atol=0.5)
+    # the scene is the maximum of digit and clutter; the mask is the digit's own ink, its box tight
+    assert (scenes.images >= scenes.digit).all() and (scenes.images <= 1).all()
+    for mask, (top, left, bottom, right) in zip(scenes.mask, scenes.boxes.tolist(), strict=True):
+        assert mask.any() and not mask[:top].any() and not mask[bottom:].any()
+        assert not mask[:, :left].any() and not mask[:, right:].any()
+        assert mask[top].any() and mask[bottom - 1].any() and mask[:, left].any() and mask[:, right - 1].any()
+    again = make_embedded_scenes(digits, labels, size=40, n_strokes=4, scale=(0.6, 1.0), degrees=30, seed=5)
+    other = make_embedded_scenes(digits, labels, size=40, n_strokes=4, scale=(0.6, 1.0), degrees=30, seed=6)
+    torch.testing.assert_close(scenes.images, again.images)
+    assert not torch.equal(scenes.images, other.images)
+
+
+def test_embedded_scenes_refuse_a_canvas_too_small_for_the_digits():
+    import pytest
+
+    from lib.data.digit_scenes import make_embedded_scenes
+
+    digits, labels = blocks(4)
+    with pytest.raises(ValueError, match="cannot hold a digit"):
+        make_embedded_scenes(digits, labels, size=12, scale=(1.0, 1.0))
+
+
+def test_place_digits_moves_a_pixel_where_the_forward_map_says():
+    """A lit block of the digit lands at c + s R(angle) (q + 1/2 - (h/2, w/2)), R = [[cos, sin], [-sin, cos]] on
+    (row, column), the map part_correspondence uses, for rotations of 0 and 90 degrees (exact sampling)."""
+    from lib.data.digit_scenes import place_digits
+
+    digit = torch.zeros(1, 28, 28)
+    digit[0, 6:8, 20:22] = 1.0  # a 2x2 block, centre (7, 21) in pixel coordinates, offset (-7, +7) from (14, 14)
+    for angle, expected in ((0.0, (13.0, 27.0)), (90.0, (27.0, 27.0)), (-90.0, (13.0, 13.0))):
+        placed = place_digits(digit, 40, torch.tensor([[20.0, 20.0]]), torch.tensor([1.0]), torch.tensor([angle]))[0, 0]
+        rows, cols = torch.nonzero(placed > 0.5, as_tuple=True)
+        assert (rows.float().mean().item() + 0.5, cols.float().mean().item() + 0.5) == expected
+
+
+def test_part_correspondence_links_the_cells_that_show_the_same_ink():
+    from lib.data.digit_scenes import make_embedded_scenes, part_correspondence
+
+    digits, labels = blocks(6, seed=2)
+    first = make_embedded_scenes(digits, labels, size=40, n_strokes=0, seed=1)
+    second = make_embedded_scenes(digits, labels, size=40, n_strokes=0, seed=2)
+    truth = part_correspondence(digits, first, second, grid=4)
+    assert truth.shape == (6, 16, 16) and truth.any(dim=(1, 2)).all()
+    # a cell corresponds to something only where the digit's mask touches it
+    for scenes, axis in ((first, 2), (second, 1)):
+        touched = scenes.mask.reshape(6, 4, 10, 4, 10).any(dim=4).any(dim=2).reshape(6, 16)
+        assert not (truth.any(dim=axis) & ~touched).any()
+    # the same pose twice: a cell corresponds to itself
+    same = part_correspondence(digits, first, first, grid=4)
+    assert same.diagonal(dim1=1, dim2=2)[same.any(dim=2)].all()

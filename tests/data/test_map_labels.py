@@ -8,7 +8,16 @@ import pytest
 import rioxarray
 import xarray as xr
 
-from lib.data.map_labels import CITY_LABELS, CityGrid, city_labels, sample_city_centres
+from lib.data.geotiff import DatasetImportError
+from lib.data.map_labels import (
+    CITY_LABELS,
+    CityGrid,
+    PointLabels,
+    city_labels,
+    point_labels_at,
+    read_point_labels,
+    sample_city_centres,
+)
 
 
 @pytest.fixture(scope="module")
@@ -70,3 +79,33 @@ def test_labels_are_those_of_the_tile_under_the_centre(city):
     np.testing.assert_array_equal(labels["landcover_at_centre"][:-1], under)
     assert labels["city_tile"][-1] == -1 and labels["landcover_at_centre"][-1] == -1
     assert (city_labels(tiles, xy)["landcover_at_centre"] == -1).all()  # no raster, no land cover
+
+
+def test_point_labels_come_from_the_nearest_point_within_reach():
+    rng = np.random.default_rng(0)
+    points = PointLabels("points.csv", rng.uniform(0, 1000, (50, 2)), {"rent": rng.normal(size=50)})
+    centres = rng.uniform(-200, 1200, (300, 2))
+    values, distance = point_labels_at(points, centres, max_distance_m=80.0)
+    # Naive loop from the definition: the nearest point, if within reach.
+    for m, centre in enumerate(centres):
+        d = np.hypot(*(points.xy - centre).T)
+        if d.min() <= 80.0:
+            assert values["rent"][m] == np.float32(points.values["rent"][d.argmin()])
+            assert distance[m] == pytest.approx(d.min(), abs=1e-3)
+        else:
+            assert np.isnan(values["rent"][m]) and np.isnan(distance[m])
+    with pytest.raises(DatasetImportError, match=r"points\.csv: no labelled point lies within 1\.0 m"):
+        point_labels_at(points, [[5000.0, 5000.0]], max_distance_m=1.0)
+
+
+def test_point_label_tables_are_projected_and_checked(tmp_path):
+    import pandas as pd
+
+    path = tmp_path / "labels.csv"
+    pd.DataFrame({"lon": [24.94], "lat": [60.17], "rent": ["12.5"], "note": ["x"]}).to_csv(path, index=False)
+    labels = read_point_labels(path, "EPSG:3067", columns=["rent"])
+    assert labels.xy[0] == pytest.approx([385_700, 6_672_000], abs=2_000) and labels.values["rent"][0] == 12.5
+    with pytest.raises(DatasetImportError, match=r"labels\.csv: column 'note' of row 1 is 'x', not a number"):
+        read_point_labels(path, "EPSG:3067")
+    with pytest.raises(DatasetImportError, match=r"label table labels\.csv has no column\(s\) \['price'\]"):
+        read_point_labels(path, "EPSG:3067", columns=["price"])

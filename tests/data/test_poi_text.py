@@ -211,6 +211,20 @@ def test_names_are_stem_and_category_noun():
     assert len(set(names)) > 1000
 
 
+def test_categories_are_long_tailed():
+    """A dense block's categories: a few common ones hold most POIs, and a long tail of rare ones each under 1 %."""
+    n = 20_000
+    pois = draw_pois(np.random.default_rng(11), ["dense_residential"] * n, 0.0, [False] * n)
+    counts = np.sort(np.unique([p["category"] for p in pois], return_counts=True)[1])[::-1]
+    share = counts / n
+    assert len(counts) >= 30
+    assert share[:5].sum() > 0.4  # the head: 5 of 34 categories
+    assert (share < 0.01).sum() >= 10 and share[share < 0.01].sum() < 0.1  # the tail: many, each rare
+    # Rank-frequency falls steeply (log-log slope of the sorted shares under -1).
+    slope = np.polyfit(np.log(np.arange(1, len(share) + 1)), np.log(share), 1)[0]
+    assert slope < -1.0, slope
+
+
 def test_fast_enough_for_a_city():
     landcover, near = _mixed(10_000)
     start = time.perf_counter()

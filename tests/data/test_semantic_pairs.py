@@ -97,3 +97,53 @@ def test_neighbour_similarity_ranks_the_nearest_first():
     x, y = np.array([0.0, 1, 5, 2]), np.array([0.0, 0, 0, 0])
     sampler = sp.PairSampler(sp.neighbour_similarity(x, y), top_k=1)
     assert sampler.candidates(0).tolist() == [1] and sampler.candidates(2).tolist() == [3]
+
+
+def test_ties_are_broken_at_random_by_the_seed_not_by_region_index():
+    # Anchor 0 has four regions tied at the top: a stable sort would always return region 1.
+    s = np.zeros((6, 6))
+    s[0, 1:5] = 1.0
+    s[0, 5] = 0.5
+    firsts = {int(sp.PairSampler(s, 1, seed=seed).candidates(0)[0]) for seed in range(40)}
+    assert firsts == {1, 2, 3, 4}  # every tied region is picked by some seed, never the lower-ranked 5
+    assert sp.PairSampler(s, 1, seed=3).candidates(0).tolist() == sp.PairSampler(s, 1, seed=3).candidates(0).tolist()
+    # Without ties the order is the similarity's, whatever the seed.
+    ranked = np.array([[0, 3, 2, 1], [3, 0, 1, 2], [2, 1, 0, 3], [1, 2, 3, 0]], float)
+    for seed in range(5):
+        assert sp.PairSampler(ranked, 3, seed=seed).candidates(0).tolist() == [1, 2, 3]
+
+
+def test_oracle_pairs_pick_the_region_nearest_in_the_true_factors():
+    rng = np.random.default_rng(0)
+    factors = rng.normal(size=(30, 3)) * [1.0, 10.0, 0.1]
+    sampler = sp.PairSampler(sp.factor_similarity(factors), 1)
+    z = (factors - factors.mean(0)) / factors.std(0)
+    for a in range(30):
+        d = np.array([np.inf if j == a else np.sqrt(((z[a] - z[j]) ** 2).sum()) for j in range(30)])  # naive loop
+        assert sampler.candidates(a)[0] == int(np.argmin(d))
+    with pytest.raises(ValueError, match="finite"):
+        sp.factor_similarity(np.array([[0.0], [np.nan]]))
+
+
+def test_mobility_similarity_keeps_volumes_that_profiles_normalise_away():
+    # Regions 0 and 1 send the same shares of trips to 2 and 3, but region 1 ten times as many.
+    flows = pd.DataFrame({"origin": [0, 0, 1, 1, 2, 3], "destination": [2, 3, 2, 3, 3, 2],
+                          "flow": [1.0, 3.0, 10.0, 30.0, 2.0, 2.0]})
+    regions = [0, 1, 2, 3]
+    profiles = sp.cosine_similarity(sp.flow_profiles(flows, regions))
+    mobility = sp.mobility_similarity(flows, regions, volume_weight=1.0)
+    v = sp.flow_volumes(flows, regions)
+    out = np.log1p([4.0, 40.0, 2.0, 2.0])
+    assert np.allclose(v[:, 0], (out - out.mean()) / out.std())
+    for i in range(4):
+        for j in range(4):
+            assert np.isclose(mobility[i, j], profiles[i, j] - np.hypot(*(v[i] - v[j])))
+    assert np.allclose(sp.mobility_similarity(flows, regions, volume_weight=0.0), profiles)
+    assert mobility[0, 1] < profiles[0, 1]
+    with pytest.raises(ValueError, match="volume_weight"):
+        sp.mobility_similarity(flows, regions, volume_weight=-1.0)
+
+
+def test_random_similarity_is_seeded():
+    assert np.array_equal(sp.random_similarity(5, 1), sp.random_similarity(5, 1))
+    assert not np.array_equal(sp.random_similarity(5, 1), sp.random_similarity(5, 2))

@@ -1,4 +1,4 @@
-"""Street-level views (lib.data.street_views): the affluence shows in the upkeep, not in the street.
+"""Street-level views (lib.data.street_views): the affluence shows in the upkeep, the accessibility in the street.
 
 Views are few (at most 80) and small (64 x 64 px), so the file runs in a few seconds.
 """
@@ -10,7 +10,15 @@ import pytest
 from scipy.stats import mannwhitneyu
 
 from lib.data.aerial import LandCover
-from lib.data.street_views import STREET_BANDS, _Upkeep, render_street_views
+from lib.data.street_views import (
+    _ASPHALT,
+    _BUS,
+    _STOP_SIGN,
+    STREET_BANDS,
+    STREET_CUES,
+    _Upkeep,
+    render_street_views,
+)
 
 SIZE = 64
 
@@ -117,3 +125,79 @@ def test_views_are_rgb_and_seeded():
     # Along water: open horizon, no facade, so the sky reaches the horizon in every column.
     sky_row = lake[0, :, round(0.58 * 32) - 1].astype(int)
     assert (sky_row[2] > sky_row[0]).all()  # blue above red: sky, not a wall
+
+
+# ---------------------------------------------------------------------------
+# Accessibility: road width, traffic, buses, a transit stop
+# ---------------------------------------------------------------------------
+
+
+def _clean(mixes, seed, accessibility, size=SIZE):
+    """Views without camera noise, so painted colours stay exact, and their cues."""
+    return render_street_views(mixes, np.random.default_rng(seed), accessibility=accessibility, size=size,
+                               pixel_noise=0.0, illumination_noise=0.0, return_cues=True)
+
+
+def _has(views: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Per view: whether some pixel has exactly ``colour``."""
+    return (views.astype(np.float32) == np.asarray(colour, np.float32).round()[None, :, None, None]).all(axis=1).any(
+        axis=(1, 2))
+
+
+def test_accessibility_widens_the_road_as_stated():
+    """The bottom row's asphalt spans 2 w (0.04 + 0.42 t) size, w = 0.7 + 0.6 a + 0.5 (u - 0.5)."""
+    n = 12
+    mixes = np.tile(MIX, (n, 1))
+    low, low_cues = _clean(mixes, 1, np.zeros(n))
+    high, high_cues = _clean(mixes, 1, np.ones(n))
+    wide, narrow = _has_row(high[:, :, -1], _ASPHALT), _has_row(low[:, :, -1], _ASPHALT)
+    assert (wide > narrow).all()
+    # Same rng: same u, so the widths differ by exactly 0.6.
+    width = STREET_CUES.index("road_width")
+    np.testing.assert_allclose(high_cues[:, width] - low_cues[:, width], 0.6)
+    depth = (SIZE - 1 - HORIZON) / (SIZE - HORIZON)
+    expected = 2 * high_cues[:, width] * (0.04 + 0.42 * depth) * SIZE
+    # The centre line's dashes take a pixel or two; the road may run off the view's edges.
+    assert (np.abs(wide + 2 - np.minimum(expected, SIZE)) <= 3).all(), (wide, expected)
+
+
+def _has_row(rows: np.ndarray, colour: np.ndarray) -> np.ndarray:
+    """Per view, the pixels of a ``(V, 3, W)`` row that have exactly ``colour``."""
+    return (rows.astype(np.float32) == np.asarray(colour, np.float32)[None, :, None]).all(axis=1).sum(axis=1)
+
+
+def test_traffic_buses_and_stops_follow_the_stated_chances_and_show():
+    n = 400
+    mixes = np.tile(MIX, (n, 1))
+    for a in (0.0, 0.5, 1.0):
+        views, cues = _clean(mixes, 2, np.full(n, a), size=32)
+        cue = dict(zip(STREET_CUES, cues.T, strict=True))
+        p_stop, p_vehicle, p_bus = a**2, 0.1 + 0.7 * a, 0.6 * a
+        for name, p, trials in (("transit_stop", p_stop, 1), ("vehicles", p_vehicle, 4),
+                                ("buses", p_vehicle * p_bus, 4)):
+            sd = np.sqrt(trials * p * (1 - p) / n) + 1e-9
+            assert abs(cue[name].mean() - trials * p) < 4 * sd, (a, name, cue[name].mean(), trials * p)
+        # What the cues report is what the image shows: the stop's yellow sign, the buses' red.
+        np.testing.assert_array_equal(_has(views, _STOP_SIGN), cue["transit_stop"] > 0)
+        np.testing.assert_array_equal(_has(views, _BUS), cue["buses"] > 0)
+
+
+def test_accessibility_changes_the_street_not_the_upkeep():
+    mixes = np.tile(MIX, (6, 1))
+    affluence = np.linspace(-2, 2, 6)
+    far = render_street_views(mixes, np.random.default_rng(3), affluence=affluence, accessibility=np.zeros(6))
+    near = render_street_views(mixes, np.random.default_rng(3), affluence=affluence, accessibility=np.ones(6))
+    np.testing.assert_array_equal(far[..., :4, :], near[..., :4, :])  # the sky
+    assert (far != near).any(axis=1)[:, HORIZON:].mean() > 0.1
+    default = render_street_views(mixes, np.random.default_rng(3), affluence=affluence)
+    np.testing.assert_array_equal(default, far)  # None means 0
+
+
+def test_accessibility_is_validated():
+    mixes = np.tile(MIX, (3, 1))
+    with pytest.raises(ValueError, match="accessibility has shape"):
+        render_street_views(mixes, np.random.default_rng(0), accessibility=np.zeros(2))
+    with pytest.raises(ValueError, match=r"accessibility must lie in \[0, 1\]"):
+        render_street_views(mixes, np.random.default_rng(0), accessibility=np.array([0.0, 1.5, 0.2]))
+    with pytest.raises(ValueError, match="accessibility must be finite"):
+        render_street_views(mixes, np.random.default_rng(0), accessibility=np.array([0.0, np.nan, 0.2]))

@@ -115,3 +115,27 @@ def test_rerank_rows_stay_permutations_of_the_input(k):
     # The head is ordered by the combined score, best first.
     score = noise.gather(1, out[:, :head]) + 0.5 * similarity.gather(1, out[:, :head])
     assert torch.all(score[:, :-1] >= score[:, 1:])
+
+
+def test_raw_cosine_ranking_agrees_with_scikit_learn_nearest_neighbours():
+    from sklearn.neighbors import NearestNeighbors
+
+    from lib.eval.retrieval import raw_cosine_ranking
+
+    images = torch.rand(30, 1, 5, 5, generator=torch.Generator().manual_seed(0))
+    queries = torch.tensor([0, 7, 29])
+    ranking = raw_cosine_ranking(images, queries)
+    flat = images.flatten(1).numpy()
+    _, neighbours = NearestNeighbors(n_neighbors=30, metric="cosine", algorithm="brute").fit(flat).kneighbors(flat[queries.numpy()])
+    expected = [[g for g in row if g != q] for row, q in zip(neighbours.tolist(), queries.tolist(), strict=True)]
+    assert ranking.tolist() == expected
+    assert raw_cosine_ranking(images).shape == (30, 29)
+
+
+def test_raw_cosine_ranking_refuses_a_blank_input():
+    from lib.eval.retrieval import raw_cosine_ranking
+
+    images = torch.rand(4, 3)
+    images[2] = 0
+    with pytest.raises(ValueError, match=r"inputs \[2\] are all zero"):
+        raw_cosine_ranking(images)

@@ -284,3 +284,50 @@ def test_folds_for_reads_the_table_and_keeps_places_apart():
     assert any(not np.array_equal(a[1], b[1]) for a, b in zip(folds, ungrouped, strict=True))
     with pytest.raises(ValueError, match=r"no column \['place'\]"):
         folds_for(table.drop(columns="place"), 4, BLOCK, GAP, seed=2, group_by="place")
+
+
+def test_a_chebyshev_gap_of_one_window_leaves_no_pixel_shared_between_training_and_test_windows():
+    # Windows of 8 px x 2 m = 16 m centred on random points; each window's pixels on the 2 m grid.
+    rng = np.random.default_rng(3)
+    x, y = rng.uniform(0, 200, 300).round(), rng.uniform(0, 200, 300).round()
+    window, px = 16.0, 2.0
+
+    def pixels(i):
+        cols = np.arange(x[i] - window / 2, x[i] + window / 2, px)
+        rows = np.arange(y[i] - window / 2, y[i] + window / 2, px)
+        return {(c, r) for c in cols for r in rows}
+
+    for metric, expect_shared in (("chebyshev", False), ("euclidean", True)):
+        shared = False
+        for train, test in spatial_block_folds(x, y, 4, 50.0, window, seed=0, metric=metric):
+            test_pixels = set().union(*(pixels(i) for i in test))
+            shared |= any(pixels(i) & test_pixels for i in train)
+        # A Euclidean gap of one window side lets diagonal neighbours share a corner; Chebyshev does not.
+        assert shared == expect_shared, metric
+
+
+def test_an_unknown_gap_metric_is_refused():
+    with pytest.raises(ValueError, match="metric"):
+        spatial_block_folds(np.arange(10.0), np.arange(10.0), 2, 3.0, 1.0, 0, metric="manhattan")
+
+
+def test_vectorised_ridge_probe_matches_scikit_learn_with_the_same_spatial_inner_splits():
+    from sklearn.model_selection import GridSearchCV
+
+    from lib.eval.spatial_cv import DEFAULT_ALPHAS, probe_estimator, ridge_probe_cv
+
+    rng = np.random.default_rng(0)
+    n = 240
+    x, y = rng.uniform(0, 1000, n), rng.uniform(0, 1000, n)
+    features = rng.normal(size=(n, 6))
+    targets = np.stack([features @ rng.normal(size=6) + rng.normal(size=n), rng.normal(size=n)], 1)
+    folds = spatial_block_folds(x, y, 4, 250.0, 50.0, seed=1, metric="chebyshev")
+    scores = ridge_probe_cv(features, targets, folds, x, y, 250.0, 50.0, metric="chebyshev", inner_folds=3, seed=2)
+    for k, (train, test) in enumerate(folds):
+        inner = spatial_block_folds(x[train], y[train], 3, 250.0, 50.0, 2, metric="chebyshev")
+        for t in range(2):
+            estimator, grid = probe_estimator("regression", DEFAULT_ALPHAS)
+            search = GridSearchCV(estimator, grid, cv=inner, scoring="r2").fit(features[train], targets[train, t])
+            expected = r2_score(targets[test, t], search.predict(features[test]))
+            assert scores[k, t] == pytest.approx(expected, abs=1e-8)
+    assert scores[:, 0].mean() > 0.5 > scores[:, 1].mean()

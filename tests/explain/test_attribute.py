@@ -107,3 +107,19 @@ def test_rise_of_targets_without_a_shared_encoder_runs_one_target_at_a_time():
     for name, target in targets.items():
         torch.testing.assert_close(together[name], attribution.attribute(target, "rise", x, torch.zeros_like(x),
                                                                          SETTINGS, seed=6))
+
+
+def test_gradient_shap_of_all_targets_at_once_gives_each_target_its_own_gradient():
+    """Dot-product targets of a linear encoder are linear in x: without input noise GradientShap is exactly
+    (x - baseline) * grad f_t, so each copy of each explicand must carry its own target's gradient."""
+    torch.manual_seed(3)
+    encoder = nn.Sequential(nn.Flatten(), nn.Linear(16, 5, bias=False)).eval()
+    corpus, foil = torch.randn(4, 5), torch.randn(6, 5)
+    targets = {"corpus": CorpusSimilarity(encoder, corpus, similarity="dot"),
+               "cocoa": ContrastiveCorpusSimilarity(encoder, corpus, foil, similarity="dot")}
+    x, baseline = torch.rand(2, 1, 4, 4), torch.rand(2, 1, 4, 4)
+    settings = SimpleNamespace(**{**vars(SETTINGS), "gradshap_stdev": 0.0, "gradshap_samples": 3})
+    together = attribution.attribute_targets(targets, "gradient_shap", x, baseline[:1].expand_as(x), settings, seed=0)
+    for name, target in targets.items():
+        gradient = (encoder[1].weight.T @ target.direction).reshape(1, 1, 4, 4)
+        torch.testing.assert_close(together[name], (x - baseline[:1]) * gradient, rtol=1e-5, atol=1e-6)

@@ -1,8 +1,9 @@
 """Localisation scores of attribution maps (lib.explain.localisation): pointing game, mass in the box."""
 
+import pytest
 import torch
 
-from lib.explain.localisation import box_masks, mass_in_box, pointing_game
+from lib.explain.localisation import box_masks, mass_in_box, mass_in_mask, pointing_game
 
 
 def test_pointing_game_and_mass_in_box_on_hand_made_maps():
@@ -31,3 +32,24 @@ def test_box_masks_against_a_loop():
         for r in range(6):
             for c in range(8):
                 assert bool(mask[r, c]) == (top <= r < bottom and left <= c < right)
+
+
+def test_mass_in_mask_against_a_loop_over_pixels():
+    generator = torch.Generator().manual_seed(0)
+    maps = torch.randn(4, 1, 7, 9, generator=generator)
+    maps[3] = -1.0  # no positive mass at all
+    masks = torch.rand(4, 7, 9, generator=generator) > 0.6
+    expected = []
+    for m, mask in zip(maps[:, 0], masks, strict=True):
+        inside = total = 0.0
+        for i in range(7):
+            for j in range(9):
+                value = max(float(m[i, j]), 0.0)
+                total += value
+                inside += value if mask[i, j] else 0.0
+        expected.append(inside / total if total > 0 else 0.0)
+    torch.testing.assert_close(mass_in_mask(maps, masks), torch.tensor(expected), rtol=1e-5, atol=1e-7)
+    box = torch.tensor([[1, 2, 5, 6]] * 4)
+    torch.testing.assert_close(mass_in_box(maps, box), mass_in_mask(maps, box_masks(box, 7, 9)))
+    with pytest.raises(ValueError, match="boolean"):
+        mass_in_mask(maps, masks.float())

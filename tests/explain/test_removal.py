@@ -97,3 +97,18 @@ def test_random_attribution_is_seeded_and_shared_over_channels():
     assert first.shape == inputs.shape and first.dtype == inputs.dtype
     torch.testing.assert_close(first[:, 0], first[:, 2])
     torch.testing.assert_close(random_attribution(inputs, torch.Generator().manual_seed(3)), first)
+
+
+def test_several_scores_of_one_forward_equal_one_call_per_score(toy):
+    model, inputs, baselines, oracle = toy
+
+    def two(images):  # (M,) -> (M, 2): the model and its square
+        score = model(images)
+        return torch.stack([score, score**2], dim=1)
+
+    both = insertion_deletion_curves(two, inputs, oracle, baselines, n_steps=5, batch_size=7)
+    for t, single in enumerate((model, lambda images: model(images) ** 2)):
+        alone = insertion_deletion_curves(single, inputs, oracle, baselines, n_steps=5, batch_size=7)
+        for name in ("insertion", "deletion", "insertion_auc", "deletion_auc"):
+            torch.testing.assert_close(getattr(both, name)[t], getattr(alone, name))
+    assert both.insertion.shape == (2, 3, 6) and both.deletion_auc.shape == (2, 3)

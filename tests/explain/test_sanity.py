@@ -5,7 +5,11 @@ import pytest
 import torch
 from scipy.stats import spearmanr, truncnorm
 
-from lib.explain.sanity import randomised_copy, rank_correlation
+from lib.explain.sanity import (
+    cascading_randomisation,
+    randomised_copy,
+    rank_correlation,
+)
 from lib.models.convnet import conv_encoder
 
 
@@ -76,3 +80,35 @@ def test_constant_parameters_have_nothing_to_draw_from_and_stay():
     random = randomised_copy(layer, torch.Generator().manual_seed(0))
     torch.testing.assert_close(random.bias, layer.bias)
     assert not torch.equal(random.weight, layer.weight)
+
+
+def test_cascading_randomisation_redraws_layers_from_the_top_and_leaves_lower_layers_trained():
+    from lib.models.convnet import conv_blocks
+
+    torch.manual_seed(0)
+    model = conv_encoder(1, width=8, n_blocks=3)
+    with torch.no_grad():
+        for i in (1, 4, 7):  # BatchNorm's affine parameters: give them a spread to draw from
+            model[i].weight.uniform_(0.5, 1.5)
+            model[i].bias.uniform_(-0.5, 0.5)
+    blocks = conv_blocks(model)
+    assert blocks == [["6", "7"], ["3", "4"], ["0", "1"]]
+    trained = {name: p.detach().clone() for name, p in model.named_parameters()}
+    copies = cascading_randomisation(model, blocks, torch.Generator().manual_seed(1))
+    assert len(copies) == 3
+    for k, random in enumerate(copies, start=1):
+        randomised = {f"{m}.{p}" for group in blocks[:k] for m in group for p in ("weight", "bias") if m in ("1", "4", "7")}
+        randomised |= {f"{m}.weight" for group in blocks[:k] for m in group}
+        for name, param in random.named_parameters():
+            if name in randomised:
+                assert not torch.equal(param, trained[name]), (k, name)
+                torch.testing.assert_close(param, dict(copies[-1].named_parameters())[name])  # one draw per layer
+            else:
+                torch.testing.assert_close(param, trained[name])  # the layers below stay trained
+    for name, param in model.named_parameters():
+        torch.testing.assert_close(param, trained[name])  # the original is untouched
+    full = randomised_copy(model, torch.Generator().manual_seed(1))
+    for p, q in zip(copies[-1].parameters(), full.parameters(), strict=True):
+        torch.testing.assert_close(p, q)
+    with pytest.raises(ValueError, match="unknown"):
+        cascading_randomisation(model, [["9x"]], torch.Generator())

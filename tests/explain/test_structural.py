@@ -18,8 +18,8 @@ from lib.explain.structural import (
     sinkhorn,
     structural_marginals,
     structural_match,
-    structural_similarity,
     structural_plan_matrix,
+    structural_similarity,
     structural_similarity_matrix,
     structural_similarity_to,
 )
@@ -406,3 +406,20 @@ def test_errors_name_the_problem():
         sinkhorn(cost, a, b, n_iters=0)
     with pytest.raises(TypeError, match="floating-point"):
         structural_similarity(x.long(), y.long())
+
+
+def test_correspondence_share_of_hand_built_plans():
+    from lib.explain.structural import correspondence_share
+
+    truth = torch.eye(3, dtype=torch.bool).expand(3, 3, 3).clone()
+    plans = torch.stack([
+        torch.eye(3) / 3,                         # all mass on the diagonal
+        torch.full((3, 3), 1 / 9),                # uniform: chance, 3 / 9
+        torch.tensor([[0.0, 0.5, 0.0], [0.0, 0.0, 0.0], [0.25, 0.0, 0.25]]) * 2,  # one quarter of the mass on it
+    ])
+    torch.testing.assert_close(correspondence_share(plans, truth), torch.tensor([1.0, 1 / 3, 0.25]))
+    torch.testing.assert_close(correspondence_share(torch.ones(3, 3, 3), truth), torch.full((3,), 1 / 3))
+    with pytest.raises(ValueError, match="both be"):
+        correspondence_share(plans, truth[:, :2])
+    with pytest.raises(ValueError, match="positive mass"):
+        correspondence_share(torch.zeros(1, 3, 3), truth[:1])

@@ -312,3 +312,36 @@ def test_collapse_indicator_errors():
         collapse_indicators(torch.zeros(4, 5), torch.zeros(5), 0.04, torch.zeros(1, 2))
     with pytest.raises(ValueError, match="tau_t"):
         collapse_indicators(torch.zeros(4, 5), torch.zeros(5), 0.0, torch.zeros(4, 2))
+
+
+def test_momentum_for_share_leaves_that_share_of_the_initialisation_in_a_naive_ema():
+    from lib.losses.dino import initial_share, momentum_for_share
+    from lib.training import cosine_value
+
+    steps = 120
+    start = momentum_for_share(steps, 0.01)
+    # A scalar teacher at 1 following a student at 0: what is left of the 1 is the initial share.
+    teacher = 1.0
+    for t in range(steps):
+        m = cosine_value(start, 1.0, t, steps - 1)
+        teacher = m * teacher + (1 - m) * 0.0
+    assert teacher == pytest.approx(0.01, rel=1e-6) == initial_share(start, steps)
+    assert momentum_for_share(10 * steps, 0.01) > start  # longer runs start closer to 1
+    with pytest.raises(ValueError, match="share"):
+        momentum_for_share(steps, 1.5)
+
+
+def test_update_teacher_can_keep_the_teachers_own_buffers():
+    student, teacher = nn.BatchNorm1d(3), nn.BatchNorm1d(3)
+    student.running_mean.fill_(2.0)
+    teacher.running_mean.fill_(-1.0)
+    update_teacher(student, teacher, momentum=0.5, copy_buffers=False)
+    assert torch.equal(teacher.running_mean, torch.full((3,), -1.0))
+    update_teacher(student, teacher, momentum=0.5)
+    assert torch.equal(teacher.running_mean, torch.full((3,), 2.0))
+
+
+def test_teacher_temperature_warms_up_linearly_as_dino():
+    # Caron et al., App. B: 0.04 -> 0.07 linearly over the warm-up epochs, then 0.07.
+    schedule = teacher_temperature_schedule(10, warmup_temp=0.04, temp=0.07, warmup_epochs=3)
+    np.testing.assert_allclose(schedule, [0.04, 0.05, 0.06] + [0.07] * 7)

@@ -25,6 +25,7 @@ from lib.studies.cocoa.data import derived_seed, seed_global_draws
 from lib.studies.cocoa.params import AugmentParams, CocoaEvalParams
 from lib.studies.cocoa.simclr import representations
 from lib.studies.cocoa.stats import over_seeds, per_seed
+from lib.timing import phase
 
 #: The range of the contrastive corpus similarity, a difference of two mean cosines.
 SIMILARITY_BOUNDS = (-2.0, 2.0)
@@ -59,6 +60,7 @@ class AugmentationStudy:
     similarity: pd.DataFrame
 
 
+@phase("evaluate")
 def augmentation_study(
     encoder: nn.Module, digits: Split[MnistDataset], cfg: CocoaEvalParams, seed: int, rt: Runtime
 ) -> AugmentationStudy:

@@ -37,13 +37,23 @@ from lib.data.mnist import MnistDataset
 from lib.data.splits import Split
 from lib.eval.intervals import comparison_cell
 from lib.explain.attribute import METHODS, attribute_targets
-from lib.explain.cocoa import ContrastiveCorpusSimilarity, ContrastiveLabelFree, CorpusSimilarity, LabelFreeImportance
-from lib.explain.removal import blur_baseline, insertion_deletion_curves, random_attribution
+from lib.explain.cocoa import (
+    ContrastiveCorpusSimilarity,
+    ContrastiveLabelFree,
+    CorpusSimilarity,
+    LabelFreeImportance,
+)
+from lib.explain.removal import (
+    blur_baseline,
+    insertion_deletion_curves,
+    random_attribution,
+)
 from lib.runtime import Runtime
 from lib.studies.cocoa.data import derived_seed, seed_global_draws
 from lib.studies.cocoa.params import N_CLASSES, BenchmarkParams, CocoaEvalParams
-from lib.studies.cocoa.simclr import ClassProbability, corpus_majority_class, representations
+from lib.studies.cocoa.simclr import majority_class, representations
 from lib.studies.cocoa.stats import comparison_columns, over_seeds, per_seed
+from lib.timing import phase
 
 SETTINGS = ("same_class", "different_class")
 TARGETS = ("label_free", "contrastive_label_free", "corpus", "cocoa")
@@ -128,23 +138,42 @@ def sample_tasks(digits: Split[MnistDataset], cfg: BenchmarkParams, seed: int) -
     return tasks
 
 
-def explain_task(encoder: nn.Module, task: Task, cfg: CocoaEvalParams, rt: Runtime) -> dict[tuple[str, str], Tensor]:
+@dataclass(frozen=True)
+class TaskRepresentations:
+    """One encoder's representations of a task's corpus, explanation foil and evaluation foil, (n, D) each.
+    The two settings of a corpus class share them, so a class's sets are encoded once."""
+
+    corpus: Tensor
+    foil: Tensor
+    eval_foil: Tensor
+
+
+def encode_task(encoder: nn.Module, task: Task, rt: Runtime) -> TaskRepresentations:
+    """h of the task's corpus, foil and evaluation foil."""
+    return TaskRepresentations(*(representations(encoder, images, rt) for images in (task.corpus, task.foil, task.eval_foil)))
+
+
+def explain_task(
+    encoder: nn.Module, task: Task, cfg: CocoaEvalParams, rt: Runtime, encoded: TaskRepresentations | None = None,
+) -> dict[tuple[str, str], Tensor]:
     """Attributions {(target, method): (n, 1, H, W)} of every explicand of a task.
 
-    The corpus and foil representations come from ``encoder`` itself, so a
-    randomised encoder (:mod:`lib.studies.cocoa.sanity`) is explained end to end."""
-    corpus_repr = representations(encoder, task.corpus, rt)
-    foil_repr = representations(encoder, task.foil, rt)
+    The corpus and foil representations come from ``encoder`` itself (``encoded``, or computed here), so a
+    randomised encoder (:mod:`lib.studies.cocoa.sanity`) is explained end to end. The four targets of an
+    explicand share one encoding of every perturbed image (:func:`lib.explain.attribute.attribute_targets`)."""
+    corpus_repr = representations(encoder, task.corpus, rt) if encoded is None else encoded.corpus
+    foil_repr = representations(encoder, task.foil, rt) if encoded is None else encoded.foil
     shared = {
         "corpus": CorpusSimilarity(encoder, corpus_repr),
         "cocoa": ContrastiveCorpusSimilarity(encoder, corpus_repr, foil_repr),
     }
     explicands = rt.batch(task.explicands)
     baselines = blur_baseline(explicands, cfg.benchmark.blur_sigma)
+    own = representations(encoder, explicands, rt)
     maps: dict[tuple[str, str], list[Tensor]] = {}
     for i in range(len(explicands)):
         x, b = explicands[i : i + 1], baselines[i : i + 1]
-        targets = explicand_targets(encoder, representations(encoder, x, rt), foil_repr, shared)
+        targets = explicand_targets(encoder, own[i : i + 1], foil_repr, shared)
         draw = task.draw_seed(i)
         seed_global_draws(draw)
         explained = {m: attribute_targets(targets, m, x, b, cfg.attribution, seed=draw) for m in cfg.benchmark.methods}
@@ -153,45 +182,51 @@ def explain_task(encoder: nn.Module, task: Task, cfg: CocoaEvalParams, rt: Runti
     return {key: torch.cat(values) for key, values in maps.items()}
 
 
-def evaluation_metrics(encoder: nn.Module, probe: nn.Module, task: Task, rt: Runtime) -> tuple[dict[str, nn.Module], int]:
-    """The two scores the removal curves follow, and the corpus's majority class: contrastive corpus similarity
-    against the evaluation foil (not the foil the attributions saw) and the probe's probability of the class it
-    predicts most often on the corpus (:func:`~lib.studies.cocoa.simclr.corpus_majority_class`)."""
-    corpus_repr = representations(encoder, task.corpus, rt)
-    eval_foil_repr = representations(encoder, task.eval_foil, rt)
-    probe = probe.to(rt.device)
-    majority = corpus_majority_class(encoder, probe, task.corpus, rt)
-    return {
-        "contrastive_corpus_similarity": ContrastiveCorpusSimilarity(encoder, corpus_repr, eval_foil_repr),
-        "corpus_majority_probability": ClassProbability(encoder, probe, majority),
-    }, majority
+class EvaluationScores(nn.Module):
+    """The two scores the removal curves follow, from one encoding of each image: x -> (B, 2) with columns
+    :data:`METRICS`, the contrastive corpus similarity against the evaluation foil (not the foil the
+    attributions saw) and the probe's probability of the corpus's majority class."""
+
+    def __init__(self, encoder: nn.Module, probe: nn.Module, encoded: TaskRepresentations, majority: int):
+        super().__init__()
+        self.similarity = ContrastiveCorpusSimilarity(encoder, encoded.corpus, encoded.eval_foil)
+        self.probe, self.majority = probe, majority
+
+    def forward(self, x: Tensor) -> Tensor:
+        h = self.similarity.explicand_representation(x)
+        return torch.stack([self.similarity.score(h), self.probe(h).softmax(dim=1)[:, self.majority]], dim=1)
 
 
 def evaluate_task(
-    encoder: nn.Module, probe: nn.Module, task: Task, maps: dict[tuple[str, str], Tensor], cfg: CocoaEvalParams, rt: Runtime
+    encoder: nn.Module, probe: nn.Module, task: Task, maps: dict[tuple[str, str], Tensor], cfg: CocoaEvalParams,
+    rt: Runtime, encoded: TaskRepresentations | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Insertion and deletion curves of every ranking (plus a random one), both metrics.
 
     Returns (AUCs, one row per target x method x metric x curve, averaged over the
     explicands; mean curves, one row per step). All rankings of all explicands go
-    through :func:`insertion_deletion_curves` as one batch of repeated explicands.
+    through :func:`insertion_deletion_curves` as one batch of repeated explicands,
+    and both metrics read one encoding of each removed image (:class:`EvaluationScores`).
+    The majority class is the probe's modal prediction on the corpus
+    (:func:`~lib.studies.cocoa.simclr.majority_class`).
     """
+    encoded = encode_task(encoder, task, rt) if encoded is None else encoded
     generator = torch.Generator().manual_seed(task.ranking_seed())
     explicands = rt.batch(task.explicands)
     rankings = {**maps, ("random", "random"): random_attribution(explicands.cpu(), generator).to(explicands)}
     keys, k, n = list(rankings), len(rankings), len(explicands)
     inputs, attributions = explicands.repeat(k, 1, 1, 1), torch.cat([rankings[key] for key in keys])
     baselines = blur_baseline(inputs, cfg.benchmark.blur_sigma)
-    metrics, majority = evaluation_metrics(encoder, probe, task, rt)
+    probe = probe.to(rt.device)
+    majority = majority_class(probe, encoded.corpus)
+    result = insertion_deletion_curves(EvaluationScores(encoder, probe, encoded, majority), inputs, attributions,
+                                       baselines, cfg.benchmark.curve_steps, cfg.attribution.batch_size)
+    fractions = result.fractions.cpu()
     aucs, curves = [], []
-    for metric, score in metrics.items():
-        result = insertion_deletion_curves(
-            score, inputs, attributions, baselines, cfg.benchmark.curve_steps, cfg.attribution.batch_size
-        )
-        fractions = result.fractions.cpu()
+    for t, metric in enumerate(METRICS):
         for curve in CURVES:
-            auc = getattr(result, f"{curve}_auc").reshape(k, n).mean(dim=1).cpu()
-            mean_curve = getattr(result, curve).reshape(k, n, -1).mean(dim=1).cpu()
+            auc = getattr(result, f"{curve}_auc")[t].reshape(k, n).mean(dim=1).cpu()
+            mean_curve = getattr(result, curve)[t].reshape(k, n, -1).mean(dim=1).cpu()
             for j, (target, method) in enumerate(keys):
                 row = _task_row(task) | {"majority_class": majority, "target": target, "method": method,
                                          "metric": metric, "curve": curve}
@@ -217,6 +252,7 @@ class Benchmark:
     examples: dict[str, tuple[Tensor, dict[tuple[str, str], Tensor]]]
 
 
+@phase("evaluate")
 def run_benchmark(
     encoder: nn.Module, probe: nn.Module, digits: Split[MnistDataset], cfg: CocoaEvalParams, seed: int, rt: Runtime,
     progress: bool = True,
@@ -226,9 +262,12 @@ def run_benchmark(
     encoder = rt.prepare(encoder).eval()
     tasks = sample_tasks(digits, cfg.benchmark, seed)
     aucs, curves, first, examples = [], [], {}, {}
+    encoded: dict[int, TaskRepresentations] = {}  # per corpus class: both settings share its sets
     for task in tqdm(tasks, desc=f"benchmark, seed {seed}", disable=not progress):
-        maps = explain_task(encoder, task, cfg, rt)
-        auc, curve = evaluate_task(encoder, probe, task, maps, cfg, rt)
+        if task.corpus_class not in encoded:
+            encoded[task.corpus_class] = encode_task(encoder, task, rt)
+        maps = explain_task(encoder, task, cfg, rt, encoded[task.corpus_class])
+        auc, curve = evaluate_task(encoder, probe, task, maps, cfg, rt, encoded[task.corpus_class])
         aucs.append(auc)
         curves.append(curve)
         first[task.setting, task.corpus_class] = {key: m[: cfg.sanity.n_explicands].cpu() for key, m in maps.items()}

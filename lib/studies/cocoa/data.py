@@ -7,44 +7,57 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
+from torch import Tensor
 
 from lib.data.digit_scenes import DigitScenes, make_scenes
 from lib.data.mnist import MnistDataset, load_mnist5k, validation_split
 from lib.data.splits import Split
+from lib.explain.localisation import box_masks
 from lib.studies.cocoa.params import CocoaCommon
+
+#: Key of the validation split among a repetition's derived seeds.
+VAL_STREAM = 7
 
 
 def load_digits(cfg: CocoaCommon, seed: int, data_dir: str | os.PathLike = "data") -> Split[MnistDataset]:
-    """MNIST-5k with ``data.test_fraction`` of every digit held out; no validation part.
-    Images (N, 1, 28, 28) in [0, 1]. Repetition ``seed`` has its own hold-out, drawn from ``seed``."""
+    """MNIST-5k with ``data.test_fraction`` of every digit held out (test) and ``data.val_fraction`` of the rest
+    set aside for validation (every training's plateau); the fit part trains the models and supplies the corpora
+    and foils. Images (N, 1, 28, 28) in [0, 1]. Repetition ``seed`` has its own split, drawn from ``seed``."""
     images, labels = load_mnist5k(data_dir)
     train_idx, test_idx = validation_split(labels, np.arange(len(labels)), cfg.data.test_fraction, seed=seed)
-    return Split(fit=MnistDataset(images[train_idx], labels[train_idx]), val=None,
-                 test=MnistDataset(images[test_idx], labels[test_idx]))
+    fit_idx, val_idx = validation_split(labels, train_idx, cfg.data.val_fraction, seed=derived_seed(seed, VAL_STREAM))
+    return Split(*(MnistDataset(images[idx], labels[idx]) for idx in (fit_idx, val_idx, test_idx)))
 
 
 @dataclass(frozen=True)
 class SceneSets:
-    """Single-digit scenes for training (training digits) and testing (test digits), and crowded test scenes
-    in which the named digit shares the canvas with digits of other classes."""
+    """Single-digit scenes for training (fit digits), validation (validation digits) and testing (test digits),
+    and crowded test scenes in which the named digit shares the canvas with digits of other classes."""
 
     train: DigitScenes
+    val: DigitScenes
     test: DigitScenes
     crowded: DigitScenes
 
 
 def make_scene_sets(digits: Split[MnistDataset], cfg: CocoaCommon, seed: int) -> SceneSets:
-    """The three scene sets of repetition ``seed``, each from its own stream of that seed, so that both
+    """The four scene sets of repetition ``seed``, each from its own stream of that seed, so that both
     notebooks rebuild the same scenes."""
     s = cfg.scenes
-    common = dict(size=s.size, n_strokes=s.n_strokes, stroke_width=s.stroke_width)
-    train = (digits.fit.images[:, 0].numpy(), digits.fit.labels.numpy())
-    test = (digits.test.images[:, 0].numpy(), digits.test.labels.numpy())
+    train, val, test = ((part.images[:, 0].numpy(), part.labels.numpy()) for part in (digits.fit, digits.val, digits.test))
     return SceneSets(
-        train=make_scenes(*train, s.n_train, seed=derived_seed(seed, 0), **common),
-        test=make_scenes(*test, s.n_test, seed=derived_seed(seed, 1), **common),
-        crowded=make_scenes(*test, s.n_test, n_other_digits=s.crowded_other_digits, seed=derived_seed(seed, 2), **common),
+        train=make_scenes(*train, s.n_train, seed=derived_seed(seed, 0), **scene_style(cfg)),
+        val=make_scenes(*val, s.n_val, seed=derived_seed(seed, 8), **scene_style(cfg)),
+        test=make_scenes(*test, s.n_test, seed=derived_seed(seed, 1), **scene_style(cfg)),
+        crowded=make_scenes(*test, s.n_test, n_other_digits=s.crowded_other_digits, seed=derived_seed(seed, 2),
+                            **scene_style(cfg)),
     )
+
+
+def scene_style(cfg: CocoaCommon) -> dict:
+    """The keyword arguments of :func:`lib.data.digit_scenes.make_scenes` that every scene set shares."""
+    s = cfg.scenes
+    return {"size": s.size, "n_strokes": s.n_strokes, "stroke_width": s.stroke_width}
 
 
 def derived_seed(seed: int, *keys: int) -> int:
@@ -59,3 +72,27 @@ def seed_global_draws(draw: int) -> None:
     from torch's and its interpolation points from NumPy's."""
     torch.manual_seed(draw)
     np.random.seed(draw % 2**32)
+
+
+def named_digit_masks(digits: Split[MnistDataset], cfg: CocoaCommon, seed: int) -> dict[str, Tensor]:
+    """The named digit's pixels in each test scene, {"single": (N, S, S), "crowded": (N, S, S)} boolean: where the
+    class evidence of the scene's caption lies, pixel by pixel.
+
+    :func:`lib.data.digit_scenes.make_scenes` places the digits before it draws the strokes, so the same call
+    without strokes places the same digits at the same places; the named digit's mask is that rendering's ink
+    inside the named digit's box (the boxes of a scene never touch). The boxes of both renderings are compared,
+    and a difference is an error rather than a wrong mask.
+    """
+    s = cfg.scenes
+    test = (digits.test.images[:, 0].numpy(), digits.test.labels.numpy())
+    style = scene_style(cfg) | {"n_strokes": 0}
+    masks = {}
+    for name, key, others in (("single", 1, 0), ("crowded", 2, s.crowded_other_digits)):
+        with_strokes = make_scenes(*test, s.n_test, n_other_digits=others, seed=derived_seed(seed, key), **scene_style(cfg))
+        bare = make_scenes(*test, s.n_test, n_other_digits=others, seed=derived_seed(seed, key), **style)
+        if not torch.equal(bare.boxes, with_strokes.boxes):
+            raise RuntimeError("the scenes without strokes place their digits elsewhere: make_scenes no longer draws "
+                               "the placement before the strokes, so the digit masks cannot be rebuilt this way")
+        inside = box_masks(bare.boxes, s.size, s.size)
+        masks[name] = (bare.images[:, 0] > 0) & inside
+    return masks

@@ -48,12 +48,13 @@ def _box(ax, box, color: str) -> None:
     ax.add_patch(Rectangle((left - 0.5, top - 0.5), right - left, bottom - top, fill=False, ec=color, lw=1.2))
 
 
-def loss_curves(histories: Mapping[str, Mapping[int, Sequence[dict]]]):
-    """Training loss per epoch, one panel per model ({title: {seed: history}}), one line per seed."""
+def loss_curves(histories: Mapping[str, Mapping[int, Sequence[dict]]], column: str = "loss"):
+    """A history's ``column`` per epoch (the training loss, or ``val_score``, the validation score early stopping
+    reads), one panel per model ({title: {seed: history}}), one line per seed."""
     frames = [pd.DataFrame(h).assign(model=name, seed=f"seed {seed}")
               for name, by_seed in histories.items() for seed, h in by_seed.items()]
     frame = pd.concat(frames, ignore_index=True)
-    wide = frame.assign(**{name: frame["loss"].where(frame["model"] == name) for name in histories})
+    wide = frame.assign(**{name: frame[column].where(frame["model"] == name) for name in histories})
     return training_curves(wide, {name: name for name in histories}, hue="seed")
 
 
@@ -241,5 +242,27 @@ def sanity_examples(example, methods: Sequence[str]):
             top = r == 0
             _attribution(axes[r, 2 * c + 1], trained[target, method], f"{TARGET_LABELS[target]}\ntrained" if top else None)
             _attribution(axes[r, 2 * c + 2], randomised[target, method], f"{TARGET_LABELS[target]}\nrandomised" if top else None)
+    fig.tight_layout()
+    return fig
+
+
+def sanity_cascade(cascade: pd.DataFrame, target: str = "cocoa"):
+    """The cascading randomisation (Adebayo et al. 2018, Fig. 2's form): one panel per correlation (signed,
+    absolute), the mean rank correlation between trained and randomised maps of ``target`` against the number of
+    conv blocks re-drawn from the top, one line per method, with its 95 % interval."""
+    rows = cascade[cascade.target == target]
+    fig, axes = plt.subplots(1, 2, figsize=(8, 3), sharey=True)
+    for ax, (correlation, title) in zip(axes, (("rank_correlation", "signed maps"),
+                                               ("rank_correlation_abs", "absolute maps")), strict=True):
+        for method, by_method in rows[rows.correlation == correlation].groupby("method", sort=False):
+            by_method = by_method.sort_values("randomised_blocks")
+            ax.plot(by_method.randomised_blocks, by_method["mean"], marker="o", label=method.replace("_", " "))
+            if by_method["low"].notna().all():
+                ax.fill_between(by_method.randomised_blocks, by_method["low"].astype(float),
+                                by_method["high"].astype(float), alpha=0.2)
+        ax.axhline(0, color="grey", lw=0.5)
+        ax.set(title=title, xlabel="conv blocks randomised, from the top", xticks=sorted(rows.randomised_blocks.unique()))
+    axes[0].set_ylabel("Spearman rank correlation")
+    axes[0].legend(fontsize=7)
     fig.tight_layout()
     return fig

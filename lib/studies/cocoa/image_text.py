@@ -20,8 +20,8 @@ from lib.losses.contrastive import GroupedClipLoss
 from lib.models.convnet import conv_encoder
 from lib.runtime import Runtime, runtime, seed_everything
 from lib.studies.cocoa.params import N_CLASSES, ClipParams, CocoaTrainParams
-from lib.studies.cocoa.simclr import representations
-from lib.training import fit
+from lib.studies.cocoa.simclr import representations, training_record
+from lib.training import FitResult, fit
 
 
 def build_image_encoder(cfg: ClipParams, dim: int) -> nn.Sequential:
@@ -44,12 +44,13 @@ def grouped_batches(labels: Tensor, groups_per_batch: int, generator: torch.Gene
 
 
 def train_image_text(
-    cfg: CocoaTrainParams, scenes: DigitScenes, caption_embeddings: Tensor, seed: int, progress: bool = True,
-    checkpoint: str | os.PathLike | None = None, fingerprint: str | None = None,
-) -> tuple[nn.Sequential, GroupedClipLoss, list[dict]]:
+    cfg: CocoaTrainParams, scenes: DigitScenes, val_scenes: DigitScenes, caption_embeddings: Tensor, seed: int,
+    progress: bool = True, checkpoint: str | os.PathLike | None = None, fingerprint: str | None = None,
+) -> tuple[nn.Sequential, GroupedClipLoss, FitResult]:
     """The image encoder aligned with the frozen caption embeddings (the text tower stays locked, as in LiT,
-    Zhai et al., CVPR 2022, with the roles swapped), initialised and batched from ``seed``; the last epoch is kept.
-    ``checkpoint`` and ``fingerprint`` pass to :func:`lib.training.fit` (resume)."""
+    Zhai et al., CVPR 2022, with the roles swapped), initialised and batched from ``seed``, trained to the plateau
+    of its caption matching accuracy on ``val_scenes`` (``clip.patience``, ``min_delta``, at most ``epochs``); the
+    best epoch is kept. ``checkpoint`` and ``fingerprint`` pass to :func:`lib.training.fit` (resume)."""
     rt = runtime(cfg.device)
     generator = seed_everything(seed)
     c = cfg.clip
@@ -67,18 +68,22 @@ def train_image_text(
         generators=[generator],  # the batches' own generator: a resumed run must draw on from where it stopped
         # Shift the canvas by up to a tenth of its side: new placements each epoch against over-fitting.
         augment=lambda x: random_affine(x, degrees=0.0, translate=0.1),
+        validate=lambda model: caption_matching_accuracy(model, caption_embeddings, val_scenes, rt),
+        patience=c.patience, min_delta=c.min_delta,
     )
     encoder.load_state_dict(result.best_state)
-    return encoder.eval(), loss, result.history
+    return encoder.eval(), loss, result
 
 
 def save_image_text(
-    path: str | os.PathLike, encoder: nn.Module, loss: GroupedClipLoss, history: list[dict], cfg: CocoaTrainParams,
+    path: str | os.PathLike, encoder: nn.Module, loss: GroupedClipLoss, result: FitResult, cfg: CocoaTrainParams,
     seed: int,
 ) -> None:
-    """The image encoder's weights; parameters, seed, history and the learned logit scale as metadata."""
+    """The image encoder's weights; parameters, seed, training record (:func:`~lib.studies.cocoa.simclr.training_record`)
+    and the learned logit scale as metadata."""
     save_module(path, encoder, {
-        "params": cfg.model_dump(), "seed": seed, "history": history, "logit_scale": loss.logit_scale().item(),
+        "params": cfg.model_dump(), "seed": seed, "training": training_record(result, cfg.clip.epochs),
+        "logit_scale": loss.logit_scale().item(),
     })
 
 

@@ -7,7 +7,17 @@ digit's box, on held-out single-digit scenes and on *crowded* ones where a
 digit of another class shares the canvas (there, "where is a digit" no longer
 answers "where is the digit the caption names"). Every target is explained with
 every method; COCOA is compared with the corpus-only target (the caption's
-similarity without the foil) and with a random map, paired by seed.
+similarity without the foil), with a random map and with the *ink* map (the
+scene's own intensity as attribution, which points wherever the strokes are
+brightest), paired by seed.
+
+The positive control: the named digit's pixels are known
+(:func:`lib.studies.cocoa.data.named_digit_masks`), and they hold all the evidence
+for its caption (the strokes and the other digit hold none). Every map's share of
+positive mass on those pixels (``mass_on_digit``,
+:func:`lib.explain.localisation.mass_in_mask`) is set against the random map's
+(about the digit's share of the canvas) and the ink map's (the digit's share of
+the scene's ink); a method that follows what the model uses must beat both.
 """
 
 from __future__ import annotations
@@ -25,7 +35,7 @@ from lib.data.digit_scenes import DigitScenes
 from lib.eval.intervals import comparison_cell
 from lib.explain.attribute import attribute_targets
 from lib.explain.cocoa import ContrastiveCorpusSimilarity, CorpusSimilarity
-from lib.explain.localisation import box_masks, mass_in_box, pointing_game
+from lib.explain.localisation import box_masks, mass_in_box, mass_in_mask, pointing_game
 from lib.explain.removal import blur_baseline, random_attribution
 from lib.runtime import Runtime
 from lib.studies.cocoa.benchmark import explicand_targets
@@ -33,6 +43,7 @@ from lib.studies.cocoa.data import derived_seed, seed_global_draws
 from lib.studies.cocoa.params import N_CLASSES, CocoaEvalParams
 from lib.studies.cocoa.simclr import representations
 from lib.studies.cocoa.stats import comparison_columns, over_seeds, per_seed
+from lib.timing import phase
 
 #: Key of the localisation's draws among a repetition's derived seeds.
 STREAM = 5
@@ -60,13 +71,14 @@ class Localisation:
     maps: dict[tuple[str, str], Tensor]
 
 
+@phase("evaluate")
 def localise(
-    encoder: nn.Module, caption_embeddings: Tensor, scenes: DigitScenes, name: str, cfg: CocoaEvalParams, seed: int,
-    rt: Runtime, progress: bool = True,
+    encoder: nn.Module, caption_embeddings: Tensor, scenes: DigitScenes, digit_masks: Tensor, name: str,
+    cfg: CocoaEvalParams, seed: int, rt: Runtime, progress: bool = True,
 ) -> Localisation:
     """Explain the first ``localisation.n_scenes`` scenes of a set with repetition ``seed``'s image encoder
-    (RISE masks, GradientShap noise and the random map drawn from ``seed``); score every map against the
-    named digit's box."""
+    (RISE masks, GradientShap noise and the random map drawn from ``seed``); score every map, the random one and
+    the ink map (the scenes themselves) against the named digit's box and its pixels ``digit_masks`` (N, S, S)."""
     encoder = rt.prepare(encoder).eval()
     captions = caption_embeddings.to(rt.device)
     n = cfg.localisation.n_scenes
@@ -85,16 +97,17 @@ def localise(
     stacked = {key: torch.cat(values) for key, values in maps.items()}
     generator = torch.Generator().manual_seed(derived_seed(seed, STREAM, part))
     stacked["random", "random"] = random_attribution(images.cpu(), generator)
-    return Localisation(localisation_scores(stacked, scenes, n).assign(scenes=name, seed=seed), stacked)
+    stacked["ink", "ink"] = images.cpu()
+    return Localisation(localisation_scores(stacked, scenes, digit_masks, n).assign(scenes=name, seed=seed), stacked)
 
 
 #: The scene sets explained, in order.
 SCENE_SETS = ("single", "crowded")
 
 
-def localisation_scores(maps: dict[tuple[str, str], Tensor], scenes: DigitScenes, n: int) -> pd.DataFrame:
-    """Per scene x (target, method): pointing-game hit and mass in the named digit's box, and whether the
-    map's maximum lies on another digit instead (never, in single-digit scenes)."""
+def localisation_scores(maps: dict[tuple[str, str], Tensor], scenes: DigitScenes, digit_masks: Tensor, n: int) -> pd.DataFrame:
+    """Per scene x (target, method): pointing-game hit, mass in the named digit's box and on its pixels, and
+    whether the map's maximum lies on another digit instead (never, in single-digit scenes)."""
     boxes, others = scenes.boxes[:n], scenes.other_boxes[:n]
     frames = []
     for (target, method), m in maps.items():
@@ -104,7 +117,7 @@ def localisation_scores(maps: dict[tuple[str, str], Tensor], scenes: DigitScenes
         frames.append(pd.DataFrame({
             "scene": np.arange(n), "target": target, "method": method,
             "pointing_game": pointing_game(m, boxes).float().numpy(), "mass_in_box": mass_in_box(m, boxes).numpy(),
-            "points_at_other_digit": on_other.float().numpy(),
+            "mass_on_digit": mass_in_mask(m, digit_masks[:n]).numpy(), "points_at_other_digit": on_other.float().numpy(),
         }))
     return pd.concat(frames, ignore_index=True)
 
@@ -121,11 +134,13 @@ def mean_box_share(tested: dict[int, dict[str, DigitScenes]], n: int) -> dict[st
     return {name: float(np.mean([box_share(by_name[name], n) for by_name in tested.values()])) for name in names}
 
 
-LOCALISATION_SCORES = ("pointing_game", "mass_in_box", "points_at_other_digit")
+LOCALISATION_SCORES = ("pointing_game", "mass_in_box", "mass_on_digit", "points_at_other_digit")
 #: The scores COCOA is compared on (higher is better).
 COMPARED_SCORES = ("pointing_game", "mass_in_box")
-#: The targets COCOA is compared with.
-COMPARED_WITH = ("corpus", "random")
+#: The maps COCOA is compared with.
+COMPARED_WITH = ("corpus", "random", "ink")
+#: The maps that need no model: the floor of the positive control.
+REFERENCE_MAPS = ("random", "ink")
 
 
 def summarise_localisation(scores: pd.DataFrame) -> pd.DataFrame:
@@ -138,13 +153,15 @@ def summarise_localisation(scores: pd.DataFrame) -> pd.DataFrame:
 
 
 def _random_under_every_method(frame: pd.DataFrame) -> pd.DataFrame:
-    random = frame[frame.target == "random"]
-    methods = [m for m in dict.fromkeys(frame.method) if m != "random"]
-    return pd.concat([frame[frame.target != "random"], *(random.assign(method=m) for m in methods)], ignore_index=True)
+    """The rows of the maps that need no model (random, ink) repeated under every attribution method."""
+    fixed = frame[frame.target.isin(REFERENCE_MAPS)]
+    methods = [m for m in dict.fromkeys(frame.method) if m not in REFERENCE_MAPS]
+    return pd.concat([frame[~frame.target.isin(REFERENCE_MAPS)], *(fixed.assign(method=m) for m in methods)],
+                     ignore_index=True)
 
 
 def compare_localisation(scores: pd.DataFrame) -> pd.DataFrame:
-    """COCOA - other target (corpus-only, random), paired by seed, per scene set x method x score (pointing
+    """COCOA - other target (corpus-only, random, ink), paired by seed, per scene set x method x score (pointing
     game, mass in box; positive: COCOA localises better), all of them one Holm family: the
     :class:`~lib.eval.intervals.ComparisonCell` ``cell`` and its columns (``difference``, ``low``, ``high``,
     ``p_value``, ``p_holm``, ``n_seeds``, ``supported``, ``direction``; :func:`lib.studies.cocoa.stats.comparison_columns`)."""
@@ -181,3 +198,19 @@ def localisation_summary(summary: pd.DataFrame, comparisons: pd.DataFrame, share
             f"against the corpus-only target, paired by seed (Holm-corrected): {', '.join(verdict)}."
         )
     return "\n".join(lines)
+
+
+def recovery(scores: pd.DataFrame) -> pd.DataFrame:
+    """The positive control's recovery per scene: for every target x method, whether its mass on the named digit's
+    pixels exceeds the ink map's on the same scene (columns seed, scenes, scene, target, method, recovered)."""
+    keys = ["seed", "scenes", "scene"]
+    ink = scores[scores.target == "ink"].set_index(keys)["mass_on_digit"]
+    explained = scores[~scores.target.isin(REFERENCE_MAPS)]
+    floor = ink.reindex(pd.MultiIndex.from_frame(explained[keys])).to_numpy()
+    return explained[[*keys, "target", "method"]].assign(recovered=(explained.mass_on_digit.to_numpy() > floor).astype(float))
+
+
+def summarise_recovery(scores: pd.DataFrame) -> pd.DataFrame:
+    """Per scene set x target x method: the share of scenes whose map puts more mass on the named digit than the
+    ink map does, mean over seeds with its 95 % interval (resampling seeds and scenes)."""
+    return over_seeds(recovery(scores), ["scenes", "target", "method"], "recovered", (0.0, 1.0))

@@ -20,13 +20,33 @@ Method = Literal["integrated_gradients", "gradient_shap", "rise"]
 
 class CocoaData(Params):
     test_fraction: float = Field(gt=0, lt=1, description="stratified share of MNIST-5k held out: explicands, probe test")
+    val_fraction: float = Field(
+        gt=0, lt=1, description="stratified share of the training part held out for validation: the plateau of every "
+        "training (early stopping) is judged there, never on the test part")
 
 
-class SimclrParams(Optimiser):
+class Plateau(Params):
+    """Early stopping at the validation plateau (:func:`lib.training.fit`): stop when the validation score has not
+    improved on its best by more than ``min_delta`` for ``patience`` epochs; ``epochs`` is the maximum."""
+
+    patience: int = Field(ge=1, description="epochs without improvement before stopping")
+    min_delta: float = Field(ge=0, description="the least gain of the validation score that counts as improvement")
+
+
+class SimclrParams(Optimiser, Plateau):
     width: int = Field(ge=2, description="channels of the first of three conv blocks (doubled per block)")
     projection_dim: int = Field(ge=2)
     temperature: float = Field(gt=0, description="NT-Xent temperature tau")
     batch_size: int = Field(ge=2, description="images per step; NT-Xent sees two views of each")
+    knn_k: int = Field(ge=1, description="validation score: accuracy of a k-nearest-neighbour vote (cosine on h) of "
+                       "the validation digits among the training digits")
+
+
+class SupervisedParams(Optimiser, Plateau):
+    """The supervised bound: SimCLR's encoder architecture and views, trained with labels (cross-entropy); the
+    validation score is its accuracy on the validation digits."""
+
+    batch_size: int = Field(ge=1)
 
 
 def _check_range(values: list[float], name: str) -> None:
@@ -96,13 +116,16 @@ class AugmentationStudyParams(Params):
 class SceneParams(Params):
     size: int = Field(ge=28, description="canvas side in pixels")
     n_train: int = Field(ge=N_CLASSES)
+    n_val: int = Field(ge=1, description="single-digit scenes of the validation digits: the image-text model's plateau")
     n_test: int = Field(ge=1)
     n_strokes: int = Field(ge=0, description="distractor strokes per scene")
     stroke_width: float = Field(gt=0)
     crowded_other_digits: int = Field(ge=1, description="digits of other classes added to the crowded test scenes")
 
 
-class ClipParams(Optimiser):
+class ClipParams(Optimiser, Plateau):
+    """The image-text model; its validation score is the caption matching accuracy on the validation scenes."""
+
     width: int = Field(ge=2, description="channels of the first of four conv blocks")
     groups_per_batch: int = Field(ge=1, description="a batch holds this many groups of the ten digits")
     init_temperature: float = Field(gt=0, description="initial CLIP temperature (learned)")
@@ -121,16 +144,19 @@ class CocoaCommon(Repeated):
 
 
 class CocoaTrainParams(CocoaCommon):
-    """Stage ``cocoa_train``: the SimCLR encoder, its linear probe, the image-text model."""
+    """Stage ``cocoa_train``: the SimCLR encoder, its linear probe, the supervised bound, the image-text model."""
 
     simclr: SimclrParams
     probe: ProbeParams
+    supervised: SupervisedParams
     clip: ClipParams
 
 
 class CocoaEvalParams(CocoaCommon):
-    """Stage ``cocoa_eval``: the attribution benchmark, its sanity check, the augmentation study, localisation."""
+    """Stage ``cocoa_eval``: the classification ladder, the attribution benchmark, its sanity checks, the
+    augmentation study, localisation and its positive control."""
 
+    probe: ProbeParams  # the raw-pixel rung is the same logistic probe on pixels
     attribution: AttributionParams
     benchmark: BenchmarkParams
     sanity: SanityParams
@@ -141,6 +167,7 @@ class CocoaEvalParams(CocoaCommon):
     def _sizes_fit_mnist5k(self) -> CocoaEvalParams:
         test_per_class = round(self.data.test_fraction * PER_CLASS)
         train_per_class = PER_CLASS - test_per_class
+        train_per_class -= round(self.data.val_fraction * train_per_class)  # the validation digits are no corpus
         b = self.benchmark
         if b.n_explicands > test_per_class or b.corpus_size >= train_per_class:
             raise ValueError(

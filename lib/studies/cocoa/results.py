@@ -10,10 +10,16 @@ from pathlib import Path
 import pandas as pd
 
 from lib.io import write_json, write_text
-from lib.studies.cocoa.benchmark import METRICS, SETTINGS, auc_table, cocoa_advantage, summarise
+from lib.studies.cocoa.benchmark import (
+    METRICS,
+    SETTINGS,
+    auc_table,
+    cocoa_advantage,
+    summarise,
+)
 from lib.studies.cocoa.localisation import compare_localisation, summarise_localisation
 from lib.studies.cocoa.params import CocoaEvalParams
-from lib.studies.cocoa.sanity import summarise_sanity
+from lib.studies.cocoa.sanity import summarise_cascade, summarise_sanity
 from lib.studies.cocoa.summary import PLOTTED, Summary, build_summary
 
 
@@ -25,7 +31,11 @@ class StudyResults:
     localisation: per-scene scores (:func:`lib.studies.cocoa.localisation.localise`);
     augmentation: per-view similarities; sanity: per-map rank correlations;
     accuracies: one row per seed with ``probe_test_accuracy`` and ``caption_matching_accuracy``;
-    box_share: per scene set, the named digit's box's mean share of the canvas (chance for the mass in box).
+    box_share: per scene set, the named digit's box's mean share of the canvas (chance for the mass in box);
+    correct: per seed, classification rung and test digit whether it was classified right
+    (:func:`lib.studies.cocoa.ladder.classification_correct`); trainings: one row per seed and training
+    (model, selected_epoch, last_epoch, max_epochs, stopped_at_plateau); sanity holds the full and the cascading
+    randomisation (column ``randomised_blocks``, ``n_blocks`` for the full one).
     """
 
     aucs: pd.DataFrame
@@ -35,6 +45,13 @@ class StudyResults:
     sanity: pd.DataFrame
     accuracies: pd.DataFrame
     box_share: dict[str, float]
+    correct: pd.DataFrame
+    trainings: pd.DataFrame
+    n_blocks: int
+
+    def full_sanity(self) -> pd.DataFrame:
+        """The sanity rows of the full randomisation."""
+        return self.sanity[self.sanity.randomised_blocks == self.n_blocks]
 
 
 def save_results(out_dir: str | os.PathLike, cfg: CocoaEvalParams, results: StudyResults) -> Summary:
@@ -68,7 +85,10 @@ def save_results(out_dir: str | os.PathLike, cfg: CocoaEvalParams, results: Stud
     write_text(tables / "localisation_comparisons.csv", cells_csv(compare_localisation(results.localisation)))
     write_text(tables / "sanity_rank_correlations.csv", results.sanity.to_csv(**csv))
     write_text(tables / "sanity_summary.csv",
-               cells_csv(summarise_sanity(results.sanity, cfg.sanity.max_rank_correlation)))
+               cells_csv(summarise_sanity(results.full_sanity(), cfg.sanity.max_rank_correlation)))
+    write_text(tables / "sanity_cascade.csv", cells_csv(summarise_cascade(results.sanity)))
+    write_text(tables / "classification.csv", results.correct.to_csv(**csv))
+    write_text(tables / "trainings.csv", results.trainings.to_csv(**csv))
     write_text(tables / "augmentation_similarity.csv", results.augmentation.to_csv(**csv))
     write_text(tables / "accuracies.csv", results.accuracies.to_csv(**csv))
     _save_plot_data(out_dir / "plots", results.curves)

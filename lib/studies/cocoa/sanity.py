@@ -11,6 +11,14 @@ signed maps and of their absolute values, measures how much of a map survives
 the loss of everything the encoder learned. A method x target passes when the
 upper end of the 95 % interval over seeds of both correlations stays below
 ``sanity.max_rank_correlation``, a bound fixed in advance.
+
+Beside this full randomisation, the cascading form of Adebayo et al. (Sec. 3.1,
+:func:`lib.explain.sanity.cascading_randomisation`) randomises the encoder's conv
+blocks one after another from the top: step k has the top k blocks random and
+the blocks below trained, and the last step is the full randomisation above. A
+map that explains what the encoder learned loses its ranking already when the top
+block goes; one that stays correlated until the lowest block goes reads the
+input through the first filters (edges, ink).
 """
 
 from __future__ import annotations
@@ -23,21 +31,25 @@ import torch
 from torch import Tensor, nn
 from tqdm.auto import tqdm
 
-from lib.explain.sanity import randomised_copy, rank_correlation
+from lib.explain.sanity import cascading_randomisation, rank_correlation
+from lib.models.convnet import conv_blocks
 from lib.runtime import Runtime
 from lib.studies.cocoa.benchmark import Benchmark, explain_task
 from lib.studies.cocoa.data import derived_seed
 from lib.studies.cocoa.params import CocoaEvalParams
 from lib.studies.cocoa.stats import over_seeds
+from lib.timing import phase
 
 #: Key of the randomisation among a repetition's derived seeds.
 STREAM = 4
 CORRELATIONS = ("rank_correlation", "rank_correlation_abs")
 
 
-def randomised_encoder(encoder: nn.Module, seed: int) -> nn.Module:
-    """Repetition ``seed``'s randomised copy of its encoder (eval mode)."""
-    return randomised_copy(encoder, torch.Generator().manual_seed(derived_seed(seed, STREAM))).eval()
+def randomised_encoders(encoder: nn.Module, seed: int) -> list[nn.Module]:
+    """Repetition ``seed``'s cascade of randomised copies of its conv encoder (eval mode): copy k has its top k
+    conv blocks re-drawn; the last, every block, is the full randomisation."""
+    generator = torch.Generator().manual_seed(derived_seed(seed, STREAM))
+    return [copy.eval() for copy in cascading_randomisation(encoder, conv_blocks(encoder), generator)]
 
 
 def compare_maps(trained: dict, randomised: dict) -> pd.DataFrame:
@@ -62,30 +74,38 @@ def compare_maps(trained: dict, randomised: dict) -> pd.DataFrame:
 
 @dataclass(frozen=True)
 class SanityCheck:
-    """Rank correlations per task x explicand x target x method (columns seed, setting, corpus_class, explicand,
-    target, method and :data:`CORRELATIONS`), and for a figure the first explicand of the first task with its
-    trained and randomised maps {(target, method): (1, H, W)}."""
+    """Rank correlations per cascade step x task x explicand x target x method (columns seed, randomised_blocks,
+    setting, corpus_class, explicand, target, method, :data:`CORRELATIONS` and constant_map; ``randomised_blocks``
+    counts the blocks re-drawn from the top, ``n_blocks`` of them in the full randomisation), and for a figure the
+    first explicand of the first task with its trained and fully randomised maps {(target, method): (1, H, W)}."""
 
     correlations: pd.DataFrame
+    n_blocks: int
     example: tuple[Tensor, dict[tuple[str, str], Tensor], dict[tuple[str, str], Tensor]]
 
+    def full(self) -> pd.DataFrame:
+        """The rows of the full randomisation (every block re-drawn)."""
+        return self.correlations[self.correlations.randomised_blocks == self.n_blocks]
 
+
+@phase("evaluate")
 def model_randomisation(
     encoder: nn.Module, bench: Benchmark, cfg: CocoaEvalParams, seed: int, rt: Runtime, progress: bool = True
 ) -> SanityCheck:
-    """Repetition ``seed``'s check on its benchmark ``bench`` (of the same encoder and seed)."""
-    random_encoder = rt.prepare(randomised_encoder(encoder, seed))
+    """Repetition ``seed``'s check, cascading and full, on its benchmark ``bench`` (of the same encoder and seed)."""
+    cascade = [rt.prepare(random) for random in randomised_encoders(encoder, seed)]
     k = cfg.sanity.n_explicands
     frames, example = [], None
-    for task in tqdm(bench.tasks, desc=f"sanity check, seed {seed}", disable=not progress):
-        randomised = {key: m.cpu() for key, m in explain_task(random_encoder, task.head(k), cfg, rt).items()}
-        trained = bench.first_maps[task.setting, task.corpus_class]
-        frames.append(compare_maps(trained, randomised).assign(
-            seed=seed, setting=task.setting, corpus_class=task.corpus_class))
-        if example is None:
-            example = (task.explicands[0].cpu(), {key: m[0] for key, m in trained.items()},
-                       {key: m[0] for key, m in randomised.items()})
-    return SanityCheck(pd.concat(frames, ignore_index=True), example)
+    for blocks, random_encoder in enumerate(cascade, start=1):
+        for task in tqdm(bench.tasks, desc=f"sanity check, top {blocks} block(s), seed {seed}", disable=not progress):
+            randomised = {key: m.cpu() for key, m in explain_task(random_encoder, task.head(k), cfg, rt).items()}
+            trained = bench.first_maps[task.setting, task.corpus_class]
+            frames.append(compare_maps(trained, randomised).assign(
+                seed=seed, randomised_blocks=blocks, setting=task.setting, corpus_class=task.corpus_class))
+            if example is None and blocks == len(cascade):
+                example = (task.explicands[0].cpu(), {key: m[0] for key, m in trained.items()},
+                           {key: m[0] for key, m in randomised.items()})
+    return SanityCheck(pd.concat(frames, ignore_index=True), len(cascade), example)
 
 
 def summarise_sanity(correlations: pd.DataFrame, max_rank_correlation: float) -> pd.DataFrame:
@@ -100,3 +120,11 @@ def summarise_sanity(correlations: pd.DataFrame, max_rank_correlation: float) ->
     summary = summary.assign(upper=upper, passes=upper < max_rank_correlation)
     both = summary.groupby(["target", "method"], sort=False).passes.transform("all")
     return summary.assign(method_passes=both)
+
+
+def summarise_cascade(correlations: pd.DataFrame) -> pd.DataFrame:
+    """Per number of randomised blocks x target x method x correlation: the mean over seeds of the per-seed mean
+    correlation and its 95 % interval (resampling seeds and their explicands)."""
+    long = correlations.melt(id_vars=["seed", "randomised_blocks", "target", "method"], value_vars=list(CORRELATIONS),
+                             var_name="correlation", value_name="value")
+    return over_seeds(long, ["randomised_blocks", "target", "method", "correlation"], "value", (-1.0, 1.0))

@@ -4,6 +4,7 @@ and its linear probe."""
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 
 import torch
 from torch import Tensor, nn
@@ -18,7 +19,15 @@ from lib.io import load_module, save_module
 from lib.models.convnet import conv_encoder
 from lib.models.simclr import SimCLR, fit_simclr
 from lib.runtime import Runtime, runtime, seed_everything
-from lib.studies.cocoa.params import N_CLASSES, AugmentParams, CocoaTrainParams, ProbeParams, SimclrParams
+from lib.studies.cocoa.params import (
+    N_CLASSES,
+    AugmentParams,
+    CocoaTrainParams,
+    ProbeParams,
+    SimclrParams,
+)
+from lib.studies.cocoa.probes import knn_predict
+from lib.training import FitResult
 
 
 def build_simclr(s: SimclrParams) -> SimCLR:
@@ -36,9 +45,12 @@ def example_views(images: Tensor, cfg: AugmentParams, n_views: int, seed: int) -
 def train_simclr(
     cfg: CocoaTrainParams, digits: Split[MnistDataset], seed: int, progress: bool = True,
     checkpoint: str | os.PathLike | None = None, fingerprint: str | None = None,
-) -> tuple[SimCLR, list[dict]]:
-    """SimCLR (Chen et al. 2020) on the training digits, labels unused, initialised and shuffled from ``seed``;
-    the last epoch is kept. ``checkpoint`` and ``fingerprint`` pass to :func:`lib.training.fit` (resume)."""
+) -> tuple[SimCLR, FitResult]:
+    """SimCLR (Chen et al. 2020) on the fit digits, labels unused, initialised and shuffled from ``seed``,
+    trained to its validation plateau: after each epoch the validation digits are classified by a k-NN vote among
+    the fit digits' representations (:func:`knn_validation`), training stops after ``simclr.patience`` epochs
+    without a gain above ``simclr.min_delta`` (at most ``simclr.epochs``), and the best epoch is kept.
+    ``checkpoint`` and ``fingerprint`` pass to :func:`lib.training.fit` (resume)."""
     rt = runtime(cfg.device)
     generator = seed_everything(seed)
     s = cfg.simclr
@@ -51,14 +63,35 @@ def train_simclr(
         temperature=s.temperature, epochs=s.epochs, runtime=rt, checkpoint=checkpoint, fingerprint=fingerprint,
         max_steps_per_epoch=s.max_steps_per_epoch, progress=progress,
         generators=(generator,),  # the loader's shuffling generator, checkpointed so a resumed run shuffles alike
+        validate=knn_validation(digits, s.knn_k, rt), patience=s.patience, min_delta=s.min_delta,
     )
     model.load_state_dict(result.best_state)
-    return model.eval(), result.history
+    return model.eval(), result
 
 
-def save_simclr(path: str | os.PathLike, model: SimCLR, history: list[dict], cfg: CocoaTrainParams, seed: int) -> None:
-    """Safetensors weights with the parameters, the seed and the training history as metadata."""
-    save_module(path, model, {"params": cfg.model_dump(), "seed": seed, "history": history})
+def knn_validation(digits: Split[MnistDataset], k: int, rt: Runtime) -> Callable[[SimCLR], float]:
+    """SimCLR's validation score: the share of validation digits whose k-NN vote (cosine on h) among the fit
+    digits names their class."""
+
+    def validate(model: SimCLR) -> float:
+        references = representations(model.encoder, digits.fit.images, rt)
+        predicted = knn_predict(references, digits.fit.labels, representations(model.encoder, digits.val.images, rt), k)
+        return float((predicted == digits.val.labels).float().mean())
+
+    return validate
+
+
+def save_simclr(path: str | os.PathLike, model: SimCLR, training: dict, cfg: CocoaTrainParams, seed: int) -> None:
+    """Safetensors weights with the parameters, the seed and the training record (:func:`training_record`) as
+    metadata."""
+    save_module(path, model, {"params": cfg.model_dump(), "seed": seed, "training": training})
+
+
+def training_record(result: FitResult, max_epochs: int) -> dict:
+    """What a training's metadata keeps of :func:`lib.training.fit`'s result: the history (with the validation
+    scores), the selected and the last epoch, the maximum, and whether it stopped at its plateau."""
+    return {"history": result.history, "selected_epoch": result.best_epoch, "last_epoch": result.last_epoch,
+            "max_epochs": max_epochs, "stopped_at_plateau": bool(result.stopped_at_plateau)}
 
 
 def load_simclr(path: str | os.PathLike) -> tuple[SimCLR, dict]:
@@ -104,18 +137,12 @@ def corpus_majority_class(encoder: nn.Module, probe: nn.Module, corpus: Tensor, 
     COCOA's *corpus majority probability* (Lin et al. 2023, Sec. 4; ``CorpusMajorityProb`` in the reference
     code) follows the probe's probability of this class, not of the corpus's true label.
     """
-    features = representations(encoder, corpus, rt)
+    return majority_class(probe, representations(encoder, corpus, rt))
+
+
+def majority_class(probe: nn.Module, features: Tensor) -> int:
+    """The probe's modal prediction on representations ``features`` (N, D) (ties go to the lowest class)."""
     with torch.no_grad():
         predicted = probe.to(features.device)(features).argmax(dim=1).cpu()
     return int(torch.bincount(predicted, minlength=N_CLASSES).argmax())
 
-
-class ClassProbability(nn.Module):
-    """The probe's probability of one class: x -> softmax(probe(h(x)))[:, cls], (B, ...) -> (B,)."""
-
-    def __init__(self, encoder: nn.Module, probe: nn.Module, cls: int):
-        super().__init__()
-        self.encoder, self.probe, self.cls = encoder, probe, cls
-
-    def forward(self, x: Tensor) -> Tensor:
-        return self.probe(self.encoder(x)).softmax(dim=1)[:, self.cls]

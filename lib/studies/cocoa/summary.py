@@ -22,12 +22,23 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
+from lib.eval.claims import Claim, Ladder
 from lib.eval.intervals import ComparisonCell, IntervalCell, interval_cell
 from lib.studies.cocoa.augmentations import summarise_augmentation
 from lib.studies.cocoa.benchmark import cocoa_advantage, summarise, verdicts
-from lib.studies.cocoa.localisation import compare_localisation, summarise_localisation
+from lib.studies.cocoa.ladder import (
+    benchmark_ladders,
+    claims,
+    classification_ladder,
+    positive_control_ladders,
+)
+from lib.studies.cocoa.localisation import (
+    compare_localisation,
+    summarise_localisation,
+    summarise_recovery,
+)
 from lib.studies.cocoa.params import CocoaEvalParams
-from lib.studies.cocoa.sanity import summarise_sanity
+from lib.studies.cocoa.sanity import summarise_cascade, summarise_sanity
 
 if TYPE_CHECKING:
     from lib.studies.cocoa.results import StudyResults
@@ -69,6 +80,20 @@ class Sanity(BaseModel):
     constant_map_share: dict[str, dict[str, float]]
 
 
+class Training(BaseModel):
+    """One training of one seed: the epoch kept (best validation score), the last one run, the maximum, and
+    whether early stopping ended it at its validation plateau (rather than the maximum)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    model: str
+    seed: int
+    selected_epoch: int
+    last_epoch: int
+    max_epochs: int
+    stopped_at_plateau: bool
+
+
 class Summary(BaseModel):
     """``results/cocoa/summary.json``, read by ``paper/sections/cocoa.typ``.
 
@@ -76,7 +101,11 @@ class Summary(BaseModel):
     ``comparisons[setting][metric][method][curve][other]``: COCOA's advantage
     over ``other`` (positive: COCOA better); ``localisation[scenes][method][target][score]``;
     ``localisation_comparisons[scenes][method][other][score]``: COCOA - other;
-    ``holm_families``: the size of each Holm family.
+    ``holm_families``: the size of each Holm family; ``sanity_cascade[target][method][correlation]``: the rank
+    correlation after randomising the top k conv blocks, one cell per k = 1 .. ``sanity_blocks`` (the last is the
+    full randomisation); ``recovery[scenes][method][target]``: the positive control's share of scenes whose map
+    puts more mass on the named digit's pixels than the ink map; ``trainings`` with ``n_stopped_at_plateau`` of
+    ``n_trainings``; ``ladders`` (every results table, bottom to top) and ``claims`` (:mod:`lib.eval.claims`).
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -100,6 +129,14 @@ class Summary(BaseModel):
     augmentation_similarity: dict[str, IntervalCell]
     probe_test_accuracy: IntervalCell
     caption_matching_accuracy: IntervalCell
+    sanity_blocks: int
+    sanity_cascade: dict[str, dict[str, dict[str, list[IntervalCell]]]]
+    recovery: dict[str, dict[str, dict[str, IntervalCell]]]
+    trainings: list[Training]
+    n_trainings: int
+    n_stopped_at_plateau: int
+    ladders: list[Ladder]
+    claims: list[Claim]
 
     def headline(self) -> dict:
         """``metrics.json``: the dozen numbers a reader compares between runs, each a mean over seeds rounded
@@ -128,6 +165,8 @@ class Summary(BaseModel):
                                         if t in crowded}
         cocoa = self.sanity.correlations.get("cocoa", {})
         out["sanity_rank_correlation_cocoa"] = {m: round(c["rank_correlation"].mean, 4) for m, c in cocoa.items()}
+        out["classification_accuracy"] = {r.name: round(r.cell.mean, 4) for r in self.ladders[0].rows if r.cell}
+        out["trainings_stopped_at_plateau"] = f"{self.n_stopped_at_plateau}/{self.n_trainings}"
         return out
 
 
@@ -156,7 +195,13 @@ def build_summary(cfg: CocoaEvalParams, results: StudyResults) -> Summary:
     """The summary the paper reads, from every table ``cocoa_eval`` measured (module docstring)."""
     advantage = cocoa_advantage(results.aucs)
     local_comparisons = compare_localisation(results.localisation)
-    sanity_rows = summarise_sanity(results.sanity, cfg.sanity.max_rank_correlation)
+    sanity_rows = summarise_sanity(results.full_sanity(), cfg.sanity.max_rank_correlation)
+    cascade: dict = {}
+    for row in summarise_cascade(results.sanity).sort_values("randomised_blocks", kind="stable").itertuples():
+        cascade.setdefault(row.target, {}).setdefault(row.method, {}).setdefault(row.correlation, []).append(row.cell)
+    positive = positive_control_ladders(results.localisation)
+    ladders = [classification_ladder(results.correct), *positive, *benchmark_ladders(summarise(results.aucs), advantage)]
+    trainings = [Training(**row) for row in results.trainings.to_dict("records")]
     correlations: dict = {}
     passes: dict = {}
     for row in sanity_rows.itertuples():
@@ -181,7 +226,9 @@ def build_summary(cfg: CocoaEvalParams, results: StudyResults) -> Summary:
         n_scenes=cfg.localisation.n_scenes,
         benchmark=_nest(summarise(results.aucs), ["setting", "metric", "target", "method", "curve"]),
         comparisons=_nest(advantage, ["setting", "metric", "method", "curve", "other"]),
-        holm_families={"benchmark": len(advantage), "localisation": len(local_comparisons)},
+        holm_families={"benchmark": len(advantage), "localisation": len(local_comparisons),
+                       "classification": len(ladders[0].comparisons),
+                       "positive_control": sum(len(ladder.comparisons) for ladder in positive)},
         verdicts=verdict,
         corpus_majority_is_corpus_class=interval_cell(by_seed.mean().to_numpy(), bounds=(0.0, 1.0),
                                                       items=[v.to_numpy() for _, v in by_seed]),
@@ -189,10 +236,18 @@ def build_summary(cfg: CocoaEvalParams, results: StudyResults) -> Summary:
         localisation_comparisons=_nest(local_comparisons, ["scenes", "method", "other", "score"]),
         box_share={k: float(v) for k, v in results.box_share.items()},
         sanity=Sanity(n_explicands=cfg.sanity.n_explicands, max_rank_correlation=cfg.sanity.max_rank_correlation,
-                      correlations=correlations, passes=passes, constant_map_share=_constant_share(results.sanity)),
+                      correlations=correlations, passes=passes, constant_map_share=_constant_share(results.full_sanity())),
         augmentation_similarity=_nest(summarise_augmentation(results.augmentation), ["augmentation"]),
         probe_test_accuracy=interval_cell(acc.probe_test_accuracy.to_numpy(), bounds=(0.0, 1.0)),
         caption_matching_accuracy=interval_cell(acc.caption_matching_accuracy.to_numpy(), bounds=(0.0, 1.0)),
+        sanity_blocks=results.n_blocks,
+        sanity_cascade=cascade,
+        recovery=_nest(summarise_recovery(results.localisation), ["scenes", "method", "target"]),
+        trainings=trainings,
+        n_trainings=len(trainings),
+        n_stopped_at_plateau=sum(t.stopped_at_plateau for t in trainings),
+        ladders=ladders,
+        claims=claims(advantage, local_comparisons),
     )
 
 

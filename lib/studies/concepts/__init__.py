@@ -12,10 +12,14 @@ Two variants of one encoder (a small timm ResNet from scratch) per dataset:
                  probe (ridge regression) on the frozen encoder's embeddings;
 * ``baseline`` - the same network trained end to end with an L1 regression loss.
 
-Both are selected on the validation split only and evaluated on the test
-split (:mod:`.evaluate`), once per seed of ``seeds`` (each seed its own split
-of the inhabited tiles, :mod:`.data`); tables give the mean over seeds with a
-95 % interval and compare the variants paired by seed. Stages:
+Both train to their validation plateau, are selected on the validation split
+only and evaluated on the test split (:mod:`.evaluate`), once per seed of
+``seeds`` (each seed its own split of the inhabited tiles in whole spatial
+blocks, :mod:`.data`). Every table is a ladder (:mod:`.rungs`): band statistics,
+RNC, L1, the true land-cover fractions, the aerial oracle. TCAV is read on the
+encoders only after its positive control (:mod:`.control`) shows whether it
+finds an effect planted where a model certainly uses it. Tables give the mean
+over seeds with a 95 % interval and compare the variants paired by seed. Stages:
 ``concepts_train@<city>`` trains both (:mod:`.train`), ``concepts_eval@<city>``
 scores and explains them, and checks TCAV per outcome interval against the
 city's interval-dependent truth.
@@ -30,6 +34,8 @@ QUESTION = (
     "which land-cover concepts drive each outcome interval?"
 )
 FIGURES = (  # under results/, for the front page
+    "concepts/*/figures/ladder.png",
+    "concepts/*/figures/positive_control.png",
     "concepts/*/figures/metrics.png",
     "concepts/*/figures/concept_sensitivity.png",
     "concepts/*/figures/ground_truth_agreement.png",

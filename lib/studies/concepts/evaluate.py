@@ -35,7 +35,9 @@ from lib.eval.ordering import latent_ordering
 from lib.explain.tcav import compute_cavs, first_runs, make_concept, outcome_intervals, random_concepts, score_by_interval
 from lib.io import write_json, write_text
 from lib.runtime import runtime
+from lib.studies.concepts.control import ControlRun, run_control
 from lib.studies.concepts.data import IntervalTruth
+from lib.studies.concepts.rungs import rung_scores
 from lib.studies.concepts.model import VARIANTS, TrainedModel
 from lib.studies.concepts.params import ConceptsEvalParams, ConceptsTcav
 
@@ -59,7 +61,8 @@ def evaluate(trained: TrainedModel, data: TileData, split: Split, cfg: ConceptsE
         trained.embed(test_images, rt, bs), data.outcome[split.test], k=cfg.eval.knn_k, seed=seed,
     )
     return out | {"val_r2": float(trained.meta["best_val_r2"]), "best_epoch": int(trained.meta["best_epoch"]),
-                  "epochs": len(trained.meta["history"])}
+                  "epochs": len(trained.meta["history"]), "max_epochs": int(trained.meta["max_epochs"]),
+                  "stopped_at_plateau": int(trained.meta["stopped_at_plateau"])}
 
 
 def metrics_table(trained: dict[str, TrainedModel], data: TileData, split: Split, cfg: ConceptsEvalParams,
@@ -330,6 +333,18 @@ class Repetition:
     tcav: dict[str, pd.DataFrame] = field(default_factory=dict)
     agreement: pd.DataFrame | None = None
     interval_truth: pd.DataFrame | None = None
+    rungs: dict[str, float] | None = None
+    control: ControlRun | None = None
+
+
+def score_rungs(rep: Repetition, data: TileData, cfg: ConceptsEvalParams) -> None:
+    """The encoder-free rungs of ``rep``'s ladder (:func:`lib.studies.concepts.rungs.rung_scores`)."""
+    rep.rungs = rung_scores(data, rep.split, cfg.probe.ridge_alphas)
+
+
+def positive_control(rep: Repetition, data: TileData, cfg: ConceptsEvalParams, n_random: int) -> None:
+    """TCAV's positive control of ``rep`` (:func:`lib.studies.concepts.control.run_control`) with its concept sets."""
+    rep.control = run_control(data, rep.split, rep.sets.members, cfg, n_random, rep.seed)
 
 
 def prepare_concepts(rep: Repetition, trained: dict[str, TrainedModel], data: TileData, cfg: ConceptsEvalParams) -> None:
@@ -397,6 +412,10 @@ def save_results(out_dir: str | os.PathLike, summary: Summary, reps: list[Repeti
     if reps[0].agreement is not None:
         agreement = pd.concat([rep.agreement.assign(seed=rep.seed) for rep in reps], ignore_index=True)
         write_text(tables / "ground_truth_agreement.csv", agreement.to_csv(index=False, float_format="%.4f"))
+    if reps[0].control is not None:
+        control = pd.concat([rep.control.table.assign(seed=rep.seed, fraction_r2=rep.control.fraction_r2)
+                             for rep in reps], ignore_index=True)
+        write_text(tables / "positive_control.csv", control.to_csv(index=False, float_format="%.5g"))
     if reps[0].interval_truth is not None:
         truth = pd.concat([rep.interval_truth.assign(seed=rep.seed) for rep in reps], ignore_index=True)
         write_text(tables / "interval_truth.csv", truth.to_csv(index=False, float_format="%.5g"))

@@ -52,7 +52,7 @@ def outcome_map(easting: np.ndarray, northing: np.ndarray, outcome: np.ndarray, 
     tile_map(axes[1], easting, northing, codes, cmap=ListedColormap(list(SPLIT_COLOURS.values())), vmin=-0.5, vmax=2.5)
     handles = [Patch(color=c, label=f"{name} ({(split == name).sum()})") for name, c in SPLIT_COLOURS.items()]
     axes[1].legend(handles=handles, loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    axes[1].set_title("split (stratified on outcome quantiles)")
+    axes[1].set_title("split (whole spatial blocks)")
     for ax in axes:
         ax.set_aspect("equal")
         ax.set_xlabel("easting (m)")
@@ -243,5 +243,53 @@ def interval_truth(truth: Mapping, statistic: str, label: str):
     for ax in axes:
         ax.set_xticks(x, [f"Q{i + 1}" if k == 4 else f"{i + 1}/{k}" for i in range(k)])
         ax.set_xlabel(f"{label} quantile interval (test tiles)")
+    fig.tight_layout()
+    return fig
+
+
+def positive_control(control, n_seeds: int, statistic: str):
+    """TCAV's positive control per outcome interval of the control's output: the model's true response to more of
+    the concept (left: finite difference, mean and 95 % interval over seeds) and TCAV's reading (right: mean
+    statistic, 0.5 = no preference), with in how many seeds TCAV was significant and recovered the planted cell.
+    ``control``: :class:`lib.studies.concepts.summary.ControlSummary`."""
+    k = len(control.tcav)
+    x = np.arange(k)
+    fig, axes = plt.subplots(1, 2, figsize=(9.6, 3.3))
+    for ax, cells, title in ((axes[0], control.finite_difference, "true response to more " + control.concept),
+                             (axes[1], control.tcav, f"TCAV {statistic} of {control.concept}")):
+        means, errors = _errors(cells)
+        ax.bar(x, means, 0.6, yerr=errors, capsize=3, color="C2", alpha=0.75)
+        for xi, c in zip(x, cells, strict=True):
+            values = [] if c is None else c.values
+            ax.scatter(np.full(len(values), xi), values, s=9, color="black", zorder=3)
+        ax.set_xticks(x, [f"{i + 1}/{k}" for i in range(k)])
+        ax.set_xlabel("interval of the control's output")
+        ax.set_title(title, fontsize=9)
+    axes[1].axhline(0.5, color="black", lw=0.6, ls="--")
+    axes[1].set_ylim(0, 1.12)
+    axes[1].set_xlim(-0.5, k - 0.5)
+    for xi, (sig, rec) in enumerate(zip(control.significant_seeds, control.recovered_seeds, strict=True)):
+        axes[1].annotate(f"sig {sig}/{n_seeds}\nrec {rec}/{n_seeds}", (xi, 1.0), ha="center", fontsize=7)
+    axes[0].axhline(0, color="black", lw=0.6)
+    fig.tight_layout()
+    return fig
+
+
+def ladder_bars(ladder):
+    """A ladder (:class:`lib.eval.claims.Ladder`) as horizontal bars, bottom rung at the bottom: mean over seeds,
+    95 % interval, one dot per seed."""
+    rows = ladder.rows
+    fig, ax = plt.subplots(figsize=(7.5, 0.45 * len(rows) + 1.2))
+    means, errors = _errors([r.cell for r in rows])
+    y = np.arange(len(rows))
+    colours = {"trivial": "#999999", "method": "C0", "variant": "C0", "bound": "C1", "ceiling": "C2"}
+    ax.barh(y, means, xerr=errors, color=[colours[r.rung] for r in rows], alpha=0.8, capsize=3)
+    for yi, r in zip(y, rows, strict=True):
+        values = [] if r.cell is None else r.cell.values
+        ax.scatter(values, np.full(len(values), yi), s=9, color="black", zorder=3)
+    ax.set_yticks(y, [f"{r.name} [{r.rung}]" for r in rows], fontsize=8)
+    ax.axvline(0, color="black", lw=0.6)
+    ax.set_xlabel(ladder.metric)
+    ax.set_title(ladder.title, fontsize=9)
     fig.tight_layout()
     return fig

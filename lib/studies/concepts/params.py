@@ -15,9 +15,12 @@ from lib.params import Optimiser, Params, Repeated
 
 
 class ConceptsSplit(Params):
+    """Spatial blocks: whole square blocks of tiles go to the test, validation and fit parts (:mod:`.data`)."""
+
     val_fraction: float = Field(gt=0, lt=0.5)
     test_fraction: float = Field(gt=0, lt=0.5)
-    n_strata: int = Field(ge=1, description="outcome quantile bins the split is stratified on")
+    block_m: float = Field(gt=0, description="side of the square spatial blocks in metres (tiles of one block "
+                           "never straddle two parts)")
 
 
 class ConceptsModel(Params):
@@ -31,7 +34,14 @@ class ConceptsAugment(Params):
 
 
 class ConceptsTrain(Optimiser):
+    """One training; ``epochs`` is its maximum: it stops at its validation plateau (``patience``)."""
+
     batch_size: int = Field(ge=2)
+    patience: int = Field(ge=1, description="stop after this many epochs without a validation R^2 gain > min_delta")
+    min_delta: float = Field(ge=0, description="smallest validation R^2 gain that counts as an improvement")
+    warmup_epochs: int = Field(ge=0, description="linear learning-rate warm-up, then cosine decay to 0 over "
+                               "`epochs` (chosen on validation R^2; 0 and cosine: no warm-up)")
+    schedule: Literal["constant", "warmup_cosine"] = Field(description="learning-rate schedule")
 
 
 class RncTrain(ConceptsTrain):
@@ -51,6 +61,22 @@ class ConceptsProbe(Params):
 class ConceptsEval(Params):
     knn_k: int = Field(ge=1, description="neighbours of the kNN regression on embeddings")
     tsne_perplexity: float = Field(gt=0)
+
+
+class ConceptsControl(Params):
+    """The positive control of TCAV (:mod:`lib.studies.concepts.control`): a fraction encoder with a planted head."""
+
+    width: int = Field(ge=2, description="channels of the fraction encoder's convolutions")
+    epochs: int = Field(ge=1, description="maximum epochs of the fraction encoder (it stops at its plateau)")
+    patience: int = Field(ge=1)
+    batch_size: int = Field(ge=2)
+    lr: float = Field(gt=0)
+    concept: str = Field(description="the concept whose effect is planted in the upper interval only")
+    threshold_quantile: float = Field(gt=0, lt=1, description="the planted threshold t: this quantile of the "
+                                      "base b on the fit tiles")
+    effect: float = Field(gt=0, description="the planted effect of the concept above t, per unit of its fraction, "
+                          "in standard deviations of b")
+    delta: float = Field(gt=0, lt=1, description="step of the finite difference on the concept's fraction")
 
 
 class ConceptsTcav(Params):
@@ -105,10 +131,12 @@ class ConceptsTrainParams(ConceptsData):
 
 
 class ConceptsEvalParams(ConceptsData):
-    """Stage ``concepts_eval``: test metrics, latent ordering, TCAV per outcome interval."""
+    """Stage ``concepts_eval``: the ladder, latent ordering, TCAV's positive control, TCAV per outcome interval."""
 
+    probe: ConceptsProbe
     eval: ConceptsEval
     tcav: ConceptsTcav
+    control: ConceptsControl
 
 
 class ConceptsParams(ConceptsTrainParams, ConceptsEvalParams):

@@ -11,8 +11,11 @@ is (``n``); a cell without any seed is null. RNC and L1 are compared paired by
 seed over the seeds where both have a number (the paired t-test; the interval of
 the difference is the bootstrap where both ends of the range are finite, so that
 it stays within them, Student-t for R^2 and MAE), and the city's comparisons (every
-metric, the ground-truth agreement and the three interval-truth scores) are one
-Holm family: ``supported`` is the Holm-adjusted p below 0.05.
+metric, RNC and L1 against the band statistics, the ground-truth agreement, the three
+interval-truth scores and the TCAV claim) are one Holm family: ``supported`` is the
+Holm-adjusted p below 0.05. The test R^2 table is a :class:`~lib.eval.claims.Ladder`
+(:func:`r2_ladder`), and the papers' claims are :class:`~lib.eval.claims.Claim` objects
+with verdicts from :func:`~lib.eval.claims.verdict_of`.
 """
 
 from __future__ import annotations
@@ -25,7 +28,9 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
 from lib.data.tiles import TileData
+from lib.eval.claims import Claim, Ladder, LadderRow, verdict_of
 from lib.eval.intervals import ComparisonCell, IntervalCell, comparison_cell, holm, interval_cell
+from lib.studies.concepts.control import LAYER as CONTROL_LAYER
 from lib.studies.concepts.data import IntervalTruth
 from lib.studies.concepts.evaluate import (
     HIGHER_IS_BETTER,
@@ -33,9 +38,11 @@ from lib.studies.concepts.evaluate import (
     NRandomChoice,
     Repetition,
     interval_summary,
+    interval_truth_agreement,
     interval_truth_scores,
 )
 from lib.studies.concepts.model import VARIANT_LABELS, VARIANTS
+from lib.studies.concepts.rungs import RUNGS
 from lib.studies.concepts.params import ConceptsEvalParams
 
 INF = math.inf
@@ -60,6 +67,7 @@ class Tiles(BaseModel):
     fit: int
     validation: int
     test: int
+    block_m: float | None = None  # side of the spatial blocks the split deals whole
 
 
 class TcavCell(IntervalCell):
@@ -134,12 +142,44 @@ class IntervalTruthSummary(BaseModel):
     comparison: dict[str, ComparisonCell | None]
 
 
+class ControlSummary(BaseModel):
+    """TCAV's positive control over seeds (:mod:`lib.studies.concepts.control`), per outcome interval of the
+    control's output: the model's true response to more of ``concept`` (finite difference), TCAV's statistic,
+    in how many seeds TCAV was significant, had a planted effect there, and recovered it; overall ``recovery``
+    (per seed, the share of intervals recovered), TCAV against the finite differences scored like the interval
+    truth, the fraction encoder's test R^2 and its training to the plateau."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    concept: str
+    layer: str
+    threshold_quantile: float
+    effect: float
+    finite_difference: list[IntervalCell | None]
+    tcav: list[IntervalCell | None]
+    significant_seeds: list[int]
+    planted_seeds: list[int]
+    recovered_seeds: list[int]
+    recovery: IntervalCell | None
+    spearman: IntervalCell | None
+    sign_agreement: IntervalCell | None
+    contrast: IntervalCell | None
+    fraction_r2: IntervalCell | None
+    best_epoch: list[int]
+    epochs: list[int]
+    max_epochs: int
+    stopped_at_plateau: list[bool]
+
+
 class Summary(BaseModel):
     """``results/concepts/<city>/summary.json``, read by ``paper/sections/concepts.typ``.
 
     ``variants[variant][metric]``: the test metrics over seeds; ``comparison[metric]``:
     RNC - L1 paired by seed; ``holm_family``: how many comparisons the city's Holm
-    family holds; ``best_epoch`` (from 1) and ``epochs`` per variant and seed.
+    family holds; ``best_epoch`` (from 1), ``epochs`` (trained), ``max_epochs`` and
+    ``stopped_at_plateau`` per variant and seed; ``rungs``: the encoder-free rungs'
+    test R^2 (:mod:`lib.studies.concepts.rungs`); ``ladders``: the test R^2 ladder;
+    ``claims``: the papers' claims tested here; ``control``: TCAV's positive control.
     """
 
     model_config = ConfigDict(extra="forbid")
@@ -154,6 +194,13 @@ class Summary(BaseModel):
     holm_family: int
     best_epoch: dict[str, list[int]]
     epochs: dict[str, list[int]]
+    max_epochs: dict[str, int]
+    stopped_at_plateau: dict[str, list[bool]]
+    rungs: dict[str, IntervalCell | None]
+    aerial_oracle_in_sample: float | None = None
+    ladders: list[Ladder] = []
+    claims: list[Claim] = []
+    control: ControlSummary | None = None
     tcav: Tcav | None = None
     ground_truth_agreement: dict[str, Agreement] | None = None
     ground_truth_comparison: ComparisonCell | None = None
@@ -261,36 +308,149 @@ def _tcav(reps: list[Repetition], cfg: ConceptsEvalParams, choice: NRandomChoice
 
 
 # ------------------------------------------------------------------ the summary
+def control_over_seeds(reps: list[Repetition], cfg: ConceptsEvalParams) -> ControlSummary:
+    """The positive control over seeds (:class:`ControlSummary`)."""
+    k = cfg.tcav.n_intervals
+    tables = [rep.control.table.set_index("interval") for rep in reps]
+    scores = [interval_truth_agreement(t["tcav"].to_numpy(), t["finite_difference"].to_numpy()) for t in tables]
+    training = [rep.control.training for rep in reps]
+    return ControlSummary(
+        concept=cfg.control.concept, layer=CONTROL_LAYER, threshold_quantile=cfg.control.threshold_quantile,
+        effect=cfg.control.effect,
+        finite_difference=[seed_cell([t.loc[i, "finite_difference"] for t in tables], None) for i in range(k)],
+        tcav=[seed_cell([t.loc[i, "tcav"] for t in tables], STATISTIC_BOUNDS) for i in range(k)],
+        significant_seeds=[int(sum(t.loc[i, "significant"] for t in tables)) for i in range(k)],
+        planted_seeds=[int(sum(t.loc[i, "planted"] for t in tables)) for i in range(k)],
+        recovered_seeds=[int(sum(t.loc[i, "recovered"] for t in tables)) for i in range(k)],
+        recovery=seed_cell([float(t["recovered"].mean()) for t in tables], (0.0, 1.0)),
+        **{name: seed_cell([sc[name] for sc in scores], TRUTH_BOUNDS[name]) for name in TRUTH_SCORES},
+        fraction_r2=seed_cell([rep.control.fraction_r2 for rep in reps], METRIC_BOUNDS["r2"]),
+        best_epoch=[int(t["best_epoch"]) + 1 for t in training], epochs=[int(t["last_epoch"]) + 1 for t in training],
+        max_epochs=int(training[0]["max_epochs"]), stopped_at_plateau=[bool(t["stopped_at_plateau"]) for t in training],
+    )
+
+
+#: Row names of the test R^2 ladder, bottom to top, and their rungs.
+LADDER_ROWS = {"band_statistics": (RUNGS["band_statistics"], "trivial"),
+               "rnc": (VARIANT_LABELS["rnc"], "method"),
+               "baseline": (f"{VARIANT_LABELS['baseline']} (same network, supervised)", "bound"),
+               "fractions": (RUNGS["fractions"], "ceiling"),
+               "aerial_oracle": (RUNGS["aerial_oracle"], "ceiling")}
+
+
+def _named(c: ComparisonCell | None, a: str, b: str) -> ComparisonCell | None:
+    return None if c is None else c.model_copy(update={"a": LADDER_ROWS[a][0], "b": LADDER_ROWS[b][0]})
+
+
+def r2_ladder(city: str, variants: dict, rungs: dict, comparisons: dict, in_sample: float | None) -> Ladder:
+    """The test R^2 ladder of a city: band statistics -> RNC -> L1 -> fractions -> aerial oracle, with the
+    (Holm-corrected) ``comparisons`` keyed by (row, row) pairs, those absent left out."""
+    cells = {"band_statistics": rungs["band_statistics"], "rnc": variants["rnc"]["r2"],
+             "baseline": variants["baseline"]["r2"], "fractions": rungs["fractions"],
+             "aerial_oracle": rungs["aerial_oracle"]}
+    oracle_note = "fitted on the fit and validation tiles, scored on the test tiles (tile-level, out of sample)"
+    if in_sample is not None:
+        oracle_note += f"; the generator's in-sample value on every inhabited tile: {in_sample:.3f}"
+    notes = {"fractions": "what the concepts explain", "aerial_oracle": oracle_note}
+    rows = [LadderRow(name=LADDER_ROWS[k][0], rung=LADDER_ROWS[k][1], cell=cells[k],
+                      note=notes.get(k, "") if cells[k] is not None else "not available on these tiles")
+            for k in LADDER_ROWS]
+    pairs = [("rnc", "band_statistics"), ("rnc", "baseline"), ("baseline", "band_statistics")]
+    return Ladder(title=f"test R^2 ({city.replace('_', ' ')}, spatial blocks)", metric="R^2",
+                  rows=rows, comparisons=[_named(comparisons[p], *p) for p in pairs if comparisons.get(p) is not None])
+
+
+def _claims(comparison: dict, tcav_claim: ComparisonCell | None, control: ControlSummary | None) -> list[Claim]:
+    """The two papers' claims tested on this city, their verdicts from the Holm-corrected comparisons."""
+    out = []
+    for metric, words in (("latent_spearman", "orders the embedding by the outcome (distance Spearman)"),
+                          ("r2", "predicts the outcome (test R^2)")):
+        c = comparison[metric]
+        verdict = verdict_of(c, +1)
+        reason = "" if verdict == "reproduced" else (
+            "one seed: no paired test" if verdict == "not testable here" else
+            f"RNC - L1 {c.format()} paired by seed, Holm-adjusted p {c.p_holm:.3g}: not supported")
+        out.append(Claim(study="concepts", claim=f"Rank-N-Contrast pretraining with a linear probe {words} better "
+                         "than the same encoder trained with an L1 loss",
+                         original="Zha et al. 2023: RNC + linear probe below L1 in regression error on AgeDB, "
+                                  "IMDB-WIKI, TUAB and MPIIFaceGaze; Obadic et al. 2024 use it for socioeconomic "
+                                  "outcomes",
+                         evidence=c, verdict=verdict, reason=reason, where="tab:concepts"))
+    verdict = verdict_of(tcav_claim, +1)
+    control_words = ("" if control is None or control.recovery is None else
+                     f" (the positive control recovered {control.recovery.mean:.0%} of its planted interval cells)")
+    reason = "" if verdict == "reproduced" else (
+        "no interval-dependent truth or fewer than two seeds" if verdict == "not testable here" else
+        f"TCAV's green-space score per interval against the true effect: Spearman {tcav_claim.difference:.2f}, "
+        f"Holm-adjusted p {tcav_claim.p_holm:.3g}" + control_words)
+    out.append(Claim(study="concepts", claim="TCAV per outcome interval shows in which intervals a concept "
+                     "drives the outcome (on the RNC encoder)",
+                     original="Obadic et al. 2024: concept sensitivities differ between outcome intervals",
+                     evidence=tcav_claim, verdict=verdict, reason=reason, where="tab:concepts-truth"))
+    return out
+
+
 def build_summary(city: str, data: TileData, n_tiles: int, n_uninhabited: int, reps: list[Repetition],
-                  cfg: ConceptsEvalParams, choice: NRandomChoice | None, truth: IntervalTruth | None) -> Summary:
-    """Everything the paper reads, from the repetitions; the city's comparisons Holm-corrected as one family."""
+                  cfg: ConceptsEvalParams, choice: NRandomChoice | None, truth: IntervalTruth | None,
+                  oracle_in_sample: float | None = None) -> Summary:
+    """Everything the paper reads, from the repetitions; the city's comparisons Holm-corrected as one family.
+
+    The family: every RNC - L1 comparison, RNC and L1 each against the band statistics (test R^2), the
+    ground-truth agreement, the interval-truth scores and the TCAV claim (RNC's interval-truth Spearman
+    against 0, the one-sample t-test as a pairing with zeros).
+    """
     variants, comparison = metrics_over_seeds(reps)
+    rungs = {k: seed_cell([rep.rungs[k] for rep in reps], METRIC_BOUNDS["r2"]) for k in RUNGS}
+    per_seed = {k: [rep.rungs[k] for rep in reps] for k in RUNGS} | {
+        v: [float(rep.metrics.loc[v, "r2"]) for rep in reps] for v in VARIANTS}
+    ladder_pairs = {p: paired(per_seed[p[0]], per_seed[p[1]], METRIC_BOUNDS["r2"])
+                    for p in (("rnc", "band_statistics"), ("baseline", "band_statistics"))}
     agreement, agreement_comparison = (agreement_over_seeds(reps, cfg.tcav.statistic)
                                        if reps[0].agreement is not None else (None, None))
     interval = (interval_truth_over_seeds(reps, truth, cfg.tcav.n_intervals)
                 if truth is not None and reps[0].interval_truth is not None else None)
-    # One family: every RNC - L1 comparison of the city, in a fixed order.
+    tcav_claim = None
+    if interval is not None and interval.variants["rnc"].spearman is not None:
+        rho = np.array(interval.variants["rnc"].spearman.values)
+        tcav_claim = comparison_cell(rho, np.zeros_like(rho), a="TCAV-truth Spearman (RNC)", b="no agreement (0)",
+                                     bounds=CORRELATION_BOUNDS)
+    # One family: every comparison of the city, in a fixed order.
     family = {("comparison", m): c for m, c in comparison.items() if c is not None}
+    family |= {("ladder", p): c for p, c in ladder_pairs.items() if c is not None}
     if agreement_comparison is not None:
         family["ground_truth", "spearman"] = agreement_comparison
     if interval is not None:
         family |= {("interval_truth", k): c for k, c in interval.comparison.items() if c is not None}
+    if tcav_claim is not None:
+        family["claim", "tcav"] = tcav_claim
     corrected = dict(zip(family, holm(list(family.values())), strict=True))
     comparison = {m: corrected.get(("comparison", m)) for m in comparison}  # a missing comparison stays null
+    ladder_pairs = {p: corrected.get(("ladder", p)) for p in ladder_pairs}
     agreement_comparison = corrected.get(("ground_truth", "spearman"))
+    tcav_claim = corrected.get(("claim", "tcav"))
     if interval is not None:
         interval = interval.model_copy(update={"comparison": {k: corrected.get(("interval_truth", k))
                                                               for k in interval.comparison}})
+    control = control_over_seeds(reps, cfg) if reps[0].control is not None else None
+    ladder = r2_ladder(city, variants, rungs, ladder_pairs | {("rnc", "baseline"): comparison["r2"]},
+                       oracle_in_sample)
     return Summary(
         city=city, outcome=data.outcome_name, units=data.units, seeds=[rep.seed for rep in reps],
         tiles=Tiles(total=n_tiles, uninhabited_excluded=n_uninhabited, inhabited=len(data), fit=len(reps[0].split.fit),
-                    validation=len(reps[0].split.val), test=len(reps[0].split.test)),
+                    validation=len(reps[0].split.val), test=len(reps[0].split.test), block_m=cfg.split.block_m),
         variants=variants,
         comparison=comparison,
         holm_family=len(family),
         # epochs counted from 1: the epoch whose weights were kept, of how many trained
         best_epoch={v: [int(rep.metrics.loc[v, "best_epoch"]) + 1 for rep in reps] for v in VARIANTS},
         epochs={v: [int(rep.metrics.loc[v, "epochs"]) for rep in reps] for v in VARIANTS},
+        max_epochs={v: int(reps[0].metrics.loc[v, "max_epochs"]) for v in VARIANTS},
+        stopped_at_plateau={v: [bool(rep.metrics.loc[v, "stopped_at_plateau"]) for rep in reps] for v in VARIANTS},
+        rungs=rungs,
+        aerial_oracle_in_sample=oracle_in_sample,
+        ladders=[ladder],
+        claims=_claims(comparison, tcav_claim, control),
+        control=control,
         tcav=_tcav(reps, cfg, choice) if reps[0].tcav else None,
         ground_truth_agreement=agreement,
         ground_truth_comparison=agreement_comparison,
@@ -332,6 +492,16 @@ def conclusion(summary: Summary) -> str:
     lines = [f"RNC pretraining {verdict} end-to-end L1 training ({n} seeds, paired, Holm-corrected over "
              f"{summary.holm_family} comparisons): distance Spearman {pair('latent_spearman')}, kNN R^2 "
              f"{pair('knn_r2')}; test R^2 {pair('r2')} ({_verdict(comp['r2'], 'r2')})."]
+    if summary.ladders:
+        rows = summary.ladders[0].rows
+        trivial = next((c for c in summary.ladders[0].comparisons if c.b == rows[0].name and c.a == rows[1].name), None)
+        beats = _supported(trivial, 1)
+        lines.append(f"Against the trivial rung ({rows[0].name}, test R^2 "
+                     f"{'n/a' if rows[0].cell is None else rows[0].cell.format()}) RNC "
+                     + ("is better" if beats else "is not shown to be better")
+                     + ("" if trivial is None else f" (paired {trivial.format()})") + "; the stopped-at-plateau counts: "
+                     + ", ".join(f"{VARIANT_LABELS[v]} {sum(summary.stopped_at_plateau[v])} of {len(summary.seeds)}"
+                                 for v in VARIANTS) + ".")
     if summary.ground_truth_agreement is not None:
         g = summary.ground_truth_agreement
         if all(g[x].spearman is not None for x in g):

@@ -1,5 +1,11 @@
 """Training the concepts study's two variants (RNC + linear probe, L1 end to end).
 
+Each training runs to its validation plateau: :func:`lib.training.fit` stops
+it after ``patience`` epochs without a validation R^2 gain above ``min_delta``,
+``epochs`` being the maximum; the epoch kept is the best on validation. The
+model's metadata records the epoch kept, the last epoch trained and whether
+the run stopped at a plateau (``stopped_at_plateau``) or at its maximum.
+
 Each (variant, seed) checkpoints after every epoch into
 ``checkpoints/concepts/<city>/<variant>/seed_<s>.pt`` (:func:`checkpoint_run`),
 fingerprinted by its parameters, seed, tiles and code: a stage killed mid-way
@@ -30,10 +36,15 @@ from lib.runtime import runtime, seed_everything
 from lib.studies.concepts.data import split_for
 from lib.studies.concepts.model import VARIANTS, Embedder, TrainedModel, apply, build_model, model_path
 from lib.studies.concepts.params import ConceptsTrainParams
-from lib.training import checkpoint_path, fit, run_fingerprint
+from lib.training import checkpoint_path, fit, run_fingerprint, warmup_cosine
 
 
-def _epoch_batches(images: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int) -> Callable[[int], Iterator]:
+def n_batches(n: int, batch_size: int) -> int:
+    """Batches per epoch of :func:`epoch_batches` for ``n`` items."""
+    return max(n // batch_size, 1)
+
+
+def epoch_batches(images: torch.Tensor, targets: torch.Tensor, batch_size: int, seed: int) -> Callable[[int], Iterator]:
     """``batches(epoch)``: shuffled (images, targets) batches, the order seeded by (seed, epoch).
 
     A last batch smaller than ``batch_size`` is dropped (RNC needs many pairs
@@ -60,7 +71,9 @@ def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, varian
     (views (2n, D) as ``cat([view_1, view_2])``); after each epoch a ridge probe
     on the frozen fit embeddings is scored on the validation tiles, and the
     best epoch's encoder gets the probe as its head. ``baseline``: the whole
-    model learns with L1 loss |f(x) - y| on one augmented view. ``checkpoint``: the file to
+    model learns with L1 loss |f(x) - y| on one augmented view. Both stop at
+    their validation plateau (module docstring) under a constant learning rate
+    or a linear warm-up and cosine decay over the maximum epochs. ``checkpoint``: the file to
     resume from and to checkpoint to after each epoch (:func:`lib.training.fit`).
     """
     if variant not in VARIANTS:
@@ -73,7 +86,7 @@ def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, varian
     fit_images, val_images = data.images[torch.from_numpy(split.fit)], data.images[torch.from_numpy(split.val)]
     fit_y, val_y = y[split.fit].numpy(), y[split.val].numpy()
     train_cfg = cfg.rnc if variant == "rnc" else cfg.baseline
-    batches = _epoch_batches(fit_images, y[split.fit], train_cfg.batch_size, seed)
+    batches = epoch_batches(fit_images, y[split.fit], train_cfg.batch_size, seed)
 
     def view(x: torch.Tensor) -> torch.Tensor:
         return aerial_augment(x, cfg.augment.crop_min, cfg.augment.jitter)
@@ -105,6 +118,10 @@ def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, varian
             return float(r2_score(val_y, apply(model, val_images, rt, cfg.inference_batch_size, embed=False)[:, 0]))
 
     optimizer = torch.optim.AdamW(params, lr=train_cfg.lr, weight_decay=train_cfg.weight_decay)
+    steps = n_batches(len(split.fit), train_cfg.batch_size)
+    if train_cfg.max_steps_per_epoch is not None:
+        steps = min(steps, train_cfg.max_steps_per_epoch)
+    schedule = (warmup_cosine(train_cfg.warmup_epochs * steps) if train_cfg.schedule == "warmup_cosine" else None)
     fingerprint = None if checkpoint is None else run_fingerprint(
         # not the seeds list: adding a seed must not retrain the others
         {"study": "concepts", "variant": variant, "seed": seed, "outcome": data.outcome_name, "out": str(out_path),
@@ -115,12 +132,14 @@ def train_variant(cfg: ConceptsTrainParams, data: TileData, split: Split, varian
     result = fit(
         network, loss_fn, batches, optimizer, epochs=train_cfg.epochs, runtime=rt, validate=validate,
         max_steps_per_epoch=train_cfg.max_steps_per_epoch, progress=progress, augment=augment,
-        checkpoint=checkpoint, fingerprint=fingerprint,
+        checkpoint=checkpoint, fingerprint=fingerprint, patience=train_cfg.patience, min_delta=train_cfg.min_delta,
+        lr_schedule=schedule, steps_per_epoch=steps if schedule is not None else None,
     )
     network.load_state_dict(result.best_state)
     meta = {"variant": variant, "seed": seed, "outcome": data.outcome_name, "outcome_mean": y_mean, "outcome_std": y_std,
             "in_chans": int(data.images.shape[1]), "params": cfg.model_dump(), "history": result.history,
-            "best_epoch": result.best_epoch, "best_val_r2": result.best_score}
+            "best_epoch": result.best_epoch, "best_val_r2": result.best_score, "last_epoch": result.last_epoch,
+            "max_epochs": train_cfg.epochs, "stopped_at_plateau": bool(result.stopped_at_plateau)}
     if variant == "rnc":
         ridge, meta["probe_alpha"], _ = probe()
         with torch.no_grad():

@@ -15,18 +15,33 @@ the losses of ``ablation``, with the ablations ``structural_pure`` and
 (its global top K re-ranked by structural + global similarity),
 ``structural_global`` (structural model, global retrieval), ``structural``
 (structural model, re-ranked) and the ablations, re-ranked; plus a sweep of
-the re-ranking depth K.
+the re-ranking depth K. Each results table is a ladder: raw pixels (trivial),
+the method and its variants, a classifier of the same encoder (bound), and on
+the embedded set (digits moved, scaled and rotated in clutter) the clean
+digits' retrieval (ceiling); a positive control checks that the transport
+plan finds the known correspondences of one digit in two scenes.
 
 Stages: ``diml_train@<loss>-<objective>`` and, for the ablations,
 ``diml_ablation@<loss>-<objective>`` (both run the notebook of stage
 ``diml_train``, :mod:`.train`; ``python -m lib.studies.diml.train`` under
-torchrun) and ``diml_eval`` (:mod:`.evaluate`).
+torchrun), ``diml_fit@<dataset>-<loss>-<objective>`` (the embedded set) and
+``diml_bound@<dataset>-cross_entropy-classifier`` (both run the notebook of
+``diml_fit``), and ``diml_eval`` (:mod:`.evaluate`).
 """
 
 from typing import get_args
 
 from lib.stage import Stage, committed
-from lib.studies.diml.params import DimlEvalParams, DimlParams, DimlTrainParams, Loss, Objective
+from lib.studies.diml.params import (
+                                     BoundLoss,
+                                     BoundObjective,
+                                     Dataset,
+                                     DimlEvalParams,
+                                     DimlParams,
+                                     DimlTrainParams,
+                                     Loss,
+                                     Objective,
+)
 
 TITLE = "DIML: structural matching for deep metric learning"
 QUESTION = (
@@ -38,10 +53,15 @@ FIGURES = (  # under results/, for the front page
     "diml/figures/rerank_depth.png",
     "diml/figures/structural_matches.png",
     "diml/figures/training_curves.png",
+    "diml/figures/validation_curves.png",
+    "diml/figures/retrieval_scenes.png",
 )
 SECTIONS = {"diml": DimlParams}
 _OPTIONS = {"loss": get_args(Loss), "objective": get_args(Objective)}
 _TRAINING = {"deps": ("data/mnist",), "outs": ("models/diml/{loss}_{objective}",)}
+_FIT_OPTIONS = {"dataset": get_args(Dataset), "loss": get_args(Loss) + get_args(BoundLoss),
+                "objective": get_args(Objective) + get_args(BoundObjective)}
+_FIT = {"deps": ("data/mnist",), "outs": ("models/diml/{dataset}/{loss}_{objective}",)}
 STAGES = (
     Stage("diml_train", "diml", "diml", DimlTrainParams, _OPTIONS,
           each={"loss": "diml.losses", "objective": "diml.objectives"}, **_TRAINING),
@@ -49,6 +69,13 @@ STAGES = (
           each={"loss": "diml.ablation.losses", "objective": "diml.ablation.objectives"}, runs="diml_train",
           comment="The ablations of the structural objective, for the losses of diml.ablation only (budget);\n"
                   "the same notebook, parameters and deps as diml_train.", **_TRAINING),
+    Stage("diml_fit", "diml", "diml", DimlTrainParams, _FIT_OPTIONS,
+          each={"dataset": ("scenes",), "loss": "diml.scenes.losses", "objective": "diml.scenes.objectives"},
+          comment="The embedded set: the digits moved, scaled and rotated in clutter (diml.scenes).", **_FIT),
+    Stage("diml_bound", "diml", "diml", DimlTrainParams, _FIT_OPTIONS,
+          each={"dataset": get_args(Dataset), "loss": get_args(BoundLoss), "objective": get_args(BoundObjective)},
+          runs="diml_fit", comment="The supervised bound of each set: the same encoder, cross-entropy on the train classes.",
+          **_FIT),
     Stage("diml_eval", "diml", "diml", DimlEvalParams, deps=("data/mnist", "models/diml"),
           outs=("results/diml/tables", "results/diml/summary.json"),
           metrics=(committed("results/diml/metrics.json"),),
@@ -56,8 +83,9 @@ STAGES = (
 )
 PAPER = ("results/diml/summary.json", "results/diml/figures")  # what paper/sections/diml.typ reads
 # The plot data diml_eval writes: one column per trained model (params.yaml's losses x objectives, and the ablations).
-_MODELS = ["margin_global", "margin_structural", "multi_similarity_global", "multi_similarity_structural",
-           "margin_structural_pure", "margin_structural_uniform"]
+_MODELS = ["margin_global", "margin_structural", "margin_structural_pure", "margin_structural_uniform",
+           "cross_entropy_classifier", "scenes_margin_global", "scenes_margin_structural",
+           "scenes_cross_entropy_classifier"]
 PLOTS = (
     {"DIML validation MAP@R per epoch": {
         "template": "linear", "x": "epoch", "y": {"results/diml/plots/validation_map_at_r.csv": _MODELS}}},

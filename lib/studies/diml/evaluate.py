@@ -15,6 +15,9 @@ structural_global    structural (the mix)    global similarity
 structural           structural (the mix)    global top K re-ranked
 structural_pure      structural_pure         global top K re-ranked
 structural_uniform   structural_uniform      global top K re-ranked, uniform marginals
+bound                classifier (loss        global similarity
+                     cross_entropy)
+raw_pixels           none (loss ``pixels``)  cosine of the raw pixels
 ==================== ======================= =====================================
 
 so that ``structural_global - baseline`` is the effect of structural
@@ -51,10 +54,17 @@ import pandas as pd
 import torch
 from torch import nn
 
+from lib.data.digit_scenes import EmbeddedScenes, part_correspondence
 from lib.data.mnist import MnistDataset
 from lib.eval import metrics, retrieval
 from lib.eval.encode import encode
-from lib.explain.structural import Marginals, StructuralMatch, structural_match, structural_similarity_to
+from lib.explain.structural import (
+    Marginals,
+    StructuralMatch,
+    correspondence_share,
+    structural_match,
+    structural_similarity_to,
+)
 from lib.io import write_json, write_text
 from lib.models.backbone import SpatialEmbedding
 from lib.runtime import Runtime, seed_everything
@@ -71,7 +81,10 @@ VARIANTS: dict[str, tuple[str, bool]] = {
     "structural": ("structural", True),
     "structural_pure": ("structural_pure", True),
     "structural_uniform": ("structural_uniform", True),
+    "bound": ("classifier", False),
 }
+#: The trivial rung's (loss, variant) in the tables: retrieval by the cosine of the raw pixels.
+RAW_PIXELS = ("pixels", "raw_pixels")
 #: Marginals each objective's model is re-ranked with (its training marginals; global models: DIML's).
 RERANK_MARGINALS: dict[str, Marginals] = {"structural_uniform": "uniform"}
 #: The variants whose re-ranking depth is swept (the global model and the reference's structural model).
@@ -201,7 +214,7 @@ def depth_metrics(local: torch.Tensor, labels: torch.Tensor, structural: Structu
 
 
 def evaluate_seed(local: Mapping[tuple[str, str], torch.Tensor], labels: torch.Tensor, cfg: DimlEvalParams,
-                  seed: int) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
+                  seed: int, sweep_depths: bool = True) -> tuple[pd.DataFrame, pd.DataFrame, pd.DataFrame]:
     """One repetition: the metrics of every loss x variant, the depth sweep, and the per-query values behind the
     first, from seed ``seed``'s models.
 
@@ -212,7 +225,8 @@ def evaluate_seed(local: Mapping[tuple[str, str], torch.Tensor], labels: torch.T
     NMI (all test images) has its k-means seeded with ``seed``. Returns (rows
     of seed, loss, variant and :data:`METRICS`; rows of seed, loss, variant,
     depth and the ranking metrics; rows of seed, loss, variant, query (its test
-    index) and the ranking metrics of that query, whose means are the first table's).
+    index) and the ranking metrics of that query, whose means are the first table's). Without
+    ``sweep_depths`` the depth sweep is skipped (an empty second table).
     """
     seed_everything(seed)
     rows, sweep, per_query = [], [], []
@@ -226,7 +240,7 @@ def evaluate_seed(local: Mapping[tuple[str, str], torch.Tensor], labels: torch.T
             if maps is None:
                 continue
             depths = {0, cfg.eval.rerank_k}
-            if any(VARIANTS[v][0] == objective for v in SWEPT):
+            if sweep_depths and any(VARIANTS[v][0] == objective for v in SWEPT):
                 depths |= set(cfg.eval.rerank_depths)
             marginals = RERANK_MARGINALS.get(objective, "cross_correlation")
             by_query[objective] = depth_query_metrics(maps, labels, cfg.structural, depths, cfg.eval.rerank_weight,
@@ -243,10 +257,74 @@ def evaluate_seed(local: Mapping[tuple[str, str], torch.Tensor], labels: torch.T
                                            **by_query[objective][k]}))
         for variant in SWEPT:
             objective = VARIANTS[variant][0]
-            if objective in by_objective:
+            if sweep_depths and objective in by_objective:
                 for k in cfg.eval.rerank_depths:
                     sweep.append({"seed": seed, "loss": loss, "variant": variant, "depth": k, **by_objective[objective][k]})
     return pd.DataFrame(rows), pd.DataFrame(sweep), pd.concat(per_query, ignore_index=True) if per_query else pd.DataFrame()
+
+
+def raw_pixel_seed(images: torch.Tensor, labels: torch.Tensor, cfg: DimlEvalParams, seed: int
+                   ) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trivial rung of one repetition: the queries of :func:`evaluate_seed` (drawn with ``seed``) ranked by
+    the cosine of their raw pixels ``images`` (N, 1, H, W) in [0, 1] (:func:`lib.eval.retrieval.raw_cosine_ranking`). Returns (one row of
+    :data:`METRICS` as loss, variant :data:`RAW_PIXELS`; its per-query values), the shapes of
+    :func:`evaluate_seed`'s first and third tables."""
+    queries = draw_queries(len(labels), cfg.eval.n_queries, seed)
+    per_query = query_metrics(retrieval.raw_cosine_ranking(images, queries), labels, queries)
+    flat = images.reshape(len(images), -1).numpy()
+    nmi = metrics.nmi(flat / np.linalg.norm(flat, axis=1, keepdims=True), labels.numpy(), seed=seed)
+    loss, variant = RAW_PIXELS
+    row = pd.DataFrame([{"seed": seed, "loss": loss, "variant": variant, **_means(per_query), "nmi": nmi}])
+    return row, pd.DataFrame({"seed": seed, "loss": loss, "variant": variant, "query": queries.numpy(), **per_query})
+
+
+def positive_control(local_first: torch.Tensor, local_second: torch.Tensor, digits: np.ndarray,
+                     first: EmbeddedScenes, second: EmbeddedScenes, cfg: DimlEvalParams,
+                     marginals: Marginals = "cross_correlation") -> pd.DataFrame:
+    """The structural explanation's positive control: pairs of scenes of the same digit in two poses, whose
+    corresponding cells are known (:func:`lib.data.digit_scenes.part_correspondence`).
+
+    Per pair, the share of the structural plan's mass on the true correspondences
+    (:func:`lib.explain.structural.correspondence_share`), and two chance levels: the
+    uniform plan's share, and that of the independent plan a b^T with the plan's
+    own marginals (the mass on the digit's cells, matched without regard to which
+    part is where). Rows: pair, share, uniform, independent.
+    """
+    match = structural_match(local_first, local_second, **ot_settings(cfg.structural, marginals))
+    truth = part_correspondence(digits, first, second, cfg.model.grid)
+    independent = match.plan.sum(dim=2, keepdim=True) * match.plan.sum(dim=1, keepdim=True)
+    return pd.DataFrame({
+        "pair": np.arange(len(truth)),
+        "share": correspondence_share(match.plan, truth).numpy(),
+        "uniform": correspondence_share(torch.ones_like(match.plan), truth).numpy(),
+        "independent": correspondence_share(independent, truth).numpy(),
+    })
+
+
+def run_positive_control(cfg: DimlEvalParams, seed: int, rt: Runtime, data_dir: str | os.PathLike = "data",
+                         models: str | os.PathLike = "models/diml") -> pd.DataFrame:
+    """:func:`positive_control` for seed ``seed``: ``scenes.n_control`` test digits drawn with the seed, each
+    placed twice (the scenes' control streams of the seed), matched by seed ``seed``'s structural model of the
+    embedded set (the first loss of ``scenes.losses``); rows with a seed column."""
+    from lib.data.mnist import load_mnist5k, unseen_class_split
+    from lib.studies.diml.train import (
+        embedded_scenes,
+        load_model,
+        model_dir,
+        model_path,
+        scene_dataset,
+    )
+
+    images, labels = load_mnist5k(data_dir)
+    _, test_idx = unseen_class_split(labels, cfg.data.train_classes, cfg.data.test_classes)
+    chosen = test_idx[draw_queries(len(test_idx), cfg.scenes.n_control, seed).numpy()]
+    digits = np.asarray(images[chosen], np.float32) / 255.0
+    first = embedded_scenes(digits, labels[chosen], cfg.scenes, seed, "control")
+    second = embedded_scenes(digits, labels[chosen], cfg.scenes, seed, "control_second")
+    model, _ = load_model(model_path(model_dir(cfg.scenes.losses[0], "structural", "scenes", models), seed))
+    model = rt.prepare(model)
+    local = [embed(model, scene_dataset(s.images, labels[chosen]), rt, cfg.inference_batch_size) for s in (first, second)]
+    return positive_control(*local, digits, first, second, cfg).assign(seed=seed)
 
 
 def class_sizes(labels: torch.Tensor) -> dict[str, int]:
@@ -257,11 +335,23 @@ def class_sizes(labels: torch.Tensor) -> dict[str, int]:
 
 
 def history_frame(meta: dict) -> pd.DataFrame:
-    """The training history stored in a model's metadata, one row per epoch."""
+    """The training history stored in a model's metadata, one row per epoch (``set``: the data it trained on)."""
+    on = meta.get("dataset", "mnist5k")
+    name = f"{meta['loss']} / {meta['objective']}"
     return pd.DataFrame(meta["history"]).assign(
-        model=f"{meta['loss']} / {meta['objective']}", loss_name=meta["loss"], objective=meta["objective"],
-        seed=meta.get("seed", 0),
+        model=name if on == "mnist5k" else f"{on}: {name}", loss_name=meta["loss"], objective=meta["objective"],
+        seed=meta.get("seed", 0), set=on,
     )
+
+
+def training_records(metas: Iterable[Mapping]) -> pd.DataFrame:
+    """One row per training: set, model, seed, the epoch validation selected, the last epoch trained, the
+    maximum allowed, and whether it stopped at its validation plateau (before the maximum)."""
+    return pd.DataFrame([{
+        "set": m.get("dataset", "mnist5k"), "model": f"{m['loss']}_{m['objective']}", "seed": m.get("seed", 0),
+        "selected_epoch": m["best_epoch"], "last_epoch": m.get("last_epoch", len(m["history"]) - 1),
+        "max_epochs": m["params"]["train"]["epochs"], "stopped_at_plateau": bool(m.get("stopped_at_plateau", False)),
+    } for m in metas])
 
 
 def learned_betas(metas: Iterable[Mapping]) -> dict[str, list[list[float]]]:
@@ -297,7 +387,8 @@ def save_results(summary: Summary, table: pd.DataFrame, sweep: pd.DataFrame, his
     write_text(out_dir / "tables" / "rerank_depth.csv", sweep.to_csv(index=False, float_format="%.4f"))
     write_text(out_dir / "tables" / "training_history.csv", history.to_csv(index=False, float_format="%.5f"))
     # One column per model, one row per epoch (counted from 1), the mean over seeds: dvc plots draws a line per column.
-    by_epoch = history.assign(epoch=history["epoch"] + 1, model=history["model"].str.replace(" / ", "_"))
+    by_epoch = history.assign(epoch=history["epoch"] + 1,
+                              model=history["model"].str.replace(" / ", "_").str.replace(": ", "_"))
     for value, name in (("val_score", "validation_map_at_r"), ("loss", "training_loss")):
         wide = by_epoch.pivot_table(index="epoch", columns="model", values=value, aggfunc="mean", sort=False).reset_index()
         write_text(out_dir / "plots" / f"{name}.csv", wide.to_csv(index=False, float_format="%.5f"))

@@ -163,3 +163,25 @@ def structural_matches(queries: np.ndarray, matches: np.ndarray, match, grid: in
     axes[0, 2].set_title("match: sum_i T S", fontsize=9)
     fig.colorbar(im, ax=axes[:, 1:].ravel().tolist(), shrink=0.6, label="contribution")
     return fig
+
+
+def validation_curves(history: pd.DataFrame):
+    """Validation MAP@R per epoch of every training (one thin line per seed), one panel per set; a dot marks
+    the epoch each training kept. ``history``: rows of set, model, seed, epoch, val_score."""
+    sets = list(dict.fromkeys(history["set"]))
+    models = list(dict.fromkeys(history["model"]))
+    colours = {m: plt.get_cmap("tab10")(i % 10) for i, m in enumerate(models)}
+    fig, axes = plt.subplots(1, len(sets), figsize=(5.5 * len(sets), 3.4), squeeze=False)
+    for ax, name in zip(axes[0], sets, strict=True):
+        labelled = set()
+        for (model, _), run in history[history["set"] == name].groupby(["model", "seed"], sort=False):
+            run = run.sort_values("epoch")
+            best = run.loc[run["val_score"].idxmax()]
+            ax.plot(run["epoch"] + 1, run["val_score"], color=colours[model], lw=1, alpha=0.8,
+                    label=None if model in labelled else model)
+            labelled.add(model)
+            ax.plot(best["epoch"] + 1, best["val_score"], "o", color=colours[model], ms=4)
+        ax.set(title=name, xlabel="epoch", ylabel="validation MAP@R")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig

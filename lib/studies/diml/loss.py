@@ -9,6 +9,8 @@ global             cosine of the pooled embeddings              (none)
 structural         (1 - w) structural + w global, w = 1/2        cross-correlation
 structural_pure    structural only (w = 0)                       cross-correlation
 structural_uniform (1 - w) structural + w global, w = 1/2        uniform
+classifier         cross-entropy on the train classes (the       (none)
+                   supervised bound, :class:`ClassifierLoss`)
 ================== ============================================ ====================
 
 ``structural`` is DIML as the authors' code trains it (wl-zhao/DIML,
@@ -68,6 +70,7 @@ def objective_spec(objective: str, cfg: StructuralParams) -> ObjectiveSpec:
         "structural": ObjectiveSpec(True, cfg.global_weight, "cross_correlation"),
         "structural_pure": ObjectiveSpec(True, 0.0, "cross_correlation"),
         "structural_uniform": ObjectiveSpec(True, cfg.global_weight, "uniform"),
+        "classifier": ObjectiveSpec(structural=False),
     }
     if objective not in specs:
         raise ValueError(f"unknown objective {objective!r}; expected one of {sorted(specs)}")
@@ -258,6 +261,35 @@ class DimlLoss(nn.Module):
         shared = self.distance.sharing_plans() if self.spec.structural else contextlib.nullcontext()
         with shared:
             return self.loss(emb, labels, self.miner(emb, labels))
+
+
+class ClassifierLoss(nn.Module):
+    """The supervised bound's loss: cross-entropy of a cosine classifier on the unit global embedding.
+
+    ``forward(local (B, N, D), labels (B,))`` with the global embedding
+    g = normalise(mean_i x_i) and class weights W (C, D):
+
+        logits_c = scale * <normalise(W_c), g>,    loss = mean_b CE(logits_b, y_b)
+
+    (NormFace, Wang et al. 2017; scale 16). The encoder learns to separate the
+    train classes by one pooled vector, the same vector it retrieves with.
+    """
+
+    def __init__(self, embedding_dim: int, n_classes: int, scale: float = 16.0):
+        super().__init__()
+        self.weight = nn.Parameter(torch.randn(n_classes, embedding_dim) * embedding_dim**-0.5)
+        self.scale = scale
+        self.spec = ObjectiveSpec(structural=False)
+
+    @property
+    def beta(self) -> None:
+        """No learned margin boundaries (as :attr:`DimlLoss.beta` for the multi-similarity loss)."""
+        return None
+
+    def forward(self, local: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+        glob = SpatialEmbedding.global_embedding(local.float())
+        logits = self.scale * glob @ F.normalize(self.weight, dim=-1).T
+        return F.cross_entropy(logits, labels)
 
 
 def _average_over_processes(grad: torch.Tensor) -> torch.Tensor:

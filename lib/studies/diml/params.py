@@ -11,6 +11,13 @@ reference code trains it, (1 - w) structural + w global similarity with
 ``structural.global_weight`` w = 1/2; and two ablations of it,
 ``structural_pure`` (w = 0) and ``structural_uniform`` (uniform transport
 marginals in training and re-ranking).
+
+Every training stops at its validation plateau (``train.patience``,
+``train.min_delta``) within ``train.epochs``. Besides MNIST-5k (the easy set)
+the ``diml_fit`` stages train on the embedded set (``scenes``: the digits moved,
+scaled and rotated in clutter, :func:`lib.data.digit_scenes.make_embedded_scenes`),
+and ``diml_bound`` trains the supervised bound of each set: the same encoder
+under cross-entropy on the train classes (``cross_entropy`` / ``classifier``).
 """
 
 from __future__ import annotations
@@ -23,6 +30,11 @@ from lib.params import Optimiser, Params, Repeated
 
 Loss = Literal["margin", "multi_similarity"]
 Objective = Literal["global", "structural", "structural_pure", "structural_uniform"]
+#: The supervised bound's loss and objective (a classifier on the train classes), for ``diml_bound``.
+BoundLoss = Literal["cross_entropy"]
+BoundObjective = Literal["classifier"]
+#: The retrieval sets: MNIST-5k (the easy set) and the embedded scenes.
+Dataset = Literal["mnist5k", "scenes"]
 
 
 class DimlData(Params):
@@ -55,6 +67,8 @@ class StructuralParams(Params):
 
 class DimlTrain(Optimiser):
     beta_lr: float = Field(gt=0, description="learning rate of the margin loss's learned beta (reference: 0.0005)")
+    patience: int = Field(ge=1, description="stop after this many epochs without a validation MAP@R gain > min_delta")
+    min_delta: float = Field(ge=0, description="the smallest validation MAP@R gain that counts as progress")
     batch_size: int = Field(ge=4)
     samples_per_class: int = Field(ge=2)
     world_size: int = Field(ge=1, description="processes for torchrun (DDP); 1 = in the kernel")
@@ -78,6 +92,25 @@ class DimlEval(Reranking):
         return self
 
 
+class DimlScenes(Params):
+    """The embedded retrieval set: every MNIST-5k digit in a scene of its own (train digits for training,
+    test digits for retrieval), placed with the repetition's seed."""
+
+    size: int = Field(ge=28, description="scene side in pixels")
+    scale: list[float] = Field(min_length=2, max_length=2, description="digit scale drawn uniformly from [low, high]")
+    degrees: float = Field(ge=0, le=180, description="rotation drawn uniformly from [-degrees, degrees]")
+    n_strokes: int = Field(ge=0, description="distractor strokes per scene")
+    losses: list[Loss] = Field(min_length=1, description="losses trained on the scenes (stage diml_fit)")
+    objectives: list[Objective] = Field(min_length=1, description="objectives trained on the scenes")
+    n_control: int = Field(ge=1, description="pairs of the positive control: the same test digit in two scenes")
+
+    @model_validator(mode="after")
+    def _scales(self) -> DimlScenes:
+        if not 0 < self.scale[0] <= self.scale[1]:
+            raise ValueError(f"scale must be (low, high) with 0 < low <= high, got {list(self.scale)}")
+        return self
+
+
 class DimlAblation(Params):
     """Ablations of the structural objective, trained (stage ``diml_ablation``) for some losses only."""
 
@@ -88,6 +121,7 @@ class DimlAblation(Params):
 class DimlCommon(Repeated):
     inference_batch_size: int = Field(ge=1, description="images per forward pass when embedding")
     data: DimlData
+    scenes: DimlScenes
     model: DimlModel
     structural: StructuralParams
 
@@ -122,6 +156,10 @@ class DimlEvalParams(DimlCommon):
         pairs = [(loss, o) for loss in self.losses for o in self.objectives]
         pairs += [(loss, o) for loss in self.ablation.losses for o in self.ablation.objectives]
         return list(dict.fromkeys(pairs))
+
+    def trained_scenes(self) -> list[tuple[str, str]]:
+        """Every (loss, objective) trained on the scenes (stage ``diml_fit``)."""
+        return [(loss, o) for loss in self.scenes.losses for o in self.scenes.objectives]
 
 
 class DimlParams(DimlTrainParams, DimlEvalParams):

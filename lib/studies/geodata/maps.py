@@ -1,8 +1,10 @@
-"""The ``maps`` stage: labelled map tiles of Helsinki's OpenStreetMap extract and of every generated city.
+"""The ``maps`` stage: labelled map tiles of OpenStreetMap places and of every generated city.
 
-:func:`build_map_datasets` writes ``datasets/maps/helsinki.nc``
-(:func:`render_osm_maps`: OSM, for self-supervised training; labels only
-those OSM provides: building density, classes at the centre, fractions) and
+:func:`build_map_datasets` writes ``datasets/maps/<place>.nc`` per
+OpenStreetMap place of ``maps.osm`` (:func:`render_osm_maps`: Helsinki's
+extract by default, or any ``.osm.pbf``; labels those OSM provides, building
+density, classes at the centre, fractions, and those of an optional label
+table of points, :func:`lib.data.map_labels.point_labels_at`) and
 ``datasets/maps/<city>.nc`` per generated city (:func:`render_city_maps`:
 the city's outcomes of the tile under each centre), one schema for all
 (:func:`lib.data.map_dataset.build_map_dataset`). Each place's centres come
@@ -24,20 +26,25 @@ import pandas as pd
 import rioxarray
 import xarray as xr
 
-from lib.data.geotiff import write_dataset_atomic
+from lib.data.geotiff import DatasetImportError, write_dataset_atomic
 from lib.data.landcover_maps import landcover_class_names, render_landcover_maps
 from lib.data.map_dataset import build_map_dataset, label_table
-from lib.data.map_labels import CITY_LABELS, city_labels, sample_city_centres
+from lib.data.map_labels import (
+    CITY_LABELS,
+    city_labels,
+    point_labels_at,
+    read_point_labels,
+    sample_city_centres,
+)
 from lib.data.map_render import render_maps, sample_coordinates
 from lib.data.map_style import MAP_CLASSES
 from lib.data.osm_layers import OsmLayers, load_osm_layers
 from lib.io import open_dataset
-from lib.studies.geodata.params import OSM_PLACE
+from lib.studies.geodata.params import OsmPlace
 
 __all__ = [
-    "OSM_PLACE",
-    "building_by_centre_class",
     "build_map_datasets",
+    "building_by_centre_class",
     "check_city_files",
     "label_summary",
     "place_seed",
@@ -82,7 +89,9 @@ def render_osm_maps(
     seed: int,
     size_px: int = 64,
     metres_per_px: float = 2.0,
-    place: str = OSM_PLACE,
+    place: str = "helsinki",
+    labels: str | os.PathLike | None = None,
+    max_distance_m: float = 50.0,
 ) -> xr.Dataset:
     """``n`` maps of an OSM extract, centres uniform over its coverage, as a labelled map dataset.
 
@@ -94,16 +103,40 @@ def render_osm_maps(
     ``landcover_at_centre`` -1: OSM knows none of them. Centres are drawn with
     :func:`sample_coordinates` (whole maps inside the extract) seeded by
     :func:`place_seed`.
+
+    With a ``labels`` table of points (:func:`lib.data.map_labels.read_point_labels`),
+    each map also takes the labels of the point nearest its centre within
+    ``max_distance_m`` (NaN where none is), and ``label_distance_m``; a label
+    column named like one of :data:`CITY_LABELS` fills that variable, any
+    other becomes a variable of its own (listed in the ``label_columns`` attribute).
     """
     margin = size_px * metres_per_px / 2
     xy = sample_coordinates(layers, n, seed=place_seed(seed, place), margin_m=margin, coords_crs=None)
     maps = render_maps(layers, xy, coords_crs=None, size_px=size_px, metres_per_px=metres_per_px)
-    labels = _label_variables(n, place, None, {}, None)
-    return build_map_dataset(maps, labels=labels, attrs={
+    variables = _label_variables(n, place, None, {}, None)
+    attrs = {
         "place": place,
         "labels": "OpenStreetMap's own: building_density, building_fraction, map_class_at_centre, fractions; "
                   "no socioeconomic labels (NaN): for self-supervised training",
-    })
+    }
+    if labels is not None:
+        points = read_point_labels(labels, layers.crs)
+        taken = {"image", "mask", "fractions", "building_fraction", "building_density", "map_class_at_centre",
+                 "tile", "lon", "lat", "easting", "northing", "label_distance_m", *variables}
+        clash = sorted(set(points.values) & (taken - set(CITY_LABELS)))
+        if clash:
+            raise DatasetImportError(f"label table {points.file}: column(s) {clash} would replace the maps' own "
+                                     "variables; rename them")
+        values, distance = point_labels_at(points, xy, max_distance_m)
+        for name, column in values.items():
+            variables[name] = (column, {"long_name": f"{name} of the labelled point nearest the centre "
+                                                     f"(within {max_distance_m} m; from {points.file})"})
+        variables["label_distance_m"] = (distance, {"long_name": "distance from the centre to that point",
+                                                    "units": "m"})
+        attrs |= {"labels": f"OpenStreetMap's own, and from {points.file}: the labels of the nearest labelled "
+                            f"point within {max_distance_m} m of each centre (NaN where none is)",
+                  "label_columns": " ".join(values), "labelled_maps": int(np.isfinite(distance).sum())}
+    return build_map_dataset(maps, labels=variables, attrs=attrs)
 
 
 def check_city_files(city_dir: str | os.PathLike) -> dict[str, Path]:
@@ -167,7 +200,7 @@ def render_city_maps(
 
 
 def build_map_datasets(
-    pbf: str | os.PathLike,
+    osm: Mapping[str, OsmPlace],
     cities: list[str] | tuple[str, ...],
     n: int,
     seed: int,
@@ -176,22 +209,27 @@ def build_map_datasets(
     datasets_dir: str | os.PathLike = "datasets",
     out_dir: str | os.PathLike | None = "datasets/maps",
 ) -> dict[str, xr.Dataset]:
-    """The ``maps`` stage: ``n`` labelled maps of Helsinki's OSM extract and of each generated city.
+    """The ``maps`` stage: ``n`` labelled maps of each OpenStreetMap place and of each generated city.
 
-    Writes one file per place, ``<out_dir>/helsinki.nc`` (:func:`render_osm_maps`)
-    and ``<out_dir>/<city>.nc`` (:func:`render_city_maps`, reading
-    ``<datasets_dir>/<city>/``), all with the schema of
-    :func:`build_map_dataset` and the same label variables, so
+    Writes one file per place, ``<out_dir>/<place>.nc`` for each entry of
+    ``osm`` (:func:`render_osm_maps`, its extract drawn in its ``crs``, with
+    its label table if it has one) and ``<out_dir>/<city>.nc``
+    (:func:`render_city_maps`, reading ``<datasets_dir>/<city>/``), all with
+    the schema of :func:`build_map_dataset` and the same label variables, so
     :func:`load_map_datasets` / :func:`label_table` combine them. Every city's
     files are checked before anything is rendered or written. Returns the
     datasets by place (nothing is written when ``out_dir`` is None).
     """
-    if OSM_PLACE in cities:
-        raise ValueError(f"{OSM_PLACE!r} is the OpenStreetMap place; a generated city cannot take its name")
+    shared = sorted(set(osm) & set(cities))
+    if shared:
+        raise ValueError(f"{shared} named both as an OpenStreetMap place and as a generated city")
     for city in cities:
         check_city_files(Path(datasets_dir) / city)
-    layers = load_osm_layers(pbf)
-    datasets = {OSM_PLACE: render_osm_maps(layers, n, seed, size_px, metres_per_px)}
+    datasets = {}
+    for place, source in osm.items():
+        layers = load_osm_layers(source.pbf, crs=source.crs)
+        datasets[place] = render_osm_maps(layers, n, seed, size_px, metres_per_px, place, source.labels,
+                                          source.max_distance_m)
     for city in cities:
         datasets[city] = render_city_maps(Path(datasets_dir) / city, n, seed, size_px, metres_per_px)
     if out_dir is not None:

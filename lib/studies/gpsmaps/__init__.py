@@ -7,14 +7,20 @@ centred on it (``datasets/maps``, :mod:`lib.data.map_dataset`): DINO
 self-distillation (:mod:`lib.losses.dino`) plus geo-predictive tasks, a
 masked reconstruction and an intermediate clustering term (:mod:`.model`).
 
-Stages: ``gpsmaps_train@<variant>`` trains the full method, each ablation and
-DINO alone (:mod:`.train`); ``gpsmaps_eval`` probes their frozen embeddings
-against coordinate encodings under spatial block cross-validation
-(:mod:`.evaluate`).
+Stages: ``gpsmaps_train@<variant>`` trains the full method, each ablation,
+DINO alone, SimCLR and the supervised bound, each for every training seed
+(:mod:`.train`); ``gpsmaps_eval`` probes their frozen embeddings on a ladder
+of baselines under spatial block cross-validation (:mod:`.evaluate`,
+:mod:`.summary`).
 """
 
 from lib.stage import Stage, committed
-from lib.studies.gpsmaps.params import VARIANTS, GpsMapsEvalParams, GpsMapsParams, GpsMapsTrainParams
+from lib.studies.gpsmaps.params import (
+    TRAININGS,
+    GpsMapsEvalParams,
+    GpsMapsParams,
+    GpsMapsTrainParams,
+)
 
 TITLE = "GPS maps: self-supervised coordinate embeddings from map images"
 QUESTION = (
@@ -22,16 +28,18 @@ QUESTION = (
     "predict what a place is like better than encodings of the coordinates themselves?"
 )
 FIGURES = (  # under results/, for the front page
-    "gpsmaps/figures/probes.png",
+    "gpsmaps/figures/ladder.png",
+    "gpsmaps/figures/budget.png",
     "gpsmaps/figures/embedding_maps.png",
     "gpsmaps/figures/training_curves.png",
 )
 SECTIONS = {"gpsmaps": GpsMapsParams}
 STAGES = (
-    Stage("gpsmaps_train", "gpsmaps", "gpsmaps", GpsMapsTrainParams, {"variant": VARIANTS}, each={"variant": VARIANTS},
-          deps=("datasets/maps",), outs=("models/gpsmaps/{variant}.safetensors", "results/gpsmaps/training/{variant}")),
+    Stage("gpsmaps_train", "gpsmaps", "gpsmaps", GpsMapsTrainParams, {"variant": TRAININGS},
+          each={"variant": TRAININGS},
+          deps=("datasets/maps",), outs=("models/gpsmaps/{variant}", "results/gpsmaps/training/{variant}")),
     Stage("gpsmaps_eval", "gpsmaps", "gpsmaps", GpsMapsEvalParams,
-          deps=("datasets/maps", *(f"models/gpsmaps/{variant}.safetensors" for variant in VARIANTS)),
+          deps=("datasets/maps", *(f"models/gpsmaps/{variant}" for variant in TRAININGS)),
           outs=("results/gpsmaps/figures", "results/gpsmaps/tables", "results/gpsmaps/summary.json"),
           metrics=(committed("results/gpsmaps/metrics.json"),)),
 )

@@ -26,12 +26,12 @@ import torch
 from scipy.spatial import cKDTree
 from sklearn.cluster import KMeans
 
-from lib.data.map_entropy import class_entropy
 from lib.data.map_dataset import load_map_datasets
+from lib.data.map_entropy import class_entropy
 from lib.studies.gpsmaps.params import N_MAP_CLASSES, GpsMapsData
 
 LABELS = ("land_price", "population_density", "environment_index", "income", "liveability",
-          "landcover_at_centre", "map_class_at_centre", "building_density", "building_fraction")
+          "map_class_at_centre", "building_density", "building_fraction")
 
 
 @dataclass
@@ -48,10 +48,12 @@ class MapSet:
     images: torch.Tensor
     masks: np.ndarray
     table: pd.DataFrame
+    fractions: np.ndarray | None = None  # (N, classes) pixel share of each map class of the rendered map
 
     def subset(self, rows: np.ndarray) -> MapSet:
         rows = np.asarray(rows)
-        return MapSet(self.images[torch.as_tensor(rows)], self.masks[rows], self.table.iloc[rows].reset_index(drop=True))
+        return MapSet(self.images[torch.as_tensor(rows)], self.masks[rows], self.table.iloc[rows].reset_index(drop=True),
+                      None if self.fractions is None else self.fractions[rows])
 
 
 def holdout_blocks(easting: np.ndarray, northing: np.ndarray, block_m: float, fraction: float,
@@ -102,7 +104,14 @@ def load_maps(cfg: GpsMapsData, seed: int, directory: str = "datasets/maps") -> 
     table["entropy"] = class_entropy(masks, N_MAP_CLASSES)
     table["kept"] = table["entropy"] >= cfg.entropy_threshold
     pixels = torch.from_numpy(np.concatenate(images)).permute(0, 3, 1, 2).float() / 255
-    return MapSet(pixels, masks, table)
+    return MapSet(pixels, masks, table, class_fractions(masks, N_MAP_CLASSES))
+
+
+def class_fractions(masks: np.ndarray, n_classes: int) -> np.ndarray:
+    """(N, n_classes) share of each map's pixels in each class of its mask (N, H, W)."""
+    n = len(masks)
+    codes = masks.reshape(n, -1).astype(np.int64) + n_classes * np.arange(n)[:, None]
+    return np.bincount(codes.ravel(), minlength=n * n_classes).reshape(n, n_classes) / masks[0].size
 
 
 @dataclass(frozen=True)
@@ -114,10 +123,16 @@ class GeoTargets:
     coords: torch.Tensor       # (N, 2) standardised lon/lat, NaN outside geo_train
     price_mean: float
     price_sd: float
+    outcomes: torch.Tensor | None = None  # (N, T) standardised outcomes of the supervised bound, NaN outside geo_train
+
+    def __post_init__(self) -> None:
+        if self.outcomes is None:
+            object.__setattr__(self, "outcomes", torch.full((len(self.price), 0), float("nan")))
 
 
-def geo_targets(table: pd.DataFrame, n_clusters: int, seed: int) -> GeoTargets:
-    """Targets of the geo tasks, fitted (standardisation, k-means) on the ``geo_train`` maps only."""
+def geo_targets(table: pd.DataFrame, n_clusters: int, seed: int, outcomes: tuple[str, ...] = ()) -> GeoTargets:
+    """Targets of the geo tasks, fitted (standardisation, k-means) on the ``geo_train`` maps only; with
+    ``outcomes``, those labels standardised on the same maps (the supervised bound's targets)."""
     train = table["geo_train"].to_numpy(bool)
     n = len(table)
     price = np.full(n, np.nan)
@@ -135,5 +150,11 @@ def geo_targets(table: pd.DataFrame, n_clusters: int, seed: int) -> GeoTargets:
         cluster[train] = order[km.labels_]
         ll = table[["lon", "lat"]].to_numpy(float)
         coords[train] = (ll[train] - ll[train].mean(0)) / ll[train].std(0).clip(1e-9)
+    supervised = np.full((n, len(outcomes)), np.nan)
+    for k, name in enumerate(outcomes):
+        values = table[name].to_numpy(float)
+        if train.any():
+            supervised[train, k] = (values[train] - values[train].mean()) / (values[train].std() or 1.0)
     return GeoTargets(torch.as_tensor(price, dtype=torch.float32), torch.as_tensor(cluster),
-                      torch.as_tensor(coords, dtype=torch.float32), mean, sd)
+                      torch.as_tensor(coords, dtype=torch.float32), mean, sd,
+                      torch.as_tensor(supervised, dtype=torch.float32))

@@ -57,13 +57,22 @@ def views_example(maps: MapSet, views: MultiCropConfig, seed: int, n_maps: int =
 
 
 def training_history(history: pd.DataFrame, variant: str):
-    """Loss terms (left) and collapse indicators (right) per epoch of one variant."""
+    """Each loss term's weighted magnitude (left, log scale) and the label-free indicators (right) per epoch."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4))
-    for column in [c for c in history if c.startswith("loss_")]:
-        left.plot(history["epoch"], history[column], marker="o", label=column.removeprefix("loss_"))
+    for column in [c for c in history if c.startswith("loss_") and c != "loss_total"]:
+        term = column.removeprefix("loss_")
+        weight = history.get(f"weight_{term}", 1.0)
+        left.plot(history["epoch"], history[column] * weight, marker="o", label=f"{term} (weighted)")
+    left.set_yscale("log")
     left.set_xlabel("epoch")
-    left.set_title(f"{variant}: loss terms", fontsize=10)
+    left.set_title(f"{variant}: loss terms as they enter the loss", fontsize=10)
     left.legend(fontsize=8, frameon=False)
+    if "teacher_entropy" not in history:
+        right.plot(history["epoch"], history["embedding_std"], marker="s", color="#c44e52")
+        right.set_title("embedding std", fontsize=10)
+        right.set_xlabel("epoch")
+        fig.tight_layout()
+        return fig
     right.plot(history["epoch"], history["teacher_entropy"], marker="o", label="teacher entropy")
     right.axhline(float(history["log_k"].iloc[0]), color="0.5", linestyle="--", linewidth=1, label="log K")
     right.set_xlabel("epoch")
@@ -85,6 +94,8 @@ def training_curves(histories: dict[str, pd.DataFrame]):
     """Every variant's total loss and teacher entropy per epoch."""
     fig, axes = plt.subplots(1, 3, figsize=(13, 3.4))
     for name, h in histories.items():
+        if "loss_dino" not in h:
+            continue
         axes[0].plot(h["epoch"], h["loss_dino"], marker="o", label=name)
         axes[1].plot(h["epoch"], h["teacher_entropy"], marker="o", label=name)
         axes[2].plot(h["epoch"], h["embedding_std"], marker="o", label=name)
@@ -129,5 +140,43 @@ def embedding_maps(table: pd.DataFrame, rgb: np.ndarray, places: list[str], titl
         ax.set_xlabel("km east")
     axes[0, 0].set_ylabel("km north")
     fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def ladder_figure(ladder):
+    """A ladder's rows bottom-up (trivial at the bottom): mean R^2 and its 95 % interval, coloured by rung."""
+    colours = {"trivial": "#8c8c8c", "method": "#c44e52", "variant": "#4c72b0", "bound": "#55a868",
+               "ceiling": "#8172b2"}
+    rows = [r for r in ladder.rows if r.cell is not None]
+    fig, ax = plt.subplots(figsize=(7, 0.32 * len(rows) + 1.2))
+    y = np.arange(len(rows))
+    means = [r.cell.mean for r in rows]
+    low = [r.cell.mean - (r.cell.low if r.cell.low is not None else r.cell.mean) for r in rows]
+    high = [(r.cell.high if r.cell.high is not None else r.cell.mean) - r.cell.mean for r in rows]
+    ax.barh(y, means, xerr=[low, high], color=[colours[r.rung] for r in rows], capsize=2)
+    ax.set_yticks(y, [r.name for r in rows], fontsize=8)
+    ax.axvline(0, color="0.3", linewidth=0.8)
+    ax.set_xlabel(f"{ladder.metric}, mean over spatial folds (seeds averaged), 95 % interval")
+    ax.set_title(ladder.title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def budget_figure(points, random_cell=None):
+    """Pooled R^2 against training steps for each training (95 % intervals), the random-weight encoder dashed."""
+    fig, ax = plt.subplots(figsize=(6, 3.6))
+    for training in dict.fromkeys(p.training for p in points):
+        mine = [p for p in points if p.training == training]
+        steps = [p.step for p in mine]
+        means = np.array([p.cell.mean for p in mine])
+        lows = np.array([p.cell.low if p.cell.low is not None else p.cell.mean for p in mine])
+        highs = np.array([p.cell.high if p.cell.high is not None else p.cell.mean for p in mine])
+        ax.errorbar(steps, means, yerr=[means - lows, highs - means], marker="o", capsize=3, label=training)
+    if random_cell is not None:
+        ax.axhline(random_cell.mean, color="0.4", linestyle="--", label="random weights")
+    ax.set_xlabel("training steps")
+    ax.set_ylabel("R², mean over outcomes")
+    ax.legend(fontsize=8, frameon=False)
     fig.tight_layout()
     return fig

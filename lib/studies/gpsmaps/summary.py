@@ -1,10 +1,16 @@
 """The gpsmaps study's ``summary.json`` (what the paper's section reads) and ``metrics.json`` (``dvc metrics``).
 
-:func:`summarise` builds a :class:`Summary` from the probe table of
-:func:`lib.studies.gpsmaps.evaluate.probe_all`, the maps and each variant's
-training history; :func:`write_summary` validates it and writes both files.
-Every score is the mean and sample sd (ddof = 1) over the spatial block folds
-of one training seed, rounded to four decimals.
+:func:`summarise` builds a :class:`Summary` from the probe scores of every
+feature set, (seeds, folds, targets) arrays of test R^2 (a feature set that
+needs no training has one seed). Every table is a
+:class:`lib.eval.claims.Ladder`: its cells are the mean R^2 over folds of the
+per-fold values averaged over training seeds (the interval is Student-t over
+the folds), and its comparisons are paired by fold, Holm-corrected over the
+study's whole family (every ladder's comparisons; the budget curve is a
+family of its own). The ladders: the mean over the outcomes no training sees
+(the self-supervised verdict), each such outcome, and land price apart as
+"supervised transfer" (a geo task trains on it). The paper's claims
+(:class:`lib.eval.claims.Claim`) read the first ladder.
 """
 
 from __future__ import annotations
@@ -12,40 +18,61 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field
 
+from lib.eval.claims import Claim, Ladder, LadderRow, verdict_of
+from lib.eval.intervals import (
+    ComparisonCell,
+    IntervalCell,
+    comparison_cell,
+    holm,
+    interval_cell,
+)
 from lib.io import write_json
-from lib.studies.gpsmaps.params import VARIANTS
 
-#: The baselines that encode the coordinates alone (lib.studies.gpsmaps.evaluate).
-COORDINATE_ENCODINGS = ("coordinates", "rff", "coordinates_mlp")
-#: The feature sets of ``metrics.json``: the method, DINO alone and two baselines.
-HEADLINE = ("full", "dino", "random_init", "rff")
-#: The metric each task is read by.
-METRIC_OF = {"regression": "r2", "classification": "accuracy"}
-#: The last epoch's label-free indicators kept per variant.
-FINAL_EPOCH_KEYS = ("teacher_entropy", "embedding_std", "loss_dino")
+#: Ladder rows: feature set -> (rung, name as printed). Absent feature sets are left out.
+ROWS = {
+    "coordinates": ("trivial", "coordinates, linear"),
+    "coordinates_mlp": ("trivial", "coordinates, MLP"),
+    "rff": ("trivial", "random Fourier features"),
+    "pixels": ("trivial", "raw pixels (downsampled)"),
+    "histogram": ("trivial", "colour histograms"),
+    "random_init": ("trivial", "random-weight encoder"),
+    "full": ("method", "full method (teacher, linear)"),
+    "full_student": ("variant", "full method (student, linear)"),
+    "full_knn": ("variant", "full method (teacher, kNN)"),
+    "no_geo": ("variant", "without geo tasks"),
+    "no_reconstruction": ("variant", "without reconstruction"),
+    "no_clustering": ("variant", "without clustering"),
+    "dino": ("variant", "DINO alone"),
+    "dino_knn": ("variant", "DINO alone (kNN)"),
+    "simclr": ("variant", "SimCLR, same maps"),
+    "supervised": ("bound", "supervised encoder (bound)"),
+    "class_fractions": ("ceiling", "class fractions of the map"),
+    "oracle": ("ceiling", "stored oracle R² (land cover)"),
+}
+#: The paired comparisons each ladder reads: (a, b), a - b.
+COMPARISONS = (("full", "random_init"), ("full", "dino"), ("full", "pixels"), ("full", "rff"),
+               ("full", "coordinates_mlp"), ("full", "no_geo"), ("full", "no_reconstruction"),
+               ("full", "no_clustering"), ("dino", "random_init"), ("full", "simclr"))
+POOLED = "mean over outcomes no training sees"
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid")
 
 
-class ProbeScore(_Strict):
-    """One feature set on one target: its metric's mean and sd over the folds."""
+class BudgetPoint(_Strict):
+    """One point of the budget curve: a training at ``step`` steps (``epoch`` epochs), its pooled R^2, and its
+    paired comparison with the random-weight encoder."""
 
-    metric: str
-    mean: float
-    sd: float
-
-
-class FinalEpoch(_Strict):
-    """A variant's label-free indicators after its last training epoch."""
-
-    teacher_entropy: float
-    embedding_std: float
-    loss_dino: float
+    training: str
+    epoch: int
+    step: int
+    cell: IntervalCell
+    versus_random: ComparisonCell
 
 
 class Summary(_Strict):
@@ -55,82 +82,139 @@ class Summary(_Strict):
     dropped_by_entropy: int = Field(ge=0, description="maps below the entropy threshold")
     n_heldout: int = Field(ge=0, description="maps whose labels no training step saw; every probe runs on them")
     n_folds: int = Field(ge=2, description="spatial block folds of the probes")
-    metric: dict[str, str] = Field(description="target -> the metric it is read by (r2 or accuracy)")
-    scores: dict[str, dict[str, ProbeScore]] = Field(description="feature set -> target -> score")
-    best_map_variant: dict[str, str] = Field(description="target -> the trained variant with the best mean")
-    best_coordinate_encoding: dict[str, str] = Field(description="target -> the best coordinate encoding")
-    final_epoch: dict[str, FinalEpoch] = Field(description="variant -> its last epoch's indicators")
-
-    @model_validator(mode="after")
-    def _consistent(self) -> Summary:
-        targets = set(self.metric)
-        for name, row in self.scores.items():
-            if set(row) != targets:
-                raise ValueError(f"scores[{name!r}] has targets {sorted(row)}, expected {sorted(targets)}")
-            for target, score in row.items():
-                if score.metric != self.metric[target]:
-                    raise ValueError(f"scores[{name!r}][{target!r}] is {score.metric}, metric says "
-                                     f"{self.metric[target]}")
-        for field, allowed in (("best_map_variant", VARIANTS), ("best_coordinate_encoding", COORDINATE_ENCODINGS)):
-            choice = getattr(self, field)
-            if set(choice) != targets or not all(v in allowed and v in self.scores for v in choice.values()):
-                raise ValueError(f"{field} must name, for each of {sorted(targets)}, one scored feature set of "
-                                 f"{allowed}, got {choice}")
-        if self.dropped_by_entropy > self.n_maps or self.n_heldout > self.n_maps:
-            raise ValueError(f"dropped_by_entropy ({self.dropped_by_entropy}) and n_heldout ({self.n_heldout}) "
-                             f"cannot exceed n_maps ({self.n_maps})")
-        return self
+    seeds: list[int] = Field(description="training seeds of every training")
+    targets: list[str] = Field(description="outcomes no training sees (the self-supervised verdict)")
+    transfer_targets: list[str] = Field(description="outcomes a geo task trains on (supervised transfer)")
+    ladders: list[Ladder]
+    claims: list[Claim]
+    budget: list[BudgetPoint]
+    final_epoch: dict[str, dict[str, float]] = Field(description="training -> its last epoch's logged values")
+    plateau: dict[str, float] = Field(description="training -> relative change of its total loss over the last "
+                                                  "quarter of its epochs (a label-free plateau indicator)")
 
     def headline(self) -> dict[str, dict[str, float]]:
-        """``metrics.json``: the mean score of the method, DINO alone and two baselines per target."""
-        return {name: {t: s.mean for t, s in self.scores[name].items()} for name in HEADLINE if name in self.scores}
+        """``metrics.json``: each ladder's mean R^2 per row."""
+        return {ladder.title: {r.name: round(r.cell.mean, 4) for r in ladder.rows if r.cell is not None}
+                for ladder in self.ladders}
 
 
-def summarise(results: pd.DataFrame, maps_table: pd.DataFrame, n_folds: int,
-              histories: Mapping[str, pd.DataFrame], order: Sequence[str]) -> Summary:
+def _per_fold(values: np.ndarray) -> np.ndarray:
+    """(seeds, folds) -> (folds,): each fold's mean over seeds."""
+    return np.asarray(values, dtype=np.float64).reshape(-1, values.shape[-1]).mean(axis=0)
+
+
+def ladder(title: str, scores: Mapping[str, np.ndarray], oracle: Sequence[float] | None) -> Ladder:
+    """One ladder from ``scores``: feature set -> (seeds, folds) R^2; ``oracle``: the stored R^2 per city."""
+    rows = []
+    for name, (rung, label) in ROWS.items():
+        if name == "oracle":
+            if oracle:
+                rows.append(LadderRow(name=label, rung=rung, cell=interval_cell(list(oracle)),
+                                      note="stored by the city generator, one value per city"))
+            continue
+        if name in scores:
+            rows.append(LadderRow(name=label, rung=rung, cell=interval_cell(_per_fold(scores[name]))))
+    comparisons = [comparison_cell(_per_fold(scores[a]), _per_fold(scores[b]), a=ROWS[a][1], b=ROWS[b][1])
+                   for a, b in COMPARISONS if a in scores and b in scores]
+    return Ladder(title=title, metric="R²", rows=rows, comparisons=comparisons)
+
+
+def _holm_ladders(ladders: list[Ladder]) -> list[Ladder]:
+    """Every ladder's comparisons Holm-corrected as one family."""
+    corrected = holm([c for lad in ladders for c in lad.comparisons])
+    out, k = [], 0
+    for lad in ladders:
+        n = len(lad.comparisons)
+        out.append(lad.model_copy(update={"comparisons": corrected[k:k + n]}))
+        k += n
+    return out
+
+
+def _find(lad: Ladder, a: str, b: str) -> ComparisonCell | None:
+    return next((c for c in lad.comparisons if c.a == ROWS[a][1] and c.b == ROWS[b][1]), None)
+
+
+def claims_of(pooled: Ladder) -> list[Claim]:
+    """The paper's claims against the pooled ladder's Holm-corrected comparisons."""
+    where = f"ladder '{pooled.title}'"
+    original = ("Bougie et al. report gains on their downstream tasks (their map data; numbers not comparable "
+                "with these generated cities)")
+    specs = [("GPS embeddings learned from maps beat encodings of the coordinates", "full", "rff"),
+             ("GPS embeddings learned from maps beat the same encoder with random weights", "full", "random_init"),
+             ("The geo-predictive tasks add to self-distillation", "full", "no_geo"),
+             ("The masked reconstruction adds to self-distillation", "full", "no_reconstruction"),
+             ("The intermediate clustering adds to self-distillation", "full", "no_clustering"),
+             ("The full method beats DINO alone", "full", "dino")]
+    out = []
+    for text, a, b in specs:
+        evidence = _find(pooled, a, b)
+        verdict = verdict_of(evidence, +1)
+        reason = ""
+        if verdict == "not reproduced":
+            reason = ("the paired difference over spatial folds is not supported after Holm's correction"
+                      if evidence.direction == 0 else "supported in the other direction")
+        elif verdict == "not testable here":
+            reason = "fewer than two folds or the row is missing"
+        out.append(Claim(study="gpsmaps", claim=text, original=original, evidence=evidence, verdict=verdict,
+                         reason=reason, where=where))
+    return out
+
+
+def budget_curve(points: Mapping[tuple[str, int, int], np.ndarray], random_init: np.ndarray) -> list[BudgetPoint]:
+    """``points``: (training, epoch, step) -> (seeds, folds) pooled R^2; each against ``random_init`` (seeds,
+    folds), paired by fold; Holm over the curve's comparisons."""
+    keys = sorted(points, key=lambda k: (k[0], k[1]))
+    cells = [comparison_cell(_per_fold(points[k]), _per_fold(random_init), a=f"{k[0]} at {k[2]} steps",
+                             b="random-weight encoder") for k in keys]
+    return [BudgetPoint(training=k[0], epoch=k[1], step=k[2], cell=interval_cell(_per_fold(points[k])),
+                        versus_random=c) for k, c in zip(keys, holm(cells), strict=True)]
+
+
+def summarise(scores: Mapping[str, np.ndarray], targets: Sequence[str], transfer: Sequence[str],
+              oracle: Mapping[str, Sequence[float]], budget: Mapping[tuple[str, int, int], np.ndarray],
+              histories: Mapping[str, pd.DataFrame], maps_table: pd.DataFrame, seeds: Sequence[int]) -> Summary:
     """The study's summary.
 
     Args:
-        results: :func:`~lib.studies.gpsmaps.evaluate.probe_all`'s table (features, target, task,
-            ``<metric>_mean``, ``<metric>_sd``).
-        maps_table: :class:`~lib.studies.gpsmaps.data.MapSet`'s table of every map (``kept``, ``holdout``).
-        n_folds: the folds of the probes.
-        histories: variant -> its training history (one row per epoch, :data:`FINAL_EPOCH_KEYS` among the columns).
-        order: the feature sets to report, each present in ``results`` for every target.
+        scores: feature set -> (seeds, folds, targets) test R^2, targets in the order ``[*targets, *transfer]``.
+        targets / transfer: the self-supervised outcomes and the supervised-transfer ones.
+        oracle: outcome -> the stored oracle R^2 of each city.
+        budget: (training, epoch, step) -> (seeds, folds, len(targets)) R^2 at that snapshot.
+        histories: training -> its per-epoch history (seed 0's).
+        maps_table: the maps' table (``kept``, ``holdout``).
+        seeds: the training seeds.
     """
-    missing = [c for c in ("features", "target", "task") if c not in results]
-    if missing:
-        raise ValueError(f"summarise: the probe table lacks columns {missing}")
-    tasks = dict(zip(results["target"], results["task"], strict=True))
-    metric = {target: METRIC_OF[task] for target, task in tasks.items()}
-    indexed = results.set_index(["features", "target"])
-    scores = {}
-    for name in order:
-        scores[name] = {}
-        for target, m in metric.items():
-            if (name, target) not in indexed.index:
-                raise ValueError(f"summarise: no probe result for features {name!r} on target {target!r}")
-            row = indexed.loc[(name, target)]
-            scores[name][target] = ProbeScore(metric=m, mean=round(float(row[f"{m}_mean"]), 4),
-                                              sd=round(float(row[f"{m}_sd"]), 4))
-
-    def best(candidates: Sequence[str], target: str) -> str:
-        return max((c for c in candidates if c in scores), key=lambda c: scores[c][target].mean)
-
-    final_epoch = {}
-    for variant, history in histories.items():
-        absent = [k for k in FINAL_EPOCH_KEYS if k not in history]
-        if absent or history.empty:
-            raise ValueError(f"summarise: the history of {variant!r} lacks {absent or 'rows'}")
-        last = history.iloc[-1]
-        final_epoch[variant] = FinalEpoch(**{k: round(float(last[k]), 4) for k in FINAL_EPOCH_KEYS})
+    names = [*targets, *transfer]
+    for name, values in scores.items():
+        if values.ndim != 3 or values.shape[2] != len(names):
+            raise ValueError(f"summarise: scores[{name!r}] must be (seeds, folds, {len(names)}), got {values.shape}")
+    n_folds = next(iter(scores.values())).shape[1]
+    k = len(targets)
+    ladders = [ladder(POOLED, {n: v[..., :k].mean(-1) for n, v in scores.items()},
+                      [float(np.mean(c)) for c in zip(*(oracle[t] for t in targets), strict=True)]
+                      if all(t in oracle for t in targets) else None)]
+    for t, name in enumerate(names):
+        title = name.replace("_", " ") + (" (supervised transfer)" if name in transfer else "")
+        ladders.append(ladder(title, {n: v[..., t] for n, v in scores.items()}, oracle.get(name)))
+    ladders = _holm_ladders(ladders)
+    final, plateau = {}, {}
+    for training, h in histories.items():
+        last = h.iloc[-1]
+        final[training] = {c: round(float(last[c]), 4) for c in h.columns
+                           if c.startswith(("loss_", "weight_")) or c in ("teacher_entropy", "batch_mean_entropy",
+                                                                         "embedding_std", "kl_to_batch_mean")}
+        quarter = max(1, len(h) // 4)
+        loss = h["loss_total"].to_numpy()
+        reference = loss[-1 - quarter] if len(loss) > quarter else loss[0]
+        plateau[training] = round(float(abs(loss[-1] - reference) / max(abs(reference), 1e-12)), 4)
+    random_init = scores["random_init"][..., :k].mean(-1) if "random_init" in scores else None
+    curve = budget_curve({key: v[..., :k].mean(-1) for key, v in budget.items()}, random_init) \
+        if random_init is not None and budget else []
     return Summary(
         n_maps=len(maps_table), dropped_by_entropy=int((~maps_table["kept"].astype(bool)).sum()),
-        n_heldout=int(maps_table["holdout"].astype(bool).sum()), n_folds=n_folds, metric=metric, scores=scores,
-        best_map_variant={t: best(VARIANTS, t) for t in metric},
-        best_coordinate_encoding={t: best(COORDINATE_ENCODINGS, t) for t in metric},
-        final_epoch=final_epoch,
-    )
+        n_heldout=int(maps_table["holdout"].astype(bool).sum()), n_folds=n_folds, seeds=list(seeds),
+        targets=list(targets), transfer_targets=list(transfer), ladders=ladders, claims=claims_of(ladders[0]),
+        budget=curve, final_epoch=final, plateau=plateau)
 
 
 def write_summary(summary: Summary, out_dir: str | Path = "results/gpsmaps") -> None:

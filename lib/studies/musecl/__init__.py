@@ -9,14 +9,22 @@ triplets of regions (:mod:`lib.losses.triplet`); an attentional fusion
 embedded by the packaged MiniLM (:class:`lib.models.text.TextEmbeddingCache`).
 
 Stages: ``musecl_text`` embeds every city's POI texts once (cached);
-``musecl_train@<city>`` trains the encoders, the baselines (Tile2Vec, SimCLR)
-and the fusion of one generated city (:mod:`.train`); ``musecl_eval`` probes
-every embedding of every city under spatial block cross-validation against
-the cities' stored truth (:mod:`.evaluate`).
+``musecl_train@<city>`` trains, once per training seed, the encoders from
+semantic, neighbour, random and oracle pairs, the baselines (Tile2Vec, SimCLR)
+and the fusions of one generated city (:mod:`.train`); ``musecl_eval`` probes
+every embedding of every city and seed under spatial block cross-validation
+with a gap and under the reference protocol, against out-of-fold oracles and
+ceilings from the cities' truth (:mod:`.evaluate`), as ladders and claims
+(:mod:`.summary`).
 """
 
 from lib.stage import Out, Stage, committed
-from lib.studies.musecl.params import MuseclEvalParams, MuseclParams, MuseclTextParams, MuseclTrainParams
+from lib.studies.musecl.params import (
+    MuseclEvalParams,
+    MuseclParams,
+    MuseclTextParams,
+    MuseclTrainParams,
+)
 
 TITLE = "MuseCL: multi-semantic contrastive region embeddings"
 QUESTION = (
@@ -25,7 +33,7 @@ QUESTION = (
     "to what the data allow?"
 )
 FIGURES = (  # under results/, for the front page
-    "musecl/figures/results_ridge.png",
+    "musecl/figures/ladder_spatial.png",
     "musecl/*/figures/pairs.png",
     "musecl/*/figures/attention.png",
 )

@@ -9,12 +9,17 @@ the regions of this study, in the order of ``regions.parquet``.
 * :func:`load_regions` - the table, the images resampled to ``image_px``
   (area average) as float tensors in [0, 1], the POIs and the flows of the
   inhabited regions, and the city's stored oracle R^2 per outcome.
+* :func:`truth_columns` - the city's contract with its truth (``city.json``):
+  ``modality_features`` (modality -> the ``regions.parquet`` columns holding
+  the true quantities that modality renders) and ``hidden_factors`` (what no
+  input shows); the oracle and ceiling probes read these columns.
 * :func:`poi_texts` - each POI's text, ``"<name>. <description>"``.
 * :func:`region_text_embeddings` - the mean of its POIs' text embeddings per
   region (zeros for a region without POIs; ``n_pois`` says which).
 * :func:`write_text_embeddings` / :func:`load_text_embeddings` - the
   ``musecl_text`` stage's NetCDF file per city; :func:`write_embeddings` /
-  :func:`load_embeddings` - every embedding ``musecl_train`` made of a city.
+  :func:`load_embeddings` - every embedding ``musecl_train`` made of a city
+  with one training seed (``datasets/musecl/<city>/seed_<s>.nc``).
 """
 
 from __future__ import annotations
@@ -36,8 +41,24 @@ from lib.io import atomic_path, open_dataset, read_parquet
 #: The POI categories of the generated cities, the columns of the POI histograms.
 CATEGORIES = POI_CATEGORIES
 
-__all__ = ["CATEGORIES", "CityRegions", "inhabited_pois", "inhabited_table", "load_embeddings", "load_regions", "load_text_embeddings",
-           "poi_texts", "region_text_embeddings", "write_embeddings", "write_text_embeddings"]
+#: The modalities whose rendered truth ``city.json``'s ``modality_features`` lists.
+MODALITIES = ("aerial", "street_view", "poi", "mobility")
+
+__all__ = [
+    "CATEGORIES",
+    "MODALITIES",
+    "CityRegions",
+    "inhabited_pois",
+    "inhabited_table",
+    "load_embeddings",
+    "load_regions",
+    "load_text_embeddings",
+    "poi_texts",
+    "region_text_embeddings",
+    "truth_columns",
+    "write_embeddings",
+    "write_text_embeddings",
+]
 
 
 @dataclass
@@ -97,6 +118,32 @@ def load_regions(city_dir: str | os.PathLike[str], image_px: int) -> CityRegions
     return CityRegions(city_dir.name, table, aerial, street, pois, flows, oracle)
 
 
+def truth_columns(city_dir: str | os.PathLike[str]) -> tuple[dict[str, list[str]], list[str]]:
+    """``(modality_features, hidden_factors)`` of a built city (module docstring).
+
+    Fails naming the key when ``city.json`` lacks one (a city built by an older
+    generator), or the column when ``regions.parquet`` lacks one.
+    """
+    path = Path(city_dir) / "city.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: build the city first (dvc repro city)")
+    meta = json.loads(path.read_text())
+    for key in ("modality_features", "hidden_factors"):
+        if key not in meta:
+            raise KeyError(f"{path} has no key {key!r}: rebuild the city with the current generator (dvc repro city)")
+    features = meta["modality_features"]
+    missing = [m for m in MODALITIES if m not in features]
+    if missing:
+        raise KeyError(f"{path}: modality_features lacks the modalities {missing}")
+    features = {m: list(features[m]) for m in MODALITIES}
+    hidden = list(meta["hidden_factors"])
+    columns = set(read_parquet(Path(city_dir) / "regions.parquet").columns)
+    absent = sorted(({c for cols in features.values() for c in cols} | set(hidden)) - columns)
+    if absent:
+        raise KeyError(f"{Path(city_dir) / 'regions.parquet'} lacks the truth columns {absent} named in {path}")
+    return features, hidden
+
+
 def poi_texts(pois: pd.DataFrame) -> list[str]:
     """``"<name>. <description>"`` of each POI, in the table's order."""
     return [f"{name}. {description}" for name, description in zip(pois["name"], pois["description"])]
@@ -153,11 +200,17 @@ def inhabited_pois(city_dir: str | os.PathLike[str]) -> tuple[np.ndarray, pd.Dat
 
 
 def write_embeddings(path: str | os.PathLike[str], regions: np.ndarray, embeddings: dict[str, np.ndarray],
-                     weights: dict[str, np.ndarray], modalities: list[str]) -> None:
-    """Every embedding of a city's regions, and the fusion's attention weights, as one NetCDF file."""
+                     weights: dict[str, np.ndarray], modalities: dict[str, list[str]]) -> None:
+    """Every embedding of a city's regions from one training seed, and each fusion's attention weights
+    (``weights[name]`` (N, M) over ``modalities[name]``), as one NetCDF file."""
+    missing = sorted(set(weights) - set(modalities))
+    if missing:
+        raise KeyError(f"no modality names for the attention weights of {missing}")
     data = {name: (("region", f"dim_{name}"), np.asarray(v, np.float32)) for name, v in embeddings.items()}
-    data |= {f"attention_{name}": (("region", "modality"), np.asarray(v, np.float32)) for name, v in weights.items()}
-    ds = xr.Dataset(data, coords={"region": np.asarray(regions, np.int32), "modality": modalities})
+    data |= {f"attention_{name}": (("region", f"modality_{name}"), np.asarray(v, np.float32))
+             for name, v in weights.items()}
+    coords = {"region": np.asarray(regions, np.int32)} | {f"modality_{name}": modalities[name] for name in weights}
+    ds = xr.Dataset(data, coords=coords)
     with atomic_path(path) as tmp:
         ds.to_netcdf(tmp, engine="h5netcdf")
 

@@ -1,4 +1,4 @@
-"""Figures of the musecl study: semantic pairs, training, attention over the city, results against the truth."""
+"""Figures of the musecl study: semantic pairs, training, attention over the city, the ladders of results."""
 
 from __future__ import annotations
 
@@ -89,34 +89,21 @@ def embedding_map(table: pd.DataFrame, rgb: np.ndarray, title: str):
     return fig
 
 
-def results_against_truth(results: pd.DataFrame, truth: dict[str, pd.DataFrame], order: list[str], probe: str):
-    """R^2 (mean +- sd over folds) of each feature set per city and outcome; the oracle R^2 as lines.
-
-    Dashed: the noise ceiling; dotted: all true factors; coloured ticks: each single modality's true factors.
-    """
-    cities = list(truth)
-    targets = list(dict.fromkeys(results["target"]))
-    fig, axes = plt.subplots(len(cities), len(targets), figsize=(2.3 * len(targets), 2.6 * len(cities)),
-                             squeeze=False, sharey=True)
-    sub = results[results["probe"] == probe]
-    colours = plt.get_cmap("tab10")
-    for r, city in enumerate(cities):
-        for c, target in enumerate(targets):
-            ax = axes[r, c]
-            part = sub[(sub["city"] == city) & (sub["target"] == target)].set_index("features").reindex(order)
-            x = np.arange(len(order))
-            ax.bar(x, part["r2_mean"].clip(lower=-0.2), yerr=part["r2_sd"], color=[colours(i % 10) for i in x],
-                   capsize=2)
-            oracle = truth[city].loc[target]
-            ax.axhline(oracle["ceiling"], color="black", ls="--", lw=1)
-            ax.axhline(oracle["all_factors"], color="black", ls=":", lw=1)
-            ax.set_xticks(x, order, rotation=90, fontsize=7)
-            ax.set_ylim(-0.2, 1.0)
-            if r == 0:
-                ax.set_title(target.replace("_", " "), fontsize=8)
-            if c == 0:
-                ax.set_ylabel(f"{city.replace('_', ' ')}\nR² ({probe})", fontsize=8)
-    fig.suptitle("Region embeddings under spatial block CV (bars: mean ± sd over folds); "
-                 "dashed: noise ceiling, dotted: all true factors", fontsize=9)
+def ladder_figure(ladder):
+    """A :class:`lib.eval.claims.Ladder` as horizontal bars read from the bottom (trivial) up (ceilings): the mean
+    and its 95 % interval over the repetitions, coloured by rung; rows without a number are left out."""
+    rows = [r for r in ladder.rows if r.cell is not None]
+    colours = {"trivial": "tab:grey", "method": "tab:red", "variant": "tab:blue", "bound": "tab:green",
+               "ceiling": "black"}
+    fig, ax = plt.subplots(figsize=(6.4, 0.28 * len(rows) + 1.0))
+    y = np.arange(len(rows))
+    means = np.array([r.cell.mean for r in rows])
+    low = np.array([r.cell.low if r.cell.low is not None else r.cell.mean for r in rows])
+    high = np.array([r.cell.high if r.cell.high is not None else r.cell.mean for r in rows])
+    ax.barh(y, means, xerr=[means - low, high - means], color=[colours[r.rung] for r in rows], capsize=2)
+    ax.set_yticks(y, [r.name for r in rows], fontsize=7)
+    ax.axvline(0, color="grey", lw=0.6)
+    ax.set_xlabel(ladder.metric)
+    ax.set_title(ladder.title, fontsize=8)
     fig.tight_layout()
     return fig

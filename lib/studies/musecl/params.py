@@ -27,6 +27,9 @@ class MuseclData(Params):
 class MuseclPairs(Params):
     top_k: int = Field(ge=1, description="a positive is drawn from the k most similar regions (the reference: 1)")
     tile2vec_neighbours: int = Field(ge=1, description="Tile2Vec's positives: one of the k nearest regions")
+    volume_weight: float = Field(ge=0, description="weight of the trip volumes in the mobility similarity "
+                                 "(0: the paper's normalised profiles only)")
+    variants: bool = Field(description="also train each image encoder on neighbour, random and oracle pairs")
 
 
 class MuseclModel(Params):
@@ -41,6 +44,8 @@ class VisualTrain(Optimiser):
     margin: float = Field(gt=0, description="triplet margin (the reference uses 5)")
     temperature: float = Field(gt=0, description="InfoNCE temperature, with loss: infonce")
     batch_size: int = Field(ge=3, description="anchors per step")
+    patience: int = Field(ge=1, description="stop after this many epochs without a held-out ranking gain")
+    min_delta: float = Field(ge=0, description="the least gain in held-out triplets ranked that counts")
 
 
 class SimclrTrain(Optimiser):
@@ -72,9 +77,10 @@ class MuseclProbe(Params):
     n_folds: int = Field(ge=2, description="spatial block folds")
     block_m: float = Field(gt=0, description="side of the spatial blocks, metres")
     gap_m: float = Field(ge=0, description="training regions closer than this to a test region are dropped")
+    inner_folds: int = Field(ge=2, description="spatial inner folds (grouped by block) that choose the penalty")
     targets: list[Literal[OUTCOMES]] = Field(min_length=1, description="outcomes predicted from region embeddings")
-    mlp_hidden: list[int] = Field(min_length=1, description="hidden layers of the MLP probe")
-    mlp_alpha: float = Field(ge=0, description="L2 penalty of the MLP probe")
+    reference_hidden: list[int] = Field(min_length=1, description="the reference protocol's MLP (512-256-128-64)")
+    reference_max_iter: int = Field(ge=1, description="most epochs of the reference MLP (it stops early)")
 
 
 class MuseclTextParams(Seeded):
@@ -84,8 +90,9 @@ class MuseclTextParams(Seeded):
 
 
 class MuseclTrainParams(RunParams):
-    """Stage ``musecl_train@<city>``: the encoders, the baselines and the fusion of one city."""
+    """Stage ``musecl_train@<city>``: the encoders, the baselines and the fusion of one city, per training seed."""
 
+    n_seeds: int = Field(ge=1, description="training seeds seed, seed + 1, ...: every model trained once each")
     inference_batch_size: int = Field(ge=1)
     data: MuseclData
     pairs: MuseclPairs
@@ -99,6 +106,7 @@ class MuseclEvalParams(RunParams):
     """Stage ``musecl_eval``: probes of every embedding of every city, against the cities' stored truth."""
 
     cities: list[str] = Field(min_length=1)
+    n_seeds: int = Field(ge=1, description="the training seeds musecl_train stored")
     probe: MuseclProbe
 
 

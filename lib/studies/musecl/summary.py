@@ -5,11 +5,16 @@
   the encoders' training and the fusion's attention weights; built by
   :func:`city_summary`.
 * :class:`Summary` - ``results/musecl/summary.json`` of ``musecl_eval``: the
-  R^2 of every feature set per city, outcome and probe (mean and sd over the
-  spatial block folds of one training seed), their means, the cities' stored
-  truth and each fusion against the best single modality; built by
-  :func:`summarise`. :func:`write_summary` validates and writes it with the
-  headline ``metrics.json``.
+  study's tables as :class:`lib.eval.claims.Ladder` (spatial protocol, the
+  pairs, the reference protocol), MuseCL's claims as
+  :class:`lib.eval.claims.Claim` with verdicts from the Holm-corrected paired
+  comparisons, the fraction of the observable ceiling each model reaches and
+  the attention check; built by :func:`summarise`. :func:`write_summary`
+  validates and writes it with the headline ``metrics.json``.
+
+A repetition is one (city, training seed, spatial fold) under the spatial
+protocol, one (city, training seed) under the reference protocol; its value is
+the R^2 averaged over the outcomes. Comparisons pair by repetition.
 
 Numbers are rounded to four decimals (the stored truth is kept as it is), so
 that reruns on another machine differ in the files only where they differ
@@ -27,14 +32,20 @@ import pandas as pd
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from lib.data.semantic_pairs import PairSampler
+from lib.eval.claims import Claim, Ladder, LadderRow, verdict_of
+from lib.eval.intervals import (
+    ComparisonCell,
+    IntervalCell,
+    comparison_cell,
+    holm,
+    interval_cell,
+)
 from lib.io import write_json
-from lib.studies.musecl.evaluate import FEATURE_SETS, SINGLE_MODALITIES, fusion_vs_best_single
+from lib.studies.musecl.evaluate import SINGLE_MODALITIES
 
-__all__ = ["CitySummary", "FusionGap", "FusionVerdict", "PairAgreement", "ScoreRow", "Summary", "Truth",
-           "city_summary", "headline_metrics", "pair_agreement", "summarise", "write_city_summary", "write_summary"]
+__all__ = ["LABELS", "CitySummary", "PairAgreement", "Summary", "city_summary", "headline_metrics", "pair_agreement",
+           "repetition_values", "summarise", "write_city_summary", "write_summary"]
 
-Probe = Literal["ridge", "mlp"]
-SingleModality = Literal[SINGLE_MODALITIES]
 
 
 def _r4(value: float) -> float | None:
@@ -65,12 +76,15 @@ class CitySummary(_Strict):
     n_regions: int = Field(ge=0, description="inhabited regions")
     n_pois: int = Field(ge=0)
     regions_with_pois: int = Field(ge=0)
+    seeds: list[int] = Field(min_length=1, description="the training seeds, in the order of every list below")
     anchors: dict[str, int] = Field(description="encoder -> regions that can anchor its triplets")
     pair_agreement: list[PairAgreement]
-    best_epoch: dict[str, int] = Field(description="encoder -> the epoch whose weights were kept (0-based)")
-    heldout_triplets_ranked: dict[str, float] = Field(
-        description="triplet encoder -> share of held-out triplets with d(a, p) < d(a, n), at the kept epoch")
-    attention_aerial_mean: dict[str, float] = Field(description="fusion -> mean attention weight of aerial")
+    best_epoch: dict[str, list[int]] = Field(description="encoder -> per seed the epoch kept (0-based)")
+    epochs_trained: dict[str, list[int]] = Field(description="encoder -> per seed the epochs trained")
+    stopped_at_plateau: dict[str, list[bool]] = Field(description="encoder -> per seed: stopped at its plateau")
+    heldout_triplets_ranked: dict[str, list[float]] = Field(
+        description="triplet encoder -> per seed the share of held-out triplets with d(a, p) < d(a, n), kept epoch")
+    attention_aerial_mean: dict[str, float] = Field(description="fusion -> mean attention weight of aerial (seeds)")
     attention_aerial_sd: dict[str, float]
 
     @model_validator(mode="after")
@@ -83,6 +97,10 @@ class CitySummary(_Strict):
         if not set(self.heldout_triplets_ranked) <= set(self.best_epoch):
             raise ValueError(f"heldout_triplets_ranked names encoders {sorted(self.heldout_triplets_ranked)} "
                              f"not all of which were trained ({sorted(self.best_epoch)})")
+        for field in ("best_epoch", "epochs_trained", "stopped_at_plateau", "heldout_triplets_ranked"):
+            for name, values in getattr(self, field).items():
+                if len(values) != len(self.seeds):
+                    raise ValueError(f"{field}[{name!r}] has {len(values)} entries for {len(self.seeds)} seeds")
         return self
 
 
@@ -97,25 +115,37 @@ def pair_agreement(sampler: PairSampler, anchors: np.ndarray, factor: np.ndarray
 
 
 def city_summary(city: str, n_pois: np.ndarray, n_poi_rows: int, anchors: Mapping[str, np.ndarray],
-                 agreement: Sequence[PairAgreement], encoders: Mapping, weights: Mapping[str, np.ndarray]
-                 ) -> CitySummary:
+                 agreement: Sequence[PairAgreement], encoders: Mapping[int, Mapping],
+                 weights: Mapping[int, Mapping[str, np.ndarray]]) -> CitySummary:
     """The summary of ``musecl_train@<city>``.
 
     ``n_pois`` (N,): POIs per inhabited region; ``n_poi_rows``: the POIs of
-    those regions; ``encoders``: name -> :class:`lib.studies.musecl.train.EncoderResult`;
-    ``weights``: fusion name -> its attention weights (N, M), aerial first.
+    those regions; ``encoders``: seed -> name -> :class:`lib.studies.musecl.train.EncoderResult`
+    (every seed the same names); ``weights``: seed -> fusion name -> its attention weights (N, M), aerial first.
     """
-    ranked = {name: r.history.loc[r.history["epoch"] == r.best_epoch, "heldout_triplets_ranked"].iloc[0]
-              for name, r in encoders.items() if "heldout_triplets_ranked" in r.history}
+    seeds = list(encoders)
+    names = list(encoders[seeds[0]])
+
+    def per_seed(value) -> dict[str, list]:
+        return {name: [value(encoders[s][name]) for s in seeds] for name in names}
+
+    def ranked(r) -> float:
+        return _r4(r.history.loc[r.history["epoch"] == r.best_epoch, "heldout_triplets_ranked"].iloc[0])
+
+    fusions = list(weights[seeds[0]])
+    aerial = {f: np.concatenate([weights[s][f][:, 0] for s in seeds]) for f in fusions}
     return CitySummary(
         city=city, n_regions=len(n_pois), n_pois=n_poi_rows, regions_with_pois=int((np.asarray(n_pois) > 0).sum()),
-        anchors={name: len(a) for name, a in anchors.items()},
+        seeds=seeds, anchors={name: len(a) for name, a in anchors.items()},
         pair_agreement=[PairAgreement(factor=row.factor, anchor_positive=_r4(row.anchor_positive),
                                       anchor_negative=_r4(row.anchor_negative), pairs=row.pairs) for row in agreement],
-        best_epoch={name: int(r.best_epoch) for name, r in encoders.items()},
-        heldout_triplets_ranked={name: _r4(v) for name, v in ranked.items()},
-        attention_aerial_mean={name: _r4(w[:, 0].mean()) for name, w in weights.items()},
-        attention_aerial_sd={name: _r4(w[:, 0].std()) for name, w in weights.items()},
+        best_epoch=per_seed(lambda r: int(r.best_epoch)),
+        epochs_trained=per_seed(lambda r: int(r.history["epoch"].max()) + 1),
+        stopped_at_plateau=per_seed(lambda r: bool(r.stopped_at_plateau)),
+        heldout_triplets_ranked={name: [ranked(encoders[s][name]) for s in seeds] for name in names
+                                 if "heldout_triplets_ranked" in encoders[seeds[0]][name].history},
+        attention_aerial_mean={f: _r4(w.mean()) for f, w in aerial.items()},
+        attention_aerial_sd={f: _r4(w.std()) for f, w in aerial.items()},
     )
 
 
@@ -126,152 +156,206 @@ def write_city_summary(path: str | Path, summary: CitySummary) -> None:
 
 
 # ------------------------------------------------------------------ musecl_eval
-class ScoreRow(_Strict):
-    """One feature set, outcome, probe and city: mean and sd over the folds."""
+#: Row labels of the tables, by feature set (:data:`lib.studies.musecl.evaluate.FEATURE_SETS` and the truth).
+LABELS = {
+    "poi_counts": "POI counts + category histogram", "image_statistics": "image statistics",
+    "fusion_infonce": "fusion, InfoNCE (paper)", "fusion_mse": "fusion, MSE (reference code)",
+    "fusion_text": "three-way fusion, text as input", "concat": "concatenation (aerial, street, text)",
+    "best_single": "best single modality", "aerial": "aerial, POI pairs", "street_view": "street view, mobility pairs",
+    "poi_text": "POI text (MiniLM)", "tile2vec": "aerial, neighbour pairs (Tile2Vec)", "simclr": "SimCLR (aerial)",
+    "aerial_random": "aerial, random pairs", "aerial_oracle": "aerial, oracle pairs",
+    "street_neighbour": "street view, neighbour pairs", "street_random": "street view, random pairs",
+    "street_oracle": "street view, oracle pairs", "supervised": "supervised encoders of the same inputs",
+    "oracle_aerial": "oracle: what aerial images show", "oracle_street_view": "oracle: what street views show",
+    "oracle_poi": "oracle: what POIs show", "oracle_mobility": "oracle: what trips show",
+    "observable": "observable ceiling", "full": "full ceiling",
+}
+#: (rung, feature set) of each table, bottom to top; a feature set absent from the results is left out.
+SPATIAL_ROWS = (("trivial", "poi_counts"), ("trivial", "image_statistics"), ("method", "fusion_infonce"),
+                ("variant", "fusion_mse"), ("variant", "fusion_text"), ("variant", "concat"),
+                ("variant", "best_single"), ("variant", "aerial"), ("variant", "street_view"),
+                ("variant", "poi_text"), ("variant", "tile2vec"), ("variant", "simclr"), ("bound", "supervised"),
+                ("ceiling", "oracle_aerial"), ("ceiling", "oracle_street_view"), ("ceiling", "oracle_poi"),
+                ("ceiling", "oracle_mobility"), ("ceiling", "observable"), ("ceiling", "full"))
+PAIR_ROWS = (("trivial", "image_statistics"), ("method", "aerial"), ("method", "street_view"),
+             ("variant", "tile2vec"), ("variant", "aerial_random"), ("variant", "street_neighbour"),
+             ("variant", "street_random"), ("bound", "aerial_oracle"), ("bound", "street_oracle"),
+             ("ceiling", "oracle_aerial"), ("ceiling", "oracle_street_view"))
+REFERENCE_ROWS = (("trivial", "poi_counts"), ("trivial", "image_statistics"), ("method", "fusion_infonce"),
+                  ("variant", "fusion_mse"), ("variant", "fusion_text"), ("variant", "concat"),
+                  ("variant", "best_single"), ("variant", "aerial"), ("variant", "street_view"),
+                  ("variant", "poi_text"), ("ceiling", "observable"))
+#: The paired comparisons a - b of each table (feature sets), one Holm family over all three tables.
+SPATIAL_COMPARISONS = (("fusion_infonce", "best_single"), ("fusion_infonce", "concat"), ("fusion_mse", "best_single"),
+                       ("fusion_text", "best_single"), ("fusion_text", "concat"), ("fusion_infonce", "poi_counts"))
+PAIR_COMPARISONS = (("aerial", "tile2vec"), ("aerial", "aerial_random"), ("aerial_oracle", "aerial"),
+                    ("street_view", "street_neighbour"), ("street_view", "street_random"),
+                    ("street_oracle", "street_view"))
+REFERENCE_COMPARISONS = (("fusion_infonce", "best_single"), ("fusion_infonce", "concat"))
+#: The tables of ``Summary.ladders``, in order.
+LADDERS = ("spatial", "pairs", "reference")
+R2_BOUNDS = (-np.inf, 1.0)
+NOT_TRAINED = {"supervised": "not trained: the budget of the default run does not allow a supervised ResNet per "
+                             "fold, city and seed"}
 
-    city: str
-    target: str
-    probe: Probe
-    features: str
-    r2_mean: float
-    r2_sd: float | None
-    rmse_mean: float
-    mae_mean: float
+
+def repetition_values(results: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
+    """R^2 averaged over the outcomes per repetition (``keys``: the columns that name one) and feature set:
+    one row per repetition, one column per feature set."""
+    return results.groupby([*keys, "features"])["r2"].mean().unstack("features").sort_index()
 
 
-class Truth(_Strict):
-    """A city's stored oracle R^2 of one outcome: each modality's true factors, all factors, the noise ceiling."""
-
-    aerial: float
-    street_view: float
-    poi: float
-    mobility: float
-    all_factors: float
-    ceiling: float
-
-
-class FusionGap(_Strict):
-    """A fusion against the best single modality of one city, outcome and probe (:func:`fusion_vs_best_single`)."""
-
-    city: str
-    target: str
-    probe: Probe
-    fusion: str
-    best_single: SingleModality
-    fusion_r2: float
-    best_single_r2: float
-    gap: float
-    fold_sd: float | None
-    gap_over_sd: float | None
-    ceiling: float
-
-
-class FusionVerdict(_Strict):
-    """Counts over the (city, outcome) pairs of one fusion and probe; a gap within one fold sd is no finding."""
-
-    beyond_one_sd_better: int = Field(ge=0)
-    beyond_one_sd_worse: int = Field(ge=0)
-    pairs: int = Field(ge=0)
-    mean_gap: float
+def _ladder(title: str, protocol: str, values: pd.DataFrame, rows: Sequence[tuple[str, str]],
+            pairs: Sequence[tuple[str, str]]) -> Ladder:
+    """A ladder of the feature sets in ``values`` (repetition x feature set) and its unadjusted comparisons."""
+    ladder_rows = []
+    for rung, name in rows:
+        if name in values.columns:
+            ladder_rows.append(LadderRow(name=LABELS[name], rung=rung,
+                                         cell=interval_cell(values[name].to_numpy(), bounds=R2_BOUNDS)))
+        elif name in NOT_TRAINED:
+            ladder_rows.append(LadderRow(name=LABELS[name], rung=rung, cell=None, note=NOT_TRAINED[name]))
+    comparisons = [comparison_cell(values[a].to_numpy(), values[b].to_numpy(), a=LABELS[a], b=LABELS[b])
+                   for a, b in pairs if a in values.columns and b in values.columns]
+    return Ladder(title=title, metric=f"R² ({protocol}), mean over outcomes", rows=ladder_rows,
+                  comparisons=comparisons)
 
 
 class Summary(_Strict):
-    """``results/musecl/summary.json``; ``paper/sections/musecl.typ`` reads ``cities``, ``targets``, ``n_folds``,
-    ``block_m``, ``mean_over_cities``, ``truth_mean``, ``mean_r2``, ``best_single_modality`` and
-    ``fusion_verdict``."""
+    """``results/musecl/summary.json``; ``paper/sections/musecl.typ`` reads every field."""
 
     cities: list[str] = Field(min_length=1)
     targets: list[str] = Field(min_length=1)
+    seeds: list[int] = Field(min_length=1, description="training seeds")
     n_folds: int = Field(ge=2)
     block_m: float = Field(gt=0)
-    mean_r2: dict[Probe, dict[str, float]] = Field(description="probe -> feature set -> R^2 over cities, outcomes")
-    scores: list[ScoreRow]
-    truth: dict[str, dict[str, Truth]] = Field(description="city -> outcome -> stored oracle R^2")
-    fusion_vs_best_single: list[FusionGap]
-    mean_over_cities: dict[Probe, dict[str, dict[str, float]]] = Field(
-        description="probe -> feature set -> outcome -> R^2 averaged over the cities")
-    truth_mean: dict[str, Truth] = Field(description="outcome -> stored oracle R^2 averaged over the cities")
-    best_single_modality: SingleModality = Field(description="the single modality of the highest mean ridge R^2")
-    fusion_verdict: dict[str, FusionVerdict] = Field(description="<fusion>_<probe> -> counts")
+    gap_m: float = Field(ge=0)
+    n_spatial_repetitions: int = Field(ge=1, description="cities x seeds x folds")
+    n_reference_repetitions: int = Field(ge=1, description="cities x seeds")
+    ladders: list[Ladder] = Field(description="the tables in the order of LADDERS: spatial, pairs, reference")
+    claims: list[Claim]
+    mean_r2: dict[Literal["ridge", "reference_mlp"], dict[str, float]] = Field(
+        description="protocol -> feature set -> R^2 averaged over repetitions and outcomes")
+    per_target: dict[str, dict[str, float]] = Field(
+        description="feature set -> outcome -> ridge R^2 averaged over the spatial repetitions")
+    fraction_of_observable: dict[str, IntervalCell] = Field(
+        description="row label -> (mean R^2 over outcomes) / (the observable ceiling's), per spatial repetition")
+    best_single_chosen: dict[str, int] = Field(
+        description="single modality -> (city, seed, fold, outcome) cases where the training folds chose it")
+    attention_text_vs_pois: IntervalCell | None = Field(
+        description="Spearman rho of the text's weight in the three-way fusion with the POI count, per city x seed")
 
     @model_validator(mode="after")
     def _consistent(self) -> Summary:
-        targets = set(self.targets)
-        if set(self.truth) != set(self.cities):
-            raise ValueError(f"truth has cities {sorted(self.truth)}, expected {sorted(self.cities)}")
-        for city, per_target in self.truth.items():
-            if set(per_target) != targets:
-                raise ValueError(f"truth[{city!r}] has outcomes {sorted(per_target)}, expected {sorted(targets)}")
-        if set(self.truth_mean) != targets:
-            raise ValueError(f"truth_mean has outcomes {sorted(self.truth_mean)}, expected {sorted(targets)}")
-        for probe, rows in self.mean_over_cities.items():
-            for name, per_target in rows.items():
-                if set(per_target) != targets:
-                    raise ValueError(f"mean_over_cities[{probe!r}][{name!r}] has outcomes {sorted(per_target)}, "
-                                     f"expected {sorted(targets)}")
-        if "ridge" not in self.mean_r2 or self.best_single_modality not in self.mean_r2["ridge"]:
-            raise ValueError(f"best_single_modality {self.best_single_modality!r} has no mean ridge R^2")
+        if self.n_spatial_repetitions != len(self.cities) * len(self.seeds) * self.n_folds:
+            raise ValueError(f"{self.n_spatial_repetitions} spatial repetitions, expected cities x seeds x folds = "
+                             f"{len(self.cities) * len(self.seeds) * self.n_folds}")
+        for name, per_target in self.per_target.items():
+            if set(per_target) != set(self.targets):
+                raise ValueError(f"per_target[{name!r}] has outcomes {sorted(per_target)}, expected {self.targets}")
         return self
 
 
-def summarise(results: pd.DataFrame, truth: Mapping[str, pd.DataFrame], targets: Sequence[str], n_folds: int,
-              block_m: float) -> Summary:
-    """The summary of ``musecl_eval`` from :func:`~lib.studies.musecl.evaluate.probe_city`'s rows of every city
-    (a ``city`` column added) and each city's :func:`~lib.studies.musecl.evaluate.truth_table`.
+def _claims(ladders: Mapping[str, Ladder]) -> list[Claim]:
+    """MuseCL's claims against the Holm-corrected comparisons of the tables."""
+    def find(ladder: str, a: str, b: str) -> ComparisonCell | None:
+        for c in ladders[ladder].comparisons:
+            if (c.a, c.b) == (LABELS[a], LABELS[b]):
+                return c
+        return None
 
-    Means over cities and outcomes weigh each (city, outcome) alike; feature
-    sets come in the order of :data:`~lib.studies.musecl.evaluate.FEATURE_SETS`.
+    def claim(text: str, original: str, ladder: str, a: str, b: str, where: str) -> Claim:
+        evidence = find(ladder, a, b)
+        verdict = verdict_of(evidence, +1)
+        if evidence is None:
+            reason = "the variants were not trained in this run (pairs.variants: false)"
+        elif verdict == "reproduced":
+            reason = ""
+        else:
+            reason = (f"{LABELS[a]} - {LABELS[b]} = {evidence.difference:+.3f} R² over {evidence.n} repetitions, "
+                      f"Holm-adjusted "
+                      f"p = {evidence.p_holm:.3g}: " + ("the other way round" if evidence.direction == -1
+                                                        else "no supported difference"))
+        return Claim(study="musecl", claim=text, original=original, evidence=evidence, verdict=verdict,
+                     reason=reason, where=where)
+
+    paper = "MuseCL (IJCAI 2024), real cities: "
+    return [
+        claim("The attentional fusion predicts socioeconomic outcomes better than the best single modality",
+              paper + "the full model above every single-modality variant of its ablation", "spatial",
+              "fusion_infonce", "best_single", "musecl table: spatial protocol"),
+        claim("The attentional fusion beats concatenating the same embeddings",
+              paper + "attention above concatenation in its ablation", "spatial", "fusion_infonce", "concat",
+              "musecl table: spatial protocol"),
+        claim("Fusion beats the best single modality under the paper's own protocol",
+              paper + "random 60/20/20 split, MLP 512-256-128-64", "reference", "fusion_infonce", "best_single",
+              "musecl table: reference protocol"),
+        claim("Fusion beats concatenation under the paper's own protocol",
+              paper + "random 60/20/20 split, MLP 512-256-128-64", "reference", "fusion_infonce", "concat",
+              "musecl table: reference protocol"),
+        claim("Pairing aerial images by POI similarity beats pairing spatial neighbours",
+              paper + "semantic pairs above Tile2Vec's neighbour pairs", "pairs", "aerial", "tile2vec",
+              "musecl table: pairs"),
+        claim("Pairing street views by mobility similarity beats pairing spatial neighbours",
+              paper + "semantic pairs above neighbour pairs", "pairs", "street_view", "street_neighbour",
+              "musecl table: pairs"),
+    ]
+
+
+def summarise(spatial: pd.DataFrame, reference: pd.DataFrame, attention: pd.DataFrame, targets: Sequence[str],
+              n_folds: int, block_m: float, gap_m: float) -> Summary:
+    """The summary of ``musecl_eval``.
+
+    ``spatial``: rows (city, seed, fold, target, features, r2[, chosen]) of
+    :func:`~lib.studies.musecl.evaluate.probe_seed` for every city and seed, the
+    truth's oracles and ceilings among the feature sets; ``reference``: rows
+    (city, seed, target, features, r2) of the reference protocol;
+    ``attention``: rows (city, seed, rho) of
+    :func:`~lib.studies.musecl.evaluate.attention_agreement`.
     """
     targets = list(targets)
-    cities = list(truth)
-    for city, table in truth.items():
-        missing = [t for t in targets if t not in table.index]
-        if missing:
-            raise ValueError(f"the stored truth of {city} lacks the outcomes {missing}")
-    unknown = sorted(set(results["city"]) - set(cities))
-    if unknown:
-        raise ValueError(f"probe results of cities without their truth: {unknown}")
-    order = [name for name in FEATURE_SETS if name in set(results["features"])]
-    probes = [probe for probe in ("ridge", "mlp") if probe in set(results["probe"])]
-    by_probe = {probe: results[results["probe"] == probe] for probe in probes}
-    mean_r2 = {}
-    for probe, part in by_probe.items():
-        means = part.groupby("features")["r2_mean"].mean()
-        mean_r2[probe] = {name: _r4(means[name]) for name in order if name in means.index}
-    mean_over_cities = {
-        probe: {name: {t: _r4(row[t]) for t in targets} for name, row in
-                part.groupby(["features", "target"])["r2_mean"].mean().unstack().reindex(
-                    [name for name in order if name in mean_r2[probe]]).iterrows()}
-        for probe, part in by_probe.items()}
-    gaps = fusion_vs_best_single(results, dict(truth))
-    verdict = {}
-    for (fusion, probe), part in (gaps.groupby(["fusion", "probe"]) if len(gaps) else []):
-        verdict[f"{fusion}_{probe}"] = FusionVerdict(
-            beyond_one_sd_better=int((part["gap_over_sd"] > 1).sum()),
-            beyond_one_sd_worse=int((part["gap_over_sd"] < -1).sum()), pairs=len(part),
-            mean_gap=_r4(part["gap"].mean()))
-    columns = list(Truth.model_fields)
+    missing = [t for t in targets if t not in set(spatial["target"])]
+    if missing:
+        raise ValueError(f"no spatial probe results of the outcomes {missing}")
+    if "observable" not in set(spatial["features"]):
+        raise ValueError("the spatial results lack the observable ceiling (feature set 'observable')")
+    spatial_values = repetition_values(spatial, ["city", "seed", "fold"])
+    reference_values = repetition_values(reference, ["city", "seed"])
+    if spatial_values.isna().any().any() or reference_values.isna().any().any():
+        raise ValueError("some feature set lacks a score in some repetition: every repetition needs every set")
+    ladders = {
+        "spatial": _ladder(f"Region embeddings under spatial block CV ({n_folds} folds, {gap_m:g} m gap)",
+                           "ridge, spatial CV", spatial_values, SPATIAL_ROWS, SPATIAL_COMPARISONS),
+        "pairs": _ladder("What the pairs are worth: each image encoder from other pairs", "ridge, spatial CV",
+                         spatial_values, PAIR_ROWS, PAIR_COMPARISONS),
+        "reference": _ladder("The reference protocol: random 60/20/20 split, MLP 512-256-128-64",
+                             "MLP, random split", reference_values, REFERENCE_ROWS, REFERENCE_COMPARISONS),
+    }
+    family = holm([c for ladder in ladders.values() for c in ladder.comparisons])
+    for ladder in ladders.values():
+        ladder.comparisons, family = family[:len(ladder.comparisons)], family[len(ladder.comparisons):]
+    shown = [name for _, name in SPATIAL_ROWS if name in spatial_values.columns and name not in ("observable", "full")]
+    observable = spatial_values["observable"].to_numpy()
+    chosen = spatial[spatial["features"] == "best_single"]
+    per_target = spatial.groupby(["features", "target"])["r2"].mean().unstack("target")
     return Summary(
-        cities=cities, targets=targets, n_folds=n_folds, block_m=block_m, mean_r2=mean_r2,
-        scores=[ScoreRow(**{k: (_r4(v) if isinstance(v, float) else v) for k, v in row.items()})
-                for row in results[["city", "target", "probe", "features", "r2_mean", "r2_sd", "rmse_mean",
-                                    "mae_mean"]].to_dict("records")],
-        truth={city: {t: Truth(**{c: float(table.loc[t, c]) for c in columns}) for t in targets}
-               for city, table in truth.items()},
-        fusion_vs_best_single=[FusionGap(**{k: (_r4(v) if isinstance(v, float) else v) for k, v in row.items()})
-                               for row in gaps.to_dict("records")],
-        mean_over_cities=mean_over_cities,
-        truth_mean={t: Truth(**{c: _r4(np.mean([truth[city].loc[t, c] for city in cities])) for c in columns})
-                    for t in targets},
-        best_single_modality=max(SINGLE_MODALITIES, key=lambda name: mean_r2["ridge"][name]),
-        fusion_verdict=verdict,
+        cities=list(dict.fromkeys(spatial["city"])), targets=targets, seeds=sorted(set(spatial["seed"])),
+        n_folds=n_folds, block_m=block_m, gap_m=gap_m, n_spatial_repetitions=len(spatial_values),
+        n_reference_repetitions=len(reference_values), ladders=list(ladders.values()), claims=_claims(ladders),
+        mean_r2={"ridge": {name: _r4(v) for name, v in spatial_values.mean().items()},
+                 "reference_mlp": {name: _r4(v) for name, v in reference_values.mean().items()}},
+        per_target={name: {t: _r4(row[t]) for t in targets} for name, row in per_target.iterrows()},
+        fraction_of_observable={LABELS[name]: interval_cell(spatial_values[name].to_numpy() / observable)
+                                for name in shown},
+        best_single_chosen={m: int((chosen["chosen"] == m).sum()) for m in SINGLE_MODALITIES} if len(chosen) else {},
+        attention_text_vs_pois=(interval_cell(attention["rho"].to_numpy(), bounds=(-1.0, 1.0))
+                                if len(attention) else None),
     )
 
 
 def headline_metrics(summary: Summary) -> dict:
-    """``metrics.json`` for ``dvc metrics show``: ridge R^2 averaged over cities and outcomes, and the mean ceiling."""
-    ceilings = [row.ceiling for per_target in summary.truth.values() for row in per_target.values()]
-    return {"ridge_r2_mean": summary.mean_r2["ridge"], "ceiling_mean": _r4(np.mean(ceilings))}
+    """``metrics.json`` for ``dvc metrics show``: R^2 averaged over repetitions and outcomes, per protocol."""
+    return {"ridge_r2_mean": summary.mean_r2["ridge"], "reference_mlp_r2_mean": summary.mean_r2["reference_mlp"]}
 
 
 def write_summary(directory: str | Path, summary: Summary) -> None:

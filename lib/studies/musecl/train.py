@@ -12,8 +12,10 @@ triplets of regions paired by a *semantic* similarity
 then the cross-modality attentional fusion (:mod:`lib.models.fusion`) of the
 two (standardised) embeddings, trained so that a linear map of the fused
 embedding matches the region's POI-text embedding: by in-batch InfoNCE (the
-paper) or by MSE (the reference code). Only regions with POIs have a text
-embedding; the fusion learns on them and then fuses every region.
+paper) or by MSE (the reference code); and a three-way fusion that takes the
+(reduced) text embedding as a third input, so that the fused vector can carry
+the text. Only regions with POIs have a text embedding; the fusion learns on
+them and then fuses every region.
 
 Baselines trained here on the same aerial images: **Tile2Vec** (Jean et al.,
 AAAI 2019: the positive a spatial neighbour, the same triplet loss) and
@@ -64,6 +66,7 @@ class EncoderResult:
     history: pd.DataFrame  # per epoch: loss, and for triplets the share of held-out triplets ranked right
     seconds: float
     best_epoch: int  # the epoch whose weights were kept (0-based, as in the history)
+    stopped_at_plateau: bool = False  # stopped by patience before its last epoch
 
 
 def checkpoint_run(city: str) -> str:
@@ -119,8 +122,10 @@ def train_triplet_encoder(
     anchors against positives, :func:`~lib.losses.contrastive.info_nce`). A
     tenth of the anchors (at least 3) is held out: the share of their fixed
     triplets with ``d(a, p) < d(a, n)`` is the label-free validation score of
-    each epoch (``heldout_triplets_ranked``), and the epoch that ranks most of
-    them right is kept (the first of equals). With ``checkpoint`` (a file,
+    each epoch (``heldout_triplets_ranked``), training stops at its plateau
+    (no gain above ``cfg.min_delta`` for ``cfg.patience`` epochs; ``epochs``
+    is the most) and the epoch that ranks most of them right is kept (the
+    first of equals). With ``checkpoint`` (a file,
     :func:`lib.training.checkpoint_path`) the run resumes from it, unless it
     was written for other settings, data or code.
     """
@@ -166,11 +171,13 @@ def train_triplet_encoder(
         "triplet", seed, {"model": model.model_dump(), "train": cfg.model_dump(exclude={"epochs"}), "augment": augment.__qualname__},
         (all_images, np.asarray(anchors), sampler.similarity, np.asarray(sampler.top_k)))
     result = fit(encoder, None, batches, optimizer, epochs=cfg.epochs, runtime=runtime, forward=triplet_loss,
-                 validate=heldout_triplets_ranked, max_steps_per_epoch=cfg.max_steps_per_epoch, progress=progress,
+                 validate=heldout_triplets_ranked, patience=cfg.patience, min_delta=cfg.min_delta,
+                 max_steps_per_epoch=cfg.max_steps_per_epoch, progress=progress,
                  checkpoint=checkpoint, fingerprint=fingerprint)
     encoder.load_state_dict(result.best_state)
     history = pd.DataFrame(result.history).rename(columns={"val_score": "heldout_triplets_ranked"})
-    return EncoderResult(encoder.cpu().eval(), history, time.perf_counter() - start, result.best_epoch)
+    return EncoderResult(encoder.cpu().eval(), history, time.perf_counter() - start, result.best_epoch,
+                         result.stopped_at_plateau)
 
 
 def train_simclr(images: torch.Tensor, model: MuseclModel, cfg: SimclrTrain, runtime: Runtime, seed: int, *,

@@ -22,9 +22,11 @@ from lib.studies.cocoa import params as P
 SMALL = {
     "seeds": [0, 1],
     "device": "cpu",
-    "data": {"test_fraction": 0.2},
+    "data": {"test_fraction": 0.2, "val_fraction": 0.1},
     "simclr": {"width": 4, "projection_dim": 8, "temperature": 0.5, "epochs": 1, "batch_size": 8, "lr": 0.001,
-               "weight_decay": 0.0, "max_steps_per_epoch": 1},
+               "weight_decay": 0.0, "max_steps_per_epoch": 1, "patience": 1, "min_delta": 0.0, "knn_k": 3},
+    "supervised": {"epochs": 1, "batch_size": 8, "lr": 0.001, "weight_decay": 0.0, "max_steps_per_epoch": 1,
+                   "patience": 1, "min_delta": 0.0},
     "augment": {"crop_scale": [0.5, 1.0], "rotation_degrees": 15.0, "erase_prob": 0.5, "erase_scale": [0.05, 0.2],
                 "contrast": 0.4, "brightness": 0.2, "noise_std": 0.05},
     "probe": {"regularisation": 1.0, "max_iter": 100},
@@ -34,9 +36,9 @@ SMALL = {
                   "methods": ["integrated_gradients", "gradient_shap", "rise"], "blur_sigma": 2.0, "curve_steps": 3},
     "sanity": {"n_explicands": 1, "max_rank_correlation": 0.5},
     "augmentation": {"n_images": 1, "foil_size": 4, "method": "rise"},
-    "scenes": {"size": 40, "n_train": 20, "n_test": 4, "n_strokes": 2, "stroke_width": 1.5, "crowded_other_digits": 1},
+    "scenes": {"size": 40, "n_train": 20, "n_val": 4, "n_test": 4, "n_strokes": 2, "stroke_width": 1.5, "crowded_other_digits": 1},
     "clip": {"width": 4, "epochs": 1, "groups_per_batch": 1, "lr": 0.001, "weight_decay": 0.0, "init_temperature": 0.07,
-             "max_steps_per_epoch": 1},
+             "max_steps_per_epoch": 1, "patience": 1, "min_delta": 0.0},
     "localisation": {"n_scenes": 2, "methods": ["rise"], "blur_sigma": 3.0},
 }
 
@@ -62,6 +64,8 @@ def test_params_accept_the_small_config_and_reject_unknown_keys():
 
 def test_params_reject_sizes_mnist5k_cannot_supply():
     too_many = {**SMALL, "benchmark": {**SMALL["benchmark"], "n_explicands": 101}}  # 100 held-out images per digit
+    with pytest.raises(ValidationError, match="corpus_size"):  # 360 fit digits per class once 40 are validation
+        P.CocoaParams.model_validate({**SMALL, "benchmark": {**SMALL["benchmark"], "corpus_size": 360}})
     with pytest.raises(ValidationError, match="n_explicands"):
         P.CocoaParams.model_validate(too_many)
     with pytest.raises(ValidationError, match="crop_scale"):
@@ -250,10 +254,14 @@ def test_sanity_check_gives_one_for_a_copy_and_less_for_a_randomised_encoder(tin
     from lib.studies.cocoa import sanity
 
     cfg, encoder, _, result = tiny_benchmark
-    randomised = sanity.model_randomisation(encoder, result, cfg, 1, runtime("cpu"), progress=False).correlations
+    check = sanity.model_randomisation(encoder, result, cfg, 1, runtime("cpu"), progress=False)
+    assert check.n_blocks == 3 and sorted(check.correlations.randomised_blocks.unique()) == [1, 2, 3]
+    randomised = check.full()
     assert len(randomised) == 10 * 2 * cfg.sanity.n_explicands * len(benchmark.TARGETS) * 3
-    monkeypatch.setattr(sanity, "randomised_encoder", lambda module, seed: copy.deepcopy(module))
-    copied = sanity.model_randomisation(encoder, result, cfg, 1, runtime("cpu"), progress=False).correlations
+    cascade = sanity.summarise_cascade(check.correlations)
+    assert len(cascade) == 3 * len(benchmark.TARGETS) * 3 * 2
+    monkeypatch.setattr(sanity, "randomised_encoders", lambda module, seed: [copy.deepcopy(module)])
+    copied = sanity.model_randomisation(encoder, result, cfg, 1, runtime("cpu"), progress=False).full()
     for column in sanity.CORRELATIONS:
         np.testing.assert_allclose(copied[column], 1.0, atol=1e-6)  # same weights, same draws: the same maps
         assert randomised[column].mean() < 0.9
@@ -296,6 +304,7 @@ def test_localisation_compares_cocoa_with_the_corpus_target_paired_by_seed():
         rows.append({"seed": seed, "scene": scene, "scenes": "crowded", "target": target, "method": method,
                      "pointing_game": float(rng.random() < p), "mass_in_box": p + rng.normal(0, 0.05),
                      "points_at_other_digit": 0.0})
+    rows = [r | {"mass_on_digit": r["mass_in_box"]} for r in rows]
     scores = pd.DataFrame(rows)
     comparisons = localisation.compare_localisation(scores).set_index(["score", "other"])
     assert set(comparisons.index) == {(s, o) for s in ("pointing_game", "mass_in_box") for o in ("corpus", "random")}
@@ -322,23 +331,33 @@ def fake_results(n_seeds: int = 2):
     curves = pd.concat([aucs.drop(columns="auc").assign(fraction=f, score=aucs.auc * f) for f in (0.0, 0.5, 1.0)])
     localisation = pd.DataFrame([
         {"seed": s, "scene": i, "scenes": name, "target": t, "method": m, "pointing_game": float(i % 2),
-         "mass_in_box": 0.3 + 0.1 * i, "points_at_other_digit": 0.0}
+         "mass_in_box": 0.3 + 0.1 * i, "mass_on_digit": {"cocoa": 0.5, "corpus": 0.4, "ink": 0.3, "random": 0.1}[t]
+         + 0.01 * s + 0.02 * i, "points_at_other_digit": 0.0}
         for s in range(n_seeds) for i in range(2) for name in ("single", "crowded")
-        for t, m in (("cocoa", "integrated_gradients"), ("corpus", "integrated_gradients"), ("random", "random"))])
+        for t, m in (("cocoa", "integrated_gradients"), ("corpus", "integrated_gradients"), ("random", "random"),
+                     ("ink", "ink"))])
     augmentation = pd.DataFrame({"seed": list(range(n_seeds)), "image": 0, "augmentation": "crop", "similarity": 0.3})
-    sanity = pd.DataFrame([{"seed": s, "setting": "same_class", "corpus_class": 0, "explicand": 0, "target": "cocoa",
-                            "method": "rise", "rank_correlation": 0.1 + 0.01 * s, "rank_correlation_abs": 0.2}
-                           for s in range(n_seeds)])
+    sanity = pd.DataFrame([{"seed": s, "randomised_blocks": k, "setting": "same_class", "corpus_class": 0,
+                            "explicand": 0, "target": "cocoa", "method": "rise",
+                            "rank_correlation": 0.1 + 0.01 * s + 0.1 * (3 - k), "rank_correlation_abs": 0.2}
+                           for s in range(n_seeds) for k in (1, 2, 3)])
     accuracies = pd.DataFrame({"seed": list(range(n_seeds)), "probe_test_accuracy": 0.9,
                                "caption_matching_accuracy": [0.8 + 0.01 * s for s in range(n_seeds)]})
-    return StudyResults(aucs, curves, localisation, augmentation, sanity, accuracies, {"single": 0.1, "crowded": 0.1})
+    correct = pd.DataFrame([{"seed": s, "rung": rung, "item": i, "correct": float(i < cut + s)}
+                            for s in range(n_seeds) for rung, cut in (("pixel_logistic", 6), ("pixel_1nn", 7),
+                                                                      ("simclr_probe", 8), ("supervised", 9))
+                            for i in range(10)])
+    trainings = pd.DataFrame([{"model": m, "seed": s, "selected_epoch": 3, "last_epoch": 8 if m != "image_text" else 9,
+                               "max_epochs": 10, "stopped_at_plateau": m != "image_text"}
+                              for s in range(n_seeds) for m in ("simclr", "supervised", "image_text")])
+    return StudyResults(aucs, curves, localisation, augmentation, sanity, accuracies, {"single": 0.1, "crowded": 0.1},
+                        correct, trainings, 3)
 
 
 def test_results_write_summary_metrics_tables_and_plot_data(tmp_path):
     import pandas as pd
 
     from lib.studies.cocoa import results
-
     from lib.studies.cocoa.summary import Summary
 
     cfg = P.CocoaParams.model_validate(SMALL)
@@ -349,7 +368,19 @@ def test_results_write_summary_metrics_tables_and_plot_data(tmp_path):
     assert summary.benchmark["same_class"]["contrastive_corpus_similarity"]["random"]["random"]["deletion"].mean > 0
     comparison = summary.comparisons["same_class"]["contrastive_corpus_similarity"]["rise"]["insertion"]["corpus"]
     assert (comparison.a, comparison.b, comparison.n) == ("cocoa", "corpus", 2) and comparison.p_holm is not None
-    assert summary.holm_families == {"benchmark": 4, "localisation": 2 * 2 * 2}
+    assert summary.holm_families == {"benchmark": 4, "localisation": 2 * 2 * 3, "classification": 3,
+                                     "positive_control": 2 * 2}
+    assert (summary.n_trainings, summary.n_stopped_at_plateau) == (6, 4)
+    classification = summary.ladders[0]
+    assert [r.rung for r in classification.rows] == ["trivial", "trivial", "method", "bound"]
+    assert classification.rows[2].cell.mean == pytest.approx(0.85) and classification.comparisons[0].difference > 0
+    control = [lad for lad in summary.ladders if lad.title.startswith("Positive control")]
+    assert len(control) == 2 and [r.name for r in control[0].rows][:2] == ["random", "ink (the image itself)"]
+    assert summary.recovery["crowded"]["integrated_gradients"]["cocoa"].mean == 1.0  # above the ink on every scene
+    assert len(summary.sanity_cascade["cocoa"]["rise"]["rank_correlation"]) == 3
+    assert summary.sanity_cascade["cocoa"]["rise"]["rank_correlation"][0].mean > \
+        summary.sanity_cascade["cocoa"]["rise"]["rank_correlation"][2].mean
+    assert all(c.verdict in ("reproduced", "not reproduced", "not testable here") for c in summary.claims)
     assert summary.localisation_comparisons["crowded"]["integrated_gradients"]["corpus"]["mass_in_box"].n == 2
     assert summary.sanity.passes == {"cocoa": {"rise": True}}
     assert summary.sanity.correlations["cocoa"]["rise"]["rank_correlation"].upper < cfg.sanity.max_rank_correlation
@@ -383,8 +414,11 @@ def test_the_figures_draw_the_summary_tables():
     fig = figures.localisation_scores(localisation.summarise_localisation(study.localisation), study.box_share)
     assert len(fig.axes) >= 4
     plt.close(fig)
-    fig = figures.sanity_correlations(sanity.summarise_sanity(study.sanity, 0.5), 0.5)
+    fig = figures.sanity_correlations(sanity.summarise_sanity(study.full_sanity(), 0.5), 0.5)
     assert len(fig.axes[0].patches) == 1  # one target x method
+    plt.close(fig)
+    fig = figures.sanity_cascade(sanity.summarise_cascade(study.sanity))
+    assert len(fig.axes[0].lines) == 2  # the method's line and the zero line
     plt.close(fig)
 
 
@@ -409,3 +443,83 @@ def test_augmentation_summary_states_a_difference_only_when_the_seeds_support_it
     noisy = clear.assign(similarity=[0.30, 0.10, 0.10, 0.31, 0.2, 0.21])
     assert "do not tell" in augmentation_summary(noisy)
     assert "do not tell" in augmentation_summary(clear[clear.seed == 0])  # one seed: no interval, no claim
+
+
+# ------------------------------------------------------------------ the classification ladder and the plateau
+def test_pixel_rungs_equal_scikit_learn_on_the_same_pixels():
+    from sklearn.linear_model import LogisticRegression
+    from sklearn.neighbors import KNeighborsClassifier
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    from lib.studies.cocoa.probes import pixel_predictions
+
+    digits = tiny_digits(200, 60)
+    cfg = P.CocoaParams.model_validate(SMALL).probe
+    predicted = pixel_predictions(digits.fit, digits.test, cfg)
+    x, y = digits.fit.images.flatten(1).double().numpy(), digits.fit.labels.numpy()
+    test = digits.test.images.flatten(1).double().numpy()
+    logistic = make_pipeline(StandardScaler(), LogisticRegression(C=cfg.regularisation, max_iter=cfg.max_iter)).fit(x, y)
+    assert (predicted["pixel_logistic"].numpy() == logistic.predict(test)).mean() >= 0.98
+    nearest = KNeighborsClassifier(n_neighbors=1).fit(x, y).predict(test)
+    np.testing.assert_array_equal(predicted["pixel_1nn"].numpy(), nearest)
+
+
+def test_knn_vote_equals_scikit_learn_with_the_cosine():
+    from sklearn.neighbors import KNeighborsClassifier
+
+    from lib.studies.cocoa.probes import knn_predict
+
+    rng = np.random.default_rng(0)
+    references, labels, queries = rng.normal(size=(80, 6)), rng.integers(0, 4, 80), rng.normal(size=(30, 6))
+    ours = knn_predict(torch.tensor(references), torch.tensor(labels), torch.tensor(queries), k=5)
+    theirs = KNeighborsClassifier(n_neighbors=5, metric="cosine", algorithm="brute").fit(references, labels)
+    np.testing.assert_array_equal(ours.numpy(), theirs.predict(queries))
+    with pytest.raises(ValueError, match="k must"):
+        knn_predict(torch.tensor(references), torch.tensor(labels), torch.tensor(queries), k=0)
+
+
+def test_the_digits_split_into_fit_validation_and_test_without_overlap(monkeypatch):
+    from lib.studies.cocoa import data
+
+    images = np.zeros((5000, 28, 28))
+    images[:, 0, 0], images[:, 0, 1] = np.arange(5000) % 250, np.arange(5000) // 250  # a unique pair per image
+    labels = np.repeat(np.arange(10), 500)
+    monkeypatch.setattr(data, "load_mnist5k", lambda data_dir: (images, labels))
+    cfg = P.CocoaParams.model_validate(SMALL)
+    split = data.load_digits(cfg, 0)
+    assert (len(split.fit), len(split.val), len(split.test)) == (3600, 400, 1000)
+    keys = [{tuple(row) for row in part.images.flatten(1)[:, :2].tolist()} for part in (split.fit, split.val, split.test)]
+    assert not (keys[0] & keys[1]) and not (keys[0] & keys[2]) and not (keys[1] & keys[2])
+    assert (torch.bincount(split.val.labels) == 40).all()
+
+
+def test_named_digit_masks_are_the_digit_ink_inside_its_box():
+    from lib.explain.localisation import box_masks
+    from lib.studies.cocoa import data
+
+    cfg = P.CocoaParams.model_validate(SMALL)
+    digits = tiny_digits(60, 40)
+    digits = Split(fit=digits.fit, val=digits.fit, test=digits.test)
+    scenes = data.make_scene_sets(digits, cfg, 0)
+    masks = data.named_digit_masks(digits, cfg, 0)
+    for name, tested in (("single", scenes.test), ("crowded", scenes.crowded)):
+        mask = masks[name]
+        size = cfg.scenes.size
+        assert mask.shape == (cfg.scenes.n_test, size, size) and mask.any(dim=(1, 2)).all()
+        assert not (mask & ~box_masks(tested.boxes, size, size)).any()  # only inside the named digit's box
+        assert (tested.images[:, 0][mask] > 0).all()  # and only on ink
+    other = box_masks(scenes.crowded.other_boxes[:, 0], cfg.scenes.size, cfg.scenes.size)
+    assert not (masks["crowded"] & other).any()
+
+
+def test_recovery_counts_scenes_where_a_map_beats_the_ink():
+    import pandas as pd
+
+    from lib.studies.cocoa import localisation
+
+    rows = [{"seed": 0, "scenes": "single", "scene": i, "target": t, "method": m, "mass_on_digit": v}
+            for i, values in enumerate(((0.5, 0.3), (0.2, 0.4), (0.6, 0.1)))
+            for (t, m), v in zip((("cocoa", "rise"), ("ink", "ink")), values, strict=True)]
+    recovered = localisation.recovery(pd.DataFrame(rows))
+    assert recovered.recovered.tolist() == [1.0, 0.0, 1.0]

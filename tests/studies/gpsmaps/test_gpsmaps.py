@@ -158,20 +158,27 @@ def test_planar_km_matches_great_circle_distances_within_a_city():
     assert abs(planar - haversine) / haversine < 0.01
 
 
-def test_probe_all_scores_every_feature_set_and_the_mlp():
+def test_knn_and_mlp_probes_score_a_signal_above_noise_and_knn_matches_scikit_learn():
+    from sklearn.metrics import r2_score
+    from sklearn.neighbors import KNeighborsRegressor
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
+
     rng = np.random.default_rng(0)
     n = 120
     table = pd.DataFrame({"place": "town", "easting": rng.uniform(0, 1000, n), "northing": rng.uniform(0, 1000, n)})
-    table["signal"] = table["easting"] / 100 + rng.normal(0, 0.1, n)
-    table["kind"] = (table["northing"] > 500).astype(int)
+    y = np.stack([table["easting"] / 100 + rng.normal(0, 0.1, n), rng.normal(size=n)], axis=1)
     folds = folds_for(table, 3, 250.0, 0.0, 0, group_by="place")
     xy = table[["easting", "northing"]].to_numpy() / 1000
-    features = {"good": xy + rng.normal(0, 0.01, (n, 2)), "noise": rng.normal(size=(n, 4))}
-    results = ev.probe_all(features, table, {"signal": "regression", "kind": "classification"}, folds, xy, 0)
-    assert set(results["features"]) == {"good", "noise", "coordinates_mlp"}
-    good = results[(results["features"] == "good") & (results["target"] == "signal")].iloc[0]
-    noise = results[(results["features"] == "noise") & (results["target"] == "signal")].iloc[0]
-    assert good["r2_mean"] > 0.9 > noise["r2_mean"]
+    good, noise = xy + rng.normal(0, 0.01, (n, 2)), rng.normal(size=(n, 4))
+    knn_good, knn_noise = ev.knn_scores(good, y, folds, 5), ev.knn_scores(noise, y, folds, 5)
+    assert knn_good.shape == (len(folds), 2)
+    assert knn_good[:, 0].mean() > 0.8 > knn_noise[:, 0].mean()
+    train, test = folds[0]
+    oracle = make_pipeline(StandardScaler(), KNeighborsRegressor(5)).fit(good[train], y[train]).predict(good[test])
+    assert np.allclose(knn_good[0], [r2_score(y[test, t], oracle[:, t]) for t in range(2)])
+    mlp = ev.mlp_scores(xy, y, folds, 0)
+    assert mlp.shape == (len(folds), 2) and mlp[:, 0].mean() > 0.5
 
 
 class _Spy(Callback):
@@ -233,9 +240,10 @@ def test_training_runs_on_fit_with_the_teacher_an_ema_of_the_student_after_every
     terms = ["loss_dino", "loss_geo", "loss_reconstruction", "loss_clustering"]
     assert np.isfinite(h[[*terms, "loss_total", "teacher_entropy", "embedding_std"]].to_numpy()).all()
     assert (h[terms].to_numpy() > 0).all()
-    # the total is the weighted sum of the logged terms (epoch means are linear)
-    weights = np.array([1.0, cfg.loss.geo_weight, cfg.loss.reconstruction_weight, cfg.loss.clustering_weight])
+    # the total is the weighted sum of the logged terms (epoch means are linear), with the weights as applied
+    weights = np.array([1.0, *(result.weights[t] for t in ("geo", "reconstruction", "clustering"))])
     np.testing.assert_allclose(h[terms].to_numpy() @ weights, h["loss_total"], rtol=1e-5)
+    np.testing.assert_allclose(h["weight_geo"], result.weights["geo"])
 
 
 def test_a_variant_builds_and_logs_only_its_terms(maps_dir):
@@ -253,17 +261,17 @@ def test_every_variant_sees_the_same_batches_and_each_epoch_its_own(maps_dir):
     kept = np.flatnonzero(maps.table["kept"].to_numpy())
     batches = map_batches(maps, kept, targets, cfg.views, 0.3, 8, 3, seed=5)
     first, again, other = list(batches(0)), list(batches(0)), list(batches(1))
-    assert len(first) == 3 and first[0]["views"][0].shape == (8, 3, 16, 16)
+    assert len(first) == 3 and first[0]["global"].shape == (2, 8, 3, 16, 16)  # one tensor per view size
     for a, b in zip(first, again, strict=True):
-        assert torch.equal(a["image"], b["image"]) and torch.equal(a["hidden"], b["hidden"])
-        assert all(torch.equal(u, v) for u, v in zip(a["views"], b["views"], strict=True))
-    assert not torch.equal(first[0]["image"], other[0]["image"])
+        assert torch.equal(a["global"], b["global"]) and torch.equal(a["hidden"], b["hidden"])
+        assert torch.equal(a["local"], b["local"]) and torch.equal(a["price"].nan_to_num(), b["price"].nan_to_num())
+    assert not torch.equal(first[0]["global"], other[0]["global"])
     # two processes share the epoch's batches out between them, each taking its own
     shards = [list(map_batches(maps, kept, targets, cfg.views, 0.3, 8, 2, seed=5, rank=r, world_size=2)(0))
               for r in (0, 1)]
-    dealt = [b["image"] for b in map_batches(maps, kept, targets, cfg.views, 0.3, 8, 4, seed=5)(0)]
-    assert torch.equal(shards[0][0]["image"], dealt[0]) and torch.equal(shards[1][0]["image"], dealt[1])
-    assert torch.equal(shards[0][1]["image"], dealt[2]) and torch.equal(shards[1][1]["image"], dealt[3])
+    dealt = [b["global"] for b in map_batches(maps, kept, targets, cfg.views, 0.3, 8, 4, seed=5)(0)]
+    assert torch.equal(shards[0][0]["global"], dealt[0]) and torch.equal(shards[1][0]["global"], dealt[1])
+    assert torch.equal(shards[0][1]["global"], dealt[2]) and torch.equal(shards[1][1]["global"], dealt[3])
     with pytest.raises(ValueError, match="cannot fill"):
         map_batches(maps, kept, targets, cfg.views, 0.3, 8, 100, seed=5)
 
@@ -285,3 +293,58 @@ def test_an_interrupted_training_resumes_to_the_same_teacher(maps_dir, tmp_path)
     for (name, a), b in zip(whole.net.state_dict().items(), resumed.net.state_dict().values(), strict=True):
         assert torch.equal(a, b), name
     pd.testing.assert_frame_equal(whole.history, resumed.history)
+
+
+def test_the_teacher_keeps_its_own_batch_norm_statistics(maps_dir):
+    cfg, maps, targets = _train(maps_dir, train__epochs=1)
+    result = train_variant(cfg, "dino", maps, targets, runtime("cpu"), progress=False)
+    student = dict(result.net.student.named_buffers())
+    running = [n for n in student if n.endswith("running_mean")]
+    teacher = dict(result.net.teacher.named_buffers())
+    # Official DINO: the teacher's statistics come from its own forward passes, not from the student's.
+    assert any(not torch.equal(teacher[n], student[n]) for n in running)
+    assert all(not torch.equal(teacher[n], torch.zeros_like(teacher[n])) for n in running)
+
+
+def test_the_heads_last_layer_is_frozen_in_the_first_epoch_only(maps_dir):
+    cfg, maps, targets = _train(maps_dir, loss__freeze_last_layer_epochs=1)
+    spy = _Spy()
+    result = train_variant(cfg, "dino", maps, targets, runtime("cpu"), progress=False, callbacks=[spy])
+    name = "head.last_layer.parametrizations.weight.original1"
+    initial = spy.steps[0]["teacher_before"][name]  # the teacher starts as a copy of the student
+    epoch_of = [s["epoch"] for s in spy.steps]
+    after = [s["student_after"][name] for s in spy.steps]
+    assert all(torch.equal(a, initial) for a, e in zip(after, epoch_of, strict=True) if e == 0)
+    assert not torch.equal(after[-1], initial)
+    assert result.history["teacher_entropy"].notna().all()
+
+
+def test_balanced_weights_put_each_term_at_its_share_of_the_dino_loss(maps_dir):
+    from lib.studies.gpsmaps.model import balanced_weights
+    from lib.studies.gpsmaps.train import build_net
+
+    cfg, maps, targets = _train(maps_dir)
+    kept = np.flatnonzero(maps.table["kept"].to_numpy())
+    batch = next(iter(map_batches(maps, kept, targets, cfg.views, 0.3, 8, 1, seed=0)(0)))
+    torch.manual_seed(0)
+    net = build_net(cfg, "full", 0, 1, (0.5,) * 3, (0.25,) * 3)
+    before = {k: v.clone() for k, v in net.state_dict().items()}
+    shares = {"geo": 0.5, "reconstruction": 0.25, "clustering": 1.0}
+    weights = balanced_weights(net, batch, shares)
+    for k, v in net.state_dict().items():  # calibration moves no statistic, centre or weight
+        if k != "weights":
+            assert torch.equal(v, before[k]), k
+    terms = net.terms(batch)
+    for name, share in shares.items():
+        assert weights[name] * float(terms[name]) == pytest.approx(share * float(terms["dino"]), rel=1e-4)
+        assert net.weight(name) == pytest.approx(weights[name])
+
+
+def test_simclr_and_the_supervised_bound_train_on_the_shared_trainer(maps_dir):
+    cfg, maps, targets = _train(maps_dir, train__epochs=1)
+    targets = gdata.geo_targets(maps.table, cfg.loss.density_clusters, cfg.seed, outcomes=("income", "liveability"))
+    for training in ("simclr", "supervised"):
+        result = train_variant(cfg, training, maps, targets, runtime("cpu"), progress=False)
+        assert np.isfinite(result.history[f"loss_{training}"]).all() and "embedding_std" in result.history
+        teacher, student = result.snapshots[1]
+        assert teacher.shape == (len(maps.table), cfg.model.embedding_dim) and torch.equal(teacher, student)

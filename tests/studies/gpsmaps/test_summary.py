@@ -1,4 +1,4 @@
-"""The gpsmaps summary: built from a probe table, validated, written, and readable by the paper's section."""
+"""The gpsmaps summary: ladders with every rung, Holm-corrected comparisons, claims, the budget curve."""
 
 from __future__ import annotations
 
@@ -9,94 +9,85 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from pydantic import ValidationError
 
-from lib.studies.gpsmaps.params import VARIANTS
-from lib.studies.gpsmaps.summary import COORDINATE_ENCODINGS, HEADLINE, Summary, summarise, write_summary
+from lib.eval.claims import RUNGS
+from lib.eval.intervals import comparison_cell
+from lib.studies.gpsmaps.summary import POOLED, ROWS, Summary, summarise, write_summary
 
-ORDER = [*VARIANTS, "random_init", *COORDINATE_ENCODINGS]
-TARGETS = {"land_price": "regression", "environment_index": "regression", "landcover_at_centre": "classification"}
+TARGETS, TRANSFER = ["income", "liveability", "environment_index"], ["land_price"]
+SEEDS, FOLDS = [0, 1, 2], 5
 SECTION = Path(__file__).parents[3] / "paper" / "sections" / "gpsmaps.typ"
+UNTRAINED = ("coordinates", "coordinates_mlp", "rff", "pixels", "histogram", "class_fractions")
 
 
-def _inputs(seed: int = 0):
+def _inputs(seed: int = 0, lift: float = 0.3):
     rng = np.random.default_rng(seed)
-    rows = []
-    for target, task in TARGETS.items():
-        for name in ORDER:
-            metric = "r2" if task == "regression" else "accuracy"
-            other = ("rmse", "mae") if task == "regression" else ("macro_f1",)
-            row = {"features": name, "target": target, "task": task,
-                   f"{metric}_mean": rng.uniform(-0.2, 0.9), f"{metric}_sd": rng.uniform(0.01, 0.2)}
-            row.update({f"{o}_{s}": rng.uniform(0, 1) for o in other for s in ("mean", "sd")})
-            rows.append(row)
-    results = pd.DataFrame(rows)
+    scores = {}
+    for name in ROWS:
+        if name == "oracle":
+            continue
+        n_seeds = 1 if name in UNTRAINED else len(SEEDS)
+        base = lift if name == "full" else 0.0
+        scores[name] = base + rng.normal(0.2, 0.05, (n_seeds, FOLDS, 4))
+    oracle = {t: [0.8, 0.7, 0.9] for t in [*TARGETS, *TRANSFER]}
+    budget = {("full", 4, 40): scores["full"] - 0.1, ("full", 16, 160): scores["full"],
+              ("dino", 4, 40): scores["dino"], ("dino", 16, 160): scores["dino"]}
     maps = pd.DataFrame({"kept": rng.random(300) > 0.2, "holdout": rng.random(300) > 0.6})
-    histories = {v: pd.DataFrame({"epoch": [1, 2], "teacher_entropy": rng.uniform(0, 6, 2),
-                                  "embedding_std": rng.uniform(0, 0.2, 2), "loss_dino": rng.uniform(1, 7, 2),
-                                  "loss_total": rng.uniform(1, 9, 2)}) for v in VARIANTS}
-    return results, maps, histories
+    histories = {v: pd.DataFrame({"epoch": [1, 2, 3, 4], "loss_dino": [6.0, 5.0, 4.0, 3.9],
+                                  "loss_total": [9.0, 7.0, 6.0, 5.9], "embedding_std": [0.1] * 4})
+                 for v in ("full", "dino")}
+    return scores, oracle, budget, histories, maps
 
 
-def test_summary_holds_what_the_probe_table_and_the_histories_say():
-    results, maps, histories = _inputs()
-    summary = summarise(results, maps, 5, histories, ORDER)
-    assert summary.n_maps == 300 and summary.n_folds == 5
-    assert summary.dropped_by_entropy == int((~maps["kept"]).sum())
-    assert summary.n_heldout == int(maps["holdout"].sum())
-    assert summary.metric == {"land_price": "r2", "environment_index": "r2", "landcover_at_centre": "accuracy"}
-    for target, task in TARGETS.items():
-        metric = summary.metric[target]
-        rows = results[results["target"] == target].set_index("features")
-        for name in ORDER:
-            score = summary.scores[name][target]
-            assert score.metric == metric
-            assert score.mean == round(rows.loc[name, f"{metric}_mean"], 4)
-            assert score.sd == round(rows.loc[name, f"{metric}_sd"], 4)
-        # the best of each family, by a plain search over the table
-        assert summary.best_map_variant[target] == rows.loc[list(VARIANTS), f"{metric}_mean"].idxmax()
-        assert summary.best_coordinate_encoding[target] == rows.loc[list(COORDINATE_ENCODINGS),
-                                                                    f"{metric}_mean"].idxmax()
-    for variant, history in histories.items():
-        assert summary.final_epoch[variant].loss_dino == round(history["loss_dino"].iloc[-1], 4)
-        assert summary.final_epoch[variant].teacher_entropy == round(history["teacher_entropy"].iloc[-1], 4)
-    assert set(summary.headline()) == set(HEADLINE)
-    assert summary.headline()["full"]["land_price"] == summary.scores["full"]["land_price"].mean
+def _args(seed: int = 0, lift: float = 0.3):
+    scores, oracle, budget, histories, maps = _inputs(seed, lift)
+    return scores, TARGETS, TRANSFER, oracle, budget, histories, maps
 
 
-def test_written_summary_round_trips_and_metrics_hold_the_headline(tmp_path):
-    results, maps, histories = _inputs(1)
-    summary = summarise(results, maps, 4, histories, ORDER)
+def test_every_ladder_has_its_rows_in_rung_order_and_the_holm_corrected_comparisons():
+    summary = summarise(*_args(), SEEDS)
+    titles = [lad.title for lad in summary.ladders]
+    assert titles == [POOLED, "income", "liveability", "environment index", "land price (supervised transfer)"]
+    for lad in summary.ladders:
+        assert [r.name for r in lad.rows] == [label for _, label in ROWS.values()]
+        assert {r.rung for r in lad.rows} == set(RUNGS)
+        assert all(c.p_holm is not None and c.p_holm >= c.p_value for c in lad.comparisons)
+    pooled = summary.ladders[0]
+    full = next(r for r in pooled.rows if r.name == ROWS["full"][1])
+    scores = _inputs()[0]
+    # A cell: folds' R^2 averaged over seeds, then over the outcomes no training sees; n = folds.
+    expected = scores["full"][..., :3].mean(-1).mean(0)
+    np.testing.assert_allclose(full.cell.values, expected)
+    assert full.cell.n == FOLDS
+    raw = comparison_cell(expected, scores["random_init"][..., :3].mean(-1).mean(0), a="x", b="y")
+    stored = next(c for c in pooled.comparisons if c.b == ROWS["random_init"][1])
+    assert stored.difference == pytest.approx(raw.difference) and stored.p_value == pytest.approx(raw.p_value)
+
+
+def test_claims_follow_the_comparisons_and_the_budget_curve_compares_with_random_weights():
+    summary = summarise(*_args(lift=0.5), SEEDS)
+    verdicts = {c.claim: c.verdict for c in summary.claims}
+    assert verdicts["GPS embeddings learned from maps beat the same encoder with random weights"] == "reproduced"
+    assert all(c.verdict == "reproduced" for c in summary.claims)
+    flat = summarise(*_args(lift=0.0), SEEDS)
+    assert any(c.verdict == "not reproduced" and c.reason for c in flat.claims)
+    assert [(p.training, p.step) for p in summary.budget] == [("dino", 40), ("dino", 160), ("full", 40), ("full", 160)]
+    assert all(p.versus_random.b == "random-weight encoder" for p in summary.budget)
+    assert summary.plateau["full"] == pytest.approx(abs(5.9 - 6.0) / 6.0, abs=1e-4)
+
+
+def test_written_summary_round_trips_and_bad_scores_are_refused(tmp_path):
+    scores, oracle, budget, histories, maps = _inputs(1)
+    summary = summarise(scores, TARGETS, TRANSFER, oracle, budget, histories, maps, SEEDS)
     write_summary(summary, tmp_path)
-    written = json.loads((tmp_path / "summary.json").read_text())
-    assert Summary.model_validate(written) == summary
+    assert Summary.model_validate(json.loads((tmp_path / "summary.json").read_text())) == summary
     assert json.loads((tmp_path / "metrics.json").read_text()) == summary.headline()
+    with pytest.raises(ValueError, match=r"scores\['full'\] must be"):
+        summarise({**scores, "full": scores["full"][..., :2]}, TARGETS, TRANSFER, oracle, budget, histories, maps, SEEDS)
 
 
 def test_the_papers_section_reads_only_keys_the_summary_has():
     text = SECTION.read_text()
     top = set(re.findall(r"\bgps\.(\w+)", text))
     assert top and top <= set(Summary.model_fields), top - set(Summary.model_fields)
-    # rows of its table and of its sentences: scores of feature sets the study reports, read as mean and sd
-    rows = re.search(r"#let rows = \(([^)]*)\)", text).group(1)
-    assert set(re.findall(r'"(\w+)"', rows)) == set(ORDER)
-    assert set(re.findall(r"\bs\.(\w+)", text)) <= {"mean", "sd"}
-    assert "final_epoch.full.teacher_entropy" in text
-
-
-def test_an_inconsistent_summary_is_refused_naming_what_is_wrong():
-    results, maps, histories = _inputs(2)
-    good = summarise(results, maps, 5, histories, ORDER).model_dump()
-    bad_best = {**good, "best_map_variant": {**good["best_map_variant"], "land_price": "rff"}}
-    with pytest.raises(ValidationError, match="best_map_variant"):
-        Summary.model_validate(bad_best)
-    only_price = {"land_price": good["scores"]["full"]["land_price"]}
-    missing_target = {**good, "scores": {**good["scores"], "full": only_price}}
-    with pytest.raises(ValidationError, match=r"scores\['full'\]"):
-        Summary.model_validate(missing_target)
-    with pytest.raises(ValidationError, match="extra"):
-        Summary.model_validate({**good, "verdict": "wins"})
-    with pytest.raises(ValueError, match="no probe result for features 'tile2vec'"):
-        summarise(results, maps, 5, histories, [*ORDER, "tile2vec"])
-    with pytest.raises(ValueError, match="lacks"):
-        summarise(results, maps, 5, {"full": histories["full"].drop(columns="embedding_std")}, ORDER)
+    assert "OpenStreetMap" in text

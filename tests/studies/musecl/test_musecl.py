@@ -15,13 +15,20 @@ from lib.runtime import runtime
 from lib.studies.musecl import data as mdata
 from lib.studies.musecl import evaluate as ev
 from lib.studies.musecl import train
-from lib.studies.musecl.params import FusionTrain, MuseclModel, MuseclTrainParams, SimclrTrain, VisualTrain
+from lib.studies.musecl.params import (
+    FusionTrain,
+    MuseclModel,
+    MuseclTrainParams,
+    SimclrTrain,
+    VisualTrain,
+)
 
 MODEL = MuseclModel(width=16, embedding_dim=8)
-VISUAL = VisualTrain(loss="triplet", margin=1.0, temperature=0.1, epochs=2, batch_size=8, lr=1e-3, weight_decay=0.0)
+VISUAL = VisualTrain(loss="triplet", margin=1.0, temperature=0.1, epochs=2, batch_size=8, lr=1e-3, weight_decay=0.0,
+                     patience=2, min_delta=0.0)
 TRAIN = {
-    "seed": 0, "device": "cpu", "inference_batch_size": 16, "data": {"image_px": 16},
-    "pairs": {"top_k": 1, "tile2vec_neighbours": 6}, "model": {"width": 16, "embedding_dim": 8},
+    "seed": 0, "device": "cpu", "n_seeds": 1, "inference_batch_size": 16, "data": {"image_px": 16},
+    "pairs": {"top_k": 1, "tile2vec_neighbours": 6, "volume_weight": 1.0, "variants": False}, "model": {"width": 16, "embedding_dim": 8},
     "visual": VISUAL.model_dump(), "simclr": {"temperature": 0.5, "epochs": 1, "batch_size": 8, "lr": 1e-3,
                                               "weight_decay": 0.0, "crop_min": 0.6, "jitter": 0.2},
     "fusion": {"objectives": ["infonce", "mse"], "temperature": 0.1, "batch_size": 8, "hidden": 8, "epochs": 2,
@@ -158,15 +165,106 @@ def test_fusion_trains_on_regions_with_text_and_fuses_every_region(objective):
         train.train_fusion(modal[:, 0], text, has_text, objective, cfg, runtime("cpu"), 0)
 
 
-def test_feature_sets_and_the_truth_table():
+def test_feature_sets_add_the_concatenation_of_the_three_way_fusions_inputs():
     rng = np.random.default_rng(1)
     e = {k: rng.normal(size=(20, 4)) for k in ("aerial", "street_view", "text_reduced", "fusion_mse", "simclr")}
     e["poi_text"] = rng.normal(size=(20, 6))
     features = ev.feature_sets(e)
-    assert list(features) == ["fusion_mse", "aerial", "street_view", "poi_text", "sum", "concat", "simclr"]
-    assert features["concat"].shape == (20, 12)
-    np.testing.assert_allclose(features["sum"], sum(train.standardise(e[k]) for k in ("aerial", "street_view",
-                                                                                       "text_reduced")))
-    oracle = {"income": {"aerial": 0.4, "street_view": 0.3, "poi": 0.1, "mobility": 0.0, "all_factors": 0.9,
-                         "ceiling": 0.95, "noise_free": 0.95}}
-    assert ev.truth_table(oracle, ["income"]).loc["income", "ceiling"] == 0.95
+    assert list(features) == ["fusion_mse", "concat", "aerial", "street_view", "poi_text", "simclr"]
+    np.testing.assert_allclose(features["concat"], np.concatenate(
+        [train.standardise(e[k]) for k in ("aerial", "street_view", "text_reduced")], axis=1))
+    with pytest.raises(KeyError, match="text_reduced"):
+        ev.feature_sets({"aerial": e["aerial"], "street_view": e["street_view"]})
+
+
+def test_ridge_cv_matches_scikit_learns_grid_search_with_a_spatial_inner_split():
+    from sklearn.linear_model import Ridge
+    from sklearn.model_selection import GridSearchCV, GroupKFold
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import StandardScaler
+
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(90, 6)) * [1, 2, 3, 1, 1, 0.1]
+    y = np.stack([x @ rng.normal(size=6) + rng.normal(size=90) * s for s in (0.5, 3.0)], axis=1)
+    groups = np.arange(90) // 10
+    folds = [(np.flatnonzero(groups % 3 != k), np.flatnonzero(groups % 3 == k)) for k in range(3)]
+    result = ev.ridge_cv(x, y, folds, groups, inner_folds=3)
+    for k, (train_idx, test_idx) in enumerate(folds):
+        for t in range(2):
+            search = GridSearchCV(Pipeline([("s", StandardScaler()), ("m", Ridge())]),
+                                  {"m__alpha": list(ev.DEFAULT_ALPHAS)}, cv=GroupKFold(3))
+            search.fit(x[train_idx], y[train_idx, t], groups=groups[train_idx])
+            assert result.alpha[k, t] == search.best_params_["m__alpha"]
+            assert np.isclose(result.inner_r2[k, t], search.best_score_)
+            assert np.isclose(result.test_r2[k, t], search.score(x[test_idx], y[test_idx, t]))
+            np.testing.assert_allclose(result.predictions[test_idx, t], search.predict(x[test_idx]))
+    with pytest.raises(ValueError, match="two or more"):
+        ev.ridge_cv(x, y, folds, np.zeros(90))
+
+
+def test_best_single_modality_is_chosen_by_the_training_folds_not_the_test_scores():
+    inner = {"aerial": np.array([[0.5, 0.1]]), "street_view": np.array([[0.2, 0.3]]), "poi_text": np.array([[0.1, 0.0]])}
+    test = {"aerial": np.array([[0.1, 0.9]]), "street_view": np.array([[0.9, 0.2]]), "poi_text": np.array([[0.95, 0.99]])}
+    chosen, r2 = ev.best_single(inner, test)
+    assert chosen.tolist() == [[0, 1]]  # aerial, then street view: the best inner scores
+    assert r2.tolist() == [[0.1, 0.2]]  # their test scores, though poi_text scored best on the test folds
+    with pytest.raises(KeyError, match="poi_text"):
+        ev.best_single({k: inner[k] for k in ("aerial", "street_view")}, test)
+
+
+def test_reference_protocol_split_sizes_and_mlp():
+    for n in (5, 10, 748, 1001):
+        train_idx, val, test = ev.reference_split(n, seed=3)
+        assert (len(train_idx), len(val)) == (round(0.6 * n), round(0.2 * n))
+        assert len(train_idx) + len(val) + len(test) == n
+        assert np.array_equal(np.sort(np.concatenate([train_idx, val, test])), np.arange(n))
+    assert not np.array_equal(ev.reference_split(100, 0)[2], ev.reference_split(100, 1)[2])
+    with pytest.raises(ValueError, match="at least 5"):
+        ev.reference_split(4, 0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(200, 3))
+    table = pd.DataFrame({"a": x[:, 0] * 2 + 0.1 * rng.normal(size=200), "b": x[:, 1] - x[:, 2]})
+    r2, val = ev.reference_mlp(x, table, ["a", "b"], seed=0, hidden=(32,), max_iter=300)
+    assert r2.shape == (2,) and (r2 > 0.8).all() and val > 0.8
+
+
+def test_trivial_features_and_the_truth_inputs():
+    rng = np.random.default_rng(0)
+    hist = rng.integers(0, 3, size=(5, 4))
+    aerial, street = torch.rand(5, 4, 8, 8), torch.rand(5, 3, 3, 8, 8)
+    trivial = ev.trivial_features(hist, aerial, street)
+    np.testing.assert_allclose(trivial["poi_counts"][:, 0], np.log1p(hist.sum(1)))
+    assert trivial["image_statistics"].shape == (5, 4 * 2 + 3 * 2)
+    np.testing.assert_allclose(trivial["image_statistics"][2, 4 * 2 + 1],
+                               street[2, :, 1].double().mean().item(), rtol=1e-6)  # band 1 of the views, pooled
+    table = pd.DataFrame(rng.normal(size=(5, 4)), columns=["f", "g", "h", "hidden"])
+    truth = ev.truth_features(table, {"aerial": ["f", "g"], "street_view": ["g"], "poi": ["h"], "mobility": []},
+                              ["hidden"])
+    assert set(truth) == {"oracle_aerial", "oracle_street_view", "oracle_poi", "observable", "full"}
+    assert truth["observable"].shape == (5, 3) and truth["full"].shape == (5, 4)
+    with pytest.raises(KeyError, match="missing_column"):
+        ev.truth_features(table, {"aerial": ["missing_column"]}, [])
+
+
+def test_truth_columns_name_the_missing_key(tmp_path):
+    import json
+    pd.DataFrame({"region": [0], "inhabited": [True], "f": [1.0]}).to_parquet(tmp_path / "regions.parquet")
+    (tmp_path / "city.json").write_text(json.dumps({"hidden_factors": []}))
+    with pytest.raises(KeyError, match="modality_features"):
+        mdata.truth_columns(tmp_path)
+    contract = {"aerial": ["f"], "street_view": ["f"], "poi": ["f"], "mobility": ["gone"]}
+    (tmp_path / "city.json").write_text(json.dumps({"hidden_factors": [], "modality_features": contract}))
+    with pytest.raises(KeyError, match="gone"):
+        mdata.truth_columns(tmp_path)
+    contract["mobility"] = []
+    (tmp_path / "city.json").write_text(json.dumps({"hidden_factors": ["f"], "modality_features": contract}))
+    assert mdata.truth_columns(tmp_path) == (contract, ["f"])
+
+
+def test_attention_agreement_is_spearmans_rho():
+    from scipy.stats import spearmanr
+
+    rng = np.random.default_rng(0)
+    w, n = rng.random(30), rng.integers(0, 9, 30)
+    assert np.isclose(ev.attention_agreement(w, n), spearmanr(w, n).statistic)
+    assert ev.attention_agreement(np.ones(5), np.arange(5)) == 0.0
