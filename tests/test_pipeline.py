@@ -137,22 +137,28 @@ def repo(tmp_path_factory) -> Path:
 def test_outputs(repo: Path):
     metrics = json.loads((repo / "results/diml/summary.json").read_text())
     table = metrics["retrieval"]
-    assert set(table) == {"margin", "multi_similarity"}
+    # the ladder's rungs: raw pixels, the margin loss's variants, the classifier bound
+    assert set(table) == {"pixels", "margin", "cross_entropy"}
     # the ablations of the structural objective are trained for the margin loss only (diml.ablation)
     assert set(table["margin"]) == {"baseline", "rerank", "structural_global", "structural", "structural_pure",
                                     "structural_uniform"}
-    assert set(table["multi_similarity"]) == {"baseline", "rerank", "structural_global", "structural"}
-    for variants in table.values():
-        for values in variants.values():
-            assert set(values) >= {"recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "r_precision", "map_at_r", "nmi"}
-            # every cell a mean over the two seeds with an interval that stays in [0, 1]
-            assert all(c["n"] == 2 and 0.0 <= c["low"] <= c["mean"] <= c["high"] <= 1.0 for c in values.values())
+    assert set(metrics["scenes_retrieval"]["margin"]) == {"baseline", "rerank", "structural_global", "structural"}
+    for retrieval in (table, metrics["scenes_retrieval"]):
+        for variants in retrieval.values():
+            for values in variants.values():
+                assert set(values) >= {"recall_at_1", "recall_at_2", "recall_at_4", "recall_at_8", "r_precision",
+                                       "map_at_r"}
+                # every cell a mean over the two seeds with an interval that stays in [0, 1]
+                assert all(c["n"] == 2 and 0.0 <= c["low"] <= c["mean"] <= c["high"] <= 1.0 for c in values.values())
+    assert metrics["ladders"] and metrics["claims"] and len(metrics["trainings"]) == 16
+    assert 0.0 <= metrics["control"]["share"]["mean"] <= 1.0
     for figure in ("training_curves", "retrieval", "rerank_depth", "structural_matches"):
         assert (repo / f"results/diml/figures/{figure}.png").stat().st_size > 10_000
-    for variant in ("margin_global", "margin_structural_pure", "multi_similarity_structural"):
+    for variant in ("margin_global", "margin_structural_pure", "scenes/margin_structural",
+                    "mnist5k/cross_entropy_classifier"):
         for seed in (0, 1):
             assert (repo / f"models/diml/{variant}/seed_{seed}.safetensors").exists()
-    for stage in ("diml_eval", "diml_train_margin_global", "diml_train_multi_similarity_structural"):
+    for stage in ("diml_eval", "diml_train_margin_global", "diml_fit_scenes_margin_structural"):
         assert (repo / f"results/diml/{stage}.html").exists()
         manifest = json.loads((repo / f"results/diml/{stage}.run.json").read_text())
         assert manifest["git"]["revision"] and manifest["parameters"]["seeds"] == [0, 1]
@@ -187,21 +193,25 @@ def test_outputs(repo: Path):
         assert (repo / f"results/concepts/concepts_eval_{city}.html").exists()
     cocoa = json.loads((repo / "results/cocoa/summary.json").read_text())
     assert {"benchmark", "comparisons", "verdicts", "localisation", "localisation_comparisons", "sanity",
-            "caption_matching_accuracy", "probe_test_accuracy"} <= set(cocoa)
+            "sanity_cascade", "recovery", "caption_matching_accuracy", "probe_test_accuracy", "ladders",
+            "claims", "trainings"} <= set(cocoa)
     assert cocoa["n_seeds"] == 2 and cocoa["caption_matching_accuracy"]["low"] is not None
+    assert cocoa["n_trainings"] == len(cocoa["trainings"]) >= cocoa["n_stopped_at_plateau"]
     for seed in (0, 1):
         assert (repo / f"models/cocoa/simclr/seed_{seed}.safetensors").exists()
     for place in ("helsinki", "river_city", "coastal_city"):
         with xr.open_dataset(repo / f"datasets/maps/{place}.nc", engine="h5netcdf") as maps:
             assert maps.sizes["tile"] == 16
-    # musecl: text embeddings per city through the cache, every embedding per city, probes against the truth
+    # musecl: text embeddings per city through the cache, every embedding per city and seed, ladders and claims
     muse = json.loads((repo / "results/musecl/summary.json").read_text())
-    assert set(muse["mean_r2"]["ridge"]) >= {"fusion_infonce", "fusion_mse", "aerial", "street_view", "poi_text"}
-    assert len(muse["scores"]) == 2 * 9 * 2 * 3  # probes x feature sets x targets x cities
-    for city in ("river_city", "coastal_city", "lake_city"):
-        with xr.open_dataset(repo / f"datasets/musecl/{city}/embeddings.nc", engine="h5netcdf") as ds:
-            weights = ds["attention_fusion_infonce"].values
-            assert np.allclose(weights.sum(1), 1, atol=1e-5)
+    assert muse["cities"] == ["river_city", "coastal_city", "lake_city"] and len(muse["seeds"]) == 2
+    rows = {row["name"] for ladder in muse["ladders"] for row in ladder["rows"]}
+    assert len(muse["ladders"]) == 3 and muse["claims"] and len(rows) > 5
+    for city in muse["cities"]:
+        for seed in muse["seeds"]:
+            with xr.open_dataset(repo / f"datasets/musecl/{city}/seed_{seed}.nc", engine="h5netcdf") as ds:
+                for fusion in ("fusion_infonce", "fusion_mse", "fusion_text"):
+                    assert np.allclose(ds[f"attention_{fusion}"].values.sum(1), 1, atol=1e-5)
         assert (repo / f"results/musecl/{city}/figures/pairs.png").stat().st_size > 10_000
     assert (repo / "datasets/text_cache/minilm.npz").exists()
     assert (repo / "results/index.html").exists()

@@ -35,7 +35,7 @@ from pydantic import BaseModel, ConfigDict, model_validator
 
 from lib.eval.intervals import ComparisonCell, IntervalCell
 
-__all__ = ["RUNGS", "Claim", "Ladder", "LadderRow", "Verdict", "verdict_of"]
+__all__ = ["RUNGS", "Claim", "Ladder", "LadderRow", "TrainingRecord", "Verdict", "verdict_of"]
 
 Rung = Literal["trivial", "method", "variant", "bound", "ceiling"]
 #: The rungs in reading order, bottom to top.
@@ -45,6 +45,27 @@ Verdict = Literal["reproduced", "not reproduced", "not testable here"]
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class TrainingRecord(_Strict):
+    """How one training of a ladder's row ended: its ``model`` and ``seed``, the epoch validation selected, the
+    last epoch trained (both from 0), the maximum number of epochs, and whether early stopping ended it at its
+    validation plateau rather than at that maximum (a row is compared only once its model has plateaued)."""
+
+    model: str
+    seed: int
+    selected_epoch: int
+    last_epoch: int
+    max_epochs: int
+    stopped_at_plateau: bool
+
+    @model_validator(mode="after")
+    def _consistent(self) -> TrainingRecord:
+        if not 0 <= self.selected_epoch <= self.last_epoch < self.max_epochs:
+            raise ValueError(f"training {self.model} seed {self.seed}: need 0 <= selected_epoch "
+                             f"({self.selected_epoch}) <= last_epoch ({self.last_epoch}) < max_epochs "
+                             f"({self.max_epochs})")
+        return self
 
 
 class LadderRow(_Strict):

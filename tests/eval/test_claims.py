@@ -52,3 +52,14 @@ def test_claim_needs_a_reason_unless_reproduced_and_evidence_unless_untestable()
     ok = Claim(study="s", claim="m beats p", original="+5 %", evidence=None, verdict="not testable here",
                reason="no street views of real cities")
     assert Claim.model_validate_json(ok.model_dump_json()) == ok
+
+
+def test_a_training_record_keeps_its_epochs_in_order():
+    from lib.eval.claims import TrainingRecord
+
+    ok = TrainingRecord(model="m", seed=0, selected_epoch=3, last_epoch=8, max_epochs=20, stopped_at_plateau=True)
+    assert ok.last_epoch == 8
+    for selected, last, maximum in ((5, 4, 20), (0, 20, 20), (-1, 3, 20)):
+        with pytest.raises(ValidationError, match="selected_epoch"):
+            TrainingRecord(model="m", seed=0, selected_epoch=selected, last_epoch=last, max_epochs=maximum,
+                           stopped_at_plateau=False)

@@ -22,7 +22,7 @@ import numpy as np
 import pandas as pd
 from pydantic import BaseModel, ConfigDict
 
-from lib.eval.claims import Claim, Ladder
+from lib.eval.claims import Claim, Ladder, TrainingRecord
 from lib.eval.intervals import ComparisonCell, IntervalCell, interval_cell
 from lib.studies.cocoa.augmentations import summarise_augmentation
 from lib.studies.cocoa.benchmark import cocoa_advantage, summarise, verdicts
@@ -80,18 +80,9 @@ class Sanity(BaseModel):
     constant_map_share: dict[str, dict[str, float]]
 
 
-class Training(BaseModel):
+class Training(TrainingRecord):
     """One training of one seed: the epoch kept (best validation score), the last one run, the maximum, and
     whether early stopping ended it at its validation plateau (rather than the maximum)."""
-
-    model_config = ConfigDict(extra="forbid")
-
-    model: str
-    seed: int
-    selected_epoch: int
-    last_epoch: int
-    max_epochs: int
-    stopped_at_plateau: bool
 
 
 class Summary(BaseModel):

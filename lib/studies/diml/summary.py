@@ -22,6 +22,7 @@ import torch
 from pydantic import BaseModel, ConfigDict
 
 from lib.eval.claims import Claim, Ladder, LadderRow, verdict_of
+from lib.eval.claims import TrainingRecord as SharedTrainingRecord
 from lib.eval.intervals import (
     ComparisonCell,
     IntervalCell,
@@ -67,20 +68,12 @@ SETS = {"mnist5k": "MNIST-5k", "scenes": "embedded scenes"}
 CEILING = "clean, centred digits"
 
 
-class TrainingRecord(BaseModel):
+class TrainingRecord(SharedTrainingRecord):
     """One training: the set it trained on, its model (``<loss>_<objective>``), seed, the epoch validation
     selected, the last epoch trained (from 0), the maximum number of epochs, and whether it stopped at the
     validation plateau (fit's patience) before that maximum."""
 
-    model_config = ConfigDict(extra="forbid")
-
     set: str
-    model: str
-    seed: int
-    selected_epoch: int
-    last_epoch: int
-    max_epochs: int
-    stopped_at_plateau: bool
 
 
 class PositiveControl(BaseModel):

@@ -93,9 +93,10 @@ class Summary(_Strict):
                                                   "quarter of its epochs (a label-free plateau indicator)")
 
     def headline(self) -> dict[str, dict[str, float]]:
-        """``metrics.json``: each ladder's mean R^2 per row."""
-        return {ladder.title: {r.name: round(r.cell.mean, 4) for r in ladder.rows if r.cell is not None}
-                for ladder in self.ladders}
+        """``metrics.json``: the first ladder's (the self-supervised verdict's) mean R^2 per row; the other
+        ladders stay in ``summary.json`` (``dvc metrics`` shows a few headline numbers per study)."""
+        first = self.ladders[0]
+        return {first.title: {r.name: round(r.cell.mean, 4) for r in first.rows if r.cell is not None}}
 
 
 def _per_fold(values: np.ndarray) -> np.ndarray:
