@@ -353,9 +353,19 @@ def summarise(spatial: pd.DataFrame, reference: pd.DataFrame, attention: pd.Data
     )
 
 
+#: The rungs ``metrics.json`` shows per protocol (``dvc metrics show``: a dozen numbers); every row is in
+#: ``summary.json``.
+HEADLINE = {"ridge": ("poi_counts", "image_statistics", "best_single", "concat", "fusion_infonce", "fusion_text",
+                      "observable", "full"),
+            "reference_mlp": ("best_single", "concat", "fusion_infonce")}
+
+
 def headline_metrics(summary: Summary) -> dict:
-    """``metrics.json`` for ``dvc metrics show``: R^2 averaged over repetitions and outcomes, per protocol."""
-    return {"ridge_r2_mean": summary.mean_r2["ridge"], "reference_mlp_r2_mean": summary.mean_r2["reference_mlp"]}
+    """``metrics.json`` for ``dvc metrics show``: R^2 averaged over repetitions and outcomes of the
+    :data:`HEADLINE` rungs, per protocol."""
+    return {f"{protocol}_r2_mean": {name: summary.mean_r2[protocol][name] for name in names
+                                    if name in summary.mean_r2[protocol]}
+            for protocol, names in HEADLINE.items()}
 
 
 def write_summary(directory: str | Path, summary: Summary) -> None:
