@@ -29,6 +29,8 @@ class DinoHead(nn.Module):
         hidden_dim: width of the hidden layers.
         bottleneck_dim: size of the L2-normalised code.
         n_layers: linear layers in the MLP (1 maps ``in_dim`` straight to the bottleneck).
+        use_bn: batch normalisation after each hidden linear layer (DINO's ``use_bn_in_head``, its option
+            for convolutional backbones): it spreads the codes of a batch whose embeddings start close together.
 
     Shapes: ``(B, in_dim) -> (B, out_dim)``. Linear weights start from a normal
     distribution of std 0.02 truncated at two standard deviations, biases at 0.
@@ -41,6 +43,7 @@ class DinoHead(nn.Module):
         hidden_dim: int = 2048,
         bottleneck_dim: int = 256,
         n_layers: int = 3,
+        use_bn: bool = False,
     ) -> None:
         super().__init__()
         if n_layers < 1:
@@ -50,6 +53,8 @@ class DinoHead(nn.Module):
         for i, (d_in, d_out) in enumerate(pairwise(dims)):
             layers.append(nn.Linear(d_in, d_out))
             if i < n_layers - 1:
+                if use_bn:
+                    layers.append(nn.BatchNorm1d(d_out))
                 layers.append(nn.GELU())
         self.mlp = nn.Sequential(*layers)
         self.apply(_truncated_normal_init)

@@ -249,6 +249,21 @@ def test_head_shapes_and_unit_norm_last_layer():
         DinoHead(12, 7, n_layers=0)
 
 
+def test_head_batch_norm_standardises_each_hidden_unit_over_the_batch():
+    torch.manual_seed(0)
+    head = DinoHead(12, 40, hidden_dim=32, bottleneck_dim=8, n_layers=3, use_bn=True)
+    norms = [m for m in head.mlp if isinstance(m, nn.BatchNorm1d)]
+    assert [m.num_features for m in norms] == [32, 32]
+    # Inputs with a common offset (as a map encoder's first embeddings): each hidden unit is standardised.
+    x = 3.0 + torch.randn(64, 12)
+    seen = {}
+    norms[0].register_forward_hook(lambda m, i, o: seen.update(out=o))
+    head(x)
+    assert torch.allclose(seen["out"].mean(0), torch.zeros(32), atol=1e-5)
+    assert torch.allclose(seen["out"].var(0, unbiased=False), torch.ones(32), atol=1e-2)
+    assert not any(isinstance(m, nn.BatchNorm1d) for m in DinoHead(12, 40, hidden_dim=32, bottleneck_dim=8).mlp)
+
+
 def test_head_teacher_copy_follows_student():
     torch.manual_seed(7)
     student = DinoHead(6, 10, hidden_dim=16, bottleneck_dim=4)

@@ -39,7 +39,8 @@ STAGES = (
           each={"variant": TRAININGS},
           deps=("datasets/maps",), outs=("models/gpsmaps/{variant}", "results/gpsmaps/training/{variant}")),
     Stage("gpsmaps_eval", "gpsmaps", "gpsmaps", GpsMapsEvalParams,
-          deps=("datasets/maps", *(f"models/gpsmaps/{variant}" for variant in TRAININGS)),
+          deps=("datasets/maps", "datasets/{maps.cities}/city.json",
+                *(f"models/gpsmaps/{variant}" for variant in TRAININGS)),
           outs=("results/gpsmaps/figures", "results/gpsmaps/tables", "results/gpsmaps/summary.json"),
           metrics=(committed("results/gpsmaps/metrics.json"),)),
 )

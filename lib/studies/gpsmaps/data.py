@@ -18,7 +18,9 @@ price; the k-means cluster of population density; lon/lat.
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -158,3 +160,21 @@ def geo_targets(table: pd.DataFrame, n_clusters: int, seed: int, outcomes: tuple
     return GeoTargets(torch.as_tensor(price, dtype=torch.float32), torch.as_tensor(cluster),
                       torch.as_tensor(coords, dtype=torch.float32), mean, sd,
                       torch.as_tensor(supervised, dtype=torch.float32))
+
+
+def aerial_oracles(places, root="datasets") -> dict[str, list[float]]:
+    """Per outcome, the tile-level aerial oracle R^2 each generated city stores (``<root>/<place>/city.json``,
+    ``oracle_r2.tile.<outcome>.aerial``), in the order of ``places``; places without a ``city.json``
+    (Helsinki, an imported map) are skipped."""
+    oracle: dict[str, list[float]] = {}
+    for place in places:
+        city = Path(root) / place / "city.json"
+        if not city.exists():
+            continue
+        try:
+            rows = json.loads(city.read_text())["oracle_r2"]["tile"]
+        except KeyError as err:
+            raise KeyError(f"{city}: no oracle_r2.tile table (key {err}); rebuild the city with its stage") from None
+        for target, row in rows.items():
+            oracle.setdefault(target, []).append(row["aerial"])
+    return oracle

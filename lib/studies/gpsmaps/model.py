@@ -74,7 +74,8 @@ class Branch(nn.Module):
     def __init__(self, cfg: GpsMapsModel, band_mean=(0.5, 0.5, 0.5), band_std=(0.25, 0.25, 0.25)):
         super().__init__()
         self.encoder = MapEncoder(cfg.width, cfg.embedding_dim, band_mean, band_std)
-        self.head = DinoHead(cfg.embedding_dim, cfg.head_out, cfg.head_hidden, cfg.head_bottleneck)
+        self.head = DinoHead(cfg.embedding_dim, cfg.head_out, cfg.head_hidden, cfg.head_bottleneck,
+                             use_bn=cfg.head_bn)
 
 
 class GpsMapsNet(nn.Module):

@@ -55,6 +55,7 @@ class GpsMapsModel(Params):
     head_hidden: int = Field(ge=8, description="hidden width of the DINO projection head")
     head_bottleneck: int = Field(ge=2)
     head_out: int = Field(ge=2, description="prototypes of the DINO head's output")
+    head_bn: bool = Field(False, description="batch norm in the head's MLP (DINO's use_bn_in_head)")
 
 
 class GpsMapsLoss(Params):
