@@ -158,12 +158,11 @@ def _claims(study: str, seed_shift: float) -> tuple[list[Ladder], list[Claim]]:
 
 def make_results(root: Path, assessed: tuple[str, ...] = ("diml", "concepts", "cocoa")) -> Path:
     """A compendium root with paper/ and fake summaries at every path the paper's study list reads: the studies
-    in ``assessed`` with ladders and claims (concepts in its first city only), the others without; two run
+    in ``assessed`` with ladders and claims, the others without; two run
     manifests."""
     shutil.copytree(ROOT / "paper", root / "paper")
     (root / "dvc.yaml").write_text("stages: {}\n")
-    paths = {"diml": ["diml/summary.json"], "concepts": ["concepts/river_city/summary.json",
-                                                         "concepts/coastal_city/summary.json"],
+    paths = {"diml": ["diml/summary.json"], "concepts": ["concepts/river_city/summary.json"],
              "gpsmaps": ["gpsmaps/summary.json"], "musecl": ["musecl/summary.json"], "cocoa": ["cocoa/summary.json"]}
     for study, files in paths.items():
         for i, rel in enumerate(files):

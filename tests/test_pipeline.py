@@ -140,8 +140,7 @@ def test_outputs(repo: Path):
     # the ladder's rungs: raw pixels, the margin loss's variants, the classifier bound
     assert set(table) == {"pixels", "margin", "cross_entropy"}
     # the ablations of the structural objective are trained for the margin loss only (diml.ablation)
-    assert set(table["margin"]) == {"baseline", "rerank", "structural_global", "structural", "structural_pure",
-                                    "structural_uniform"}
+    assert set(table["margin"]) == {"baseline", "rerank", "structural_global", "structural", "structural_uniform"}
     assert set(metrics["scenes_retrieval"]["margin"]) == {"baseline", "rerank", "structural_global", "structural"}
     for retrieval in (table, metrics["scenes_retrieval"]):
         for variants in retrieval.values():
@@ -150,11 +149,11 @@ def test_outputs(repo: Path):
                                        "map_at_r"}
                 # every cell a mean over the two seeds with an interval that stays in [0, 1]
                 assert all(c["n"] == 2 and 0.0 <= c["low"] <= c["mean"] <= c["high"] <= 1.0 for c in values.values())
-    assert metrics["ladders"] and metrics["claims"] and len(metrics["trainings"]) == 16
+    assert metrics["ladders"] and metrics["claims"] and len(metrics["trainings"]) == 14
     assert 0.0 <= metrics["control"]["share"]["mean"] <= 1.0
     for figure in ("training_curves", "retrieval", "rerank_depth", "structural_matches"):
         assert (repo / f"results/diml/figures/{figure}.png").stat().st_size > 10_000
-    for variant in ("margin_global", "margin_structural_pure", "scenes/margin_structural",
+    for variant in ("margin_global", "margin_structural_uniform", "scenes/margin_structural",
                     "mnist5k/cross_entropy_classifier"):
         for seed in (0, 1):
             assert (repo / f"models/diml/{variant}/seed_{seed}.safetensors").exists()
@@ -178,7 +177,7 @@ def test_outputs(repo: Path):
         with xr.open_dataset(repo / f"datasets/{city}/tiles.nc", engine="h5netcdf", decode_coords="all") as tiles:
             assert tiles.rio.crs.to_string() == crs and tiles.sizes["tile"] == 64
         assert (repo / f"results/cities/city_{city}.html").exists()
-    for city in ("river_city", "coastal_city"):
+    for city in ("river_city",):  # lib.studies.concepts.CITIES
         summary = json.loads((repo / f"results/concepts/{city}/summary.json").read_text())
         assert set(summary["variants"]) == {"rnc", "baseline"} and summary["seeds"] == [0, 1]
         assert {"mean", "low", "high", "n", "values", "method"} <= set(summary["variants"]["rnc"]["r2"])
@@ -204,7 +203,7 @@ def test_outputs(repo: Path):
             assert maps.sizes["tile"] == 16
     # musecl: text embeddings per city through the cache, every embedding per city and seed, ladders and claims
     muse = json.loads((repo / "results/musecl/summary.json").read_text())
-    assert muse["cities"] == ["river_city", "coastal_city", "lake_city"] and len(muse["seeds"]) == 2
+    assert muse["cities"] == ["river_city", "coastal_city"] and len(muse["seeds"]) == 2
     rows = {row["name"] for ladder in muse["ladders"] for row in ladder["rows"]}
     assert len(muse["ladders"]) == 3 and muse["claims"] and len(rows) > 5
     for city in muse["cities"]:

@@ -42,7 +42,9 @@ FIGURES = (  # under results/, for the front page
     "concepts/*/figures/interval_truth.png",
 )
 SECTIONS = {"concepts": ConceptsParams}
-CITIES = ("river_city", "coastal_city")  # the cities of params.yaml's cities section the pipeline runs the study on
+# The cities of params.yaml's cities section the pipeline runs the study on. The coastal city (task: income)
+# runs as well when added here; it is out of the default run for its 60-minute budget (5 minutes).
+CITIES = ("river_city",)
 STAGES = (
     Stage("concepts_train", "concepts", "concepts", ConceptsTrainParams, {"city": "cities"}, each={"city": CITIES},
           deps=("datasets/{city}",), outs=("models/concepts/{city}", "results/concepts/{city}/training")),
