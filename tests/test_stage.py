@@ -58,15 +58,15 @@ def test_dvc_resolves_the_written_stages(tmp_path, monkeypatch):
     with Repo(str(tmp_path)) as repo:
         resolved = {st.addressing: st for st in repo.index.stages}
     assert set(resolved) == expected | {"paper", "index"}
-    ablation = resolved["diml_ablation@margin-structural_pure"]
-    assert ablation.cmd == "python -m lib.stage diml_train loss=margin objective=structural_pure"
+    ablation = resolved["diml_ablation@margin-structural_uniform"]
+    assert ablation.cmd == "python -m lib.stage diml_train loss=margin objective=structural_uniform"
     outs = {str(o.def_path): o for o in ablation.outs}
-    assert outs["results/diml/diml_train_margin_structural_pure.run.json"].use_cache
-    assert "models/diml/margin_structural_pure" in outs
+    assert outs["results/diml/diml_train_margin_structural_uniform.run.json"].use_cache
+    assert "models/diml/margin_structural_uniform" in outs
     city = resolved["city@lake_city"]
     assert [p.def_path for p in city.deps if p.def_path.startswith("notebooks")] == ["notebooks/geodata/city.ipynb"]
     index_deps = {str(d.def_path) for d in resolved["index"].deps}
-    assert {"results/diml/diml_train_margin_structural_uniform.run.json", "results/musecl/lake_city/figures",
+    assert {"results/diml/diml_train_margin_structural_uniform.run.json", "results/musecl/coastal_city/figures",
             "results/cities/coastal_city", "paper/paper.pdf"} <= index_deps
     metrics = {str(o.def_path): o for o in resolved["diml_eval"].outs if o.metric}
     assert not metrics["results/diml/metrics.json"].use_cache  # committed to git, as DVC's examples do
