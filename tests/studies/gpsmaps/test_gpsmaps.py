@@ -348,3 +348,18 @@ def test_simclr_and_the_supervised_bound_train_on_the_shared_trainer(maps_dir):
         assert np.isfinite(result.history[f"loss_{training}"]).all() and "embedding_std" in result.history
         teacher, student = result.snapshots[1]
         assert teacher.shape == (len(maps.table), cfg.model.embedding_dim) and torch.equal(teacher, student)
+
+
+def test_aerial_oracles_read_each_citys_tile_table_in_order_and_skip_places_without_one(tmp_path):
+    import json
+
+    for place, r2 in (("b_city", 0.4), ("a_city", 0.7)):
+        (tmp_path / place).mkdir()
+        (tmp_path / place / "city.json").write_text(json.dumps(
+            {"oracle_r2": {"tile": {"income": {"aerial": r2, "all": 0.9}, "liveability": {"aerial": r2 / 2}}}}))
+    oracle = gdata.aerial_oracles(["helsinki", "b_city", "a_city"], root=tmp_path)
+    assert oracle == {"income": [0.4, 0.7], "liveability": [0.2, 0.35]}
+    (tmp_path / "c_city").mkdir()
+    (tmp_path / "c_city" / "city.json").write_text(json.dumps({"oracle_r2": {"region": {}}}))
+    with pytest.raises(KeyError, match="c_city.*oracle_r2.tile"):
+        gdata.aerial_oracles(["c_city"], root=tmp_path)
