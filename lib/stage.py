@@ -327,6 +327,9 @@ def setup(name: str, stage_params: Mapping, **options: str) -> BaseModel:
         seed = cfg.seeds[0]  # a study repeated over seeds reseeds before each repetition
     if seed is not None:
         seed_everything(seed)
+    from lib.timing import record_reference  # under the runner: the reference workload, timed in this kernel
+
+    record_reference(getattr(cfg, "device", "auto"))
     return cfg
 
 
@@ -401,7 +404,7 @@ def run_stage(name: str, args: list[str], root: Path, params_file: str = "params
     with tempfile.TemporaryDirectory(prefix=f"{STAGE_FOLDER}{os.getpid()}-") as tmp_dir, atomic_path(rendered) as tmp:
         state_file = Path(tmp_dir) / "run_state.jsonl"
         # The kernel (and torchrun) inherit these: where to record the seeds, which CPU kernels to use.
-        from lib.runtime import portable_cpu_kernels  # torch: imported only when a stage runs
+        from lib.cpu import portable_cpu_kernels  # torch-free: the runner never imports torch
 
         kernel_env = {RUN_STATE_ENV: str(state_file), **portable_cpu_kernels()}
         # The kernel's connection file goes into the stage's folder too: removed with it, even after a kill.
@@ -509,13 +512,11 @@ def manifest(stage: Stage, cfg: BaseModel, options: Mapping[str, str], root: Pat
     count and CPU kernels: ``reference_s`` and ``reference_units`` (wall time /
     reference seconds). Without a clock, ``wall_time_s`` is ``wall_s``.
     """
-    import torch
-
-    from lib.runtime import select_device
-    from lib.timing import reference_workload, time_budget
+    from lib.timing import time_budget
 
     values = cfg.model_dump(mode="json")
-    device = select_device(values.get("device", "auto"))
+    # what the kernel timed and found at setup() (lib.timing.record_reference); else timed here, with torch
+    kernel = next((c for c in reversed(run_state or []) if "reference" in c), None) or _reference_here(values, cpu_kernels)
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss  # the kernel process
     calls = [c for c in run_state or [] if "seed" in c]  # the file also holds the phases' timings
     record = {
@@ -526,8 +527,8 @@ def manifest(stage: Stage, cfg: BaseModel, options: Mapping[str, str], root: Pat
         "seed": values.get("seed"),
         "seeds": values.get("seeds"),
         "packages": {"python": platform.python_version(), **{p: _version(p) for p in PACKAGES}},
-        "device": str(device),
-        "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None,
+        "device": kernel["device"],
+        "gpu": kernel["gpu"],
         "world_size": (values.get("train") or {}).get("world_size", 1),
         "determinism": {"seeds": [c["seed"] for c in calls], "settings": calls[-1]["flags"] if calls else None,
                         "cpu_kernels": dict(cpu_kernels or {})},
@@ -540,13 +541,26 @@ def manifest(stage: Stage, cfg: BaseModel, options: Mapping[str, str], root: Pat
     clock.mark("manifest")
     record["wall_time_s"] = round(clock.elapsed, 2)
     record["time_budget"] = time_budget(clock, notebook or {}, run_state or [])
-    threads = (record["determinism"]["settings"] or {}).get("num_threads")
-    with environment(cpu_kernels or {}):  # the kernel's instruction sets, if torch has not chosen yet
-        reference = reference_workload(str(device), threads)
+    reference = kernel["reference"]
     record["reference"] = reference
     record["reference_s"] = reference["seconds"]
     record["reference_units"] = round(clock.elapsed / reference["seconds"], 1)
     return record
+
+
+def _reference_here(values: Mapping, cpu_kernels: Mapping[str, str] | None) -> dict:
+    """:func:`lib.timing.record_reference`'s record, timed in the runner: for a notebook that never reached
+    ``setup()``'s end under the runner (none of the pipeline's)."""
+    import torch
+
+    from lib.runtime import select_device
+    from lib.timing import reference_workload
+
+    device = select_device(values.get("device", "auto"))
+    with environment(cpu_kernels or {}):  # the kernel's instruction sets, if torch has not chosen yet
+        reference = reference_workload(str(device))
+    return {"reference": reference, "device": str(device),
+            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
 
 
 def _git_state(root: Path) -> dict:

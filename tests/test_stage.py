@@ -248,6 +248,22 @@ def test_the_study_folders_mirror_each_other():
         assert list((ROOT / "tests/studies" / study).glob("test_*.py")), f"no tests/studies/{study}/"
 
 
+def test_the_runner_checks_every_stage_without_importing_torch():
+    """The runner's own start-up is overhead of every stage: it reads params.yaml, resolves the stage and picks
+    the CPU kernels without torch (the kernel imports it, and times the reference workload, lib.timing)."""
+    code = ("import sys; from pathlib import Path; import lib.stage as S, lib.params as P, lib.pipeline as L\n"
+            "import lib.cpu\n"
+            "doc = P.read_params(Path('params.yaml'))\n"
+            "for stage in S.stages().values():\n"
+            "    for chosen in L.instances(stage, doc):\n"
+            "        S.resolve(stage.name, chosen, doc)\n"
+            "lib.cpu.portable_cpu_kernels()\n"
+            "print('torch' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.strip() == "False"
+
+
 def test_every_shared_module_has_tests_mirroring_lib():
     """tests/ mirrors lib/: lib/<layer>/<module>.py is tested in tests/<layer>/test_<module>.py.
 

@@ -73,8 +73,8 @@ from threadpoolctl import threadpool_limits
 
 from lib.timing import phase
 
-__all__ = ["ProbeCV", "folds_for", "mlp_probe_cv", "probe_cv", "probe_estimator", "ridge_probe_cv",
-           "spatial_block_folds", "spatial_blocks"]
+__all__ = ["ProbeCV", "folds_for", "mlp_probe_cv", "probe_cv", "probe_estimator", "r2_scores", "ridge_path",
+           "ridge_probe_cv", "spatial_block_folds", "spatial_blocks"]
 
 #: The distances :func:`spatial_block_folds` can measure its gap by (cKDTree's Minkowski p).
 GAP_METRICS = {"euclidean": 2.0, "chebyshev": np.inf}
@@ -431,17 +431,23 @@ def ridge_probe_cv(
                                     groups=groups[train], metric=metric)
         inner_r2 = np.zeros((len(alphas), targets.shape[1]))
         for fit, val in inner:
-            predicted = _ridge_path(features[train][fit], targets[train][fit], features[train][val], alphas)
-            inner_r2 += _r2(targets[train][val], predicted)
+            predicted = ridge_path(features[train][fit], targets[train][fit], features[train][val], alphas)
+            inner_r2 += r2_scores(targets[train][val], predicted)
         best = inner_r2.argmax(axis=0)  # (t,): each target's penalty
-        predicted = _ridge_path(features[train], targets[train], features[test], alphas)
+        predicted = ridge_path(features[train], targets[train], features[test], alphas)
         chosen = predicted[best, :, np.arange(targets.shape[1])].T  # (n_test, t)
-        scores[k] = _r2(targets[test], chosen[None])[0]
+        scores[k] = r2_scores(targets[test], chosen[None])[0]
     return scores
 
 
-def _ridge_path(fit_x: np.ndarray, fit_y: np.ndarray, new_x: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-    """Predictions (n_alphas, n_new, t) of ridge fits on standardised ``fit_x`` for every penalty at once."""
+def ridge_path(fit_x: np.ndarray, fit_y: np.ndarray, new_x: np.ndarray, alphas: np.ndarray) -> np.ndarray:
+    """Predictions (n_alphas, n_new, t) of ridge fits on standardised ``fit_x`` for every penalty at once.
+
+    Features standardised on ``fit_x`` (a constant column stays 0), ``fit_y`` centred; with ``X = U S V^T``
+    the coefficients of penalty ``alpha`` are ``V diag(s / (s^2 + alpha)) U^T (y - mean y)``, the minimiser of
+    ``|y - X b|^2 + alpha |b|^2`` (scikit-learn's ``Ridge`` after a ``StandardScaler``): one SVD serves every
+    penalty and every target.
+    """
     mean, scale = fit_x.mean(0), fit_x.std(0)
     scale[scale == 0] = 1.0  # a constant feature stays zero, as StandardScaler leaves it
     a, b = (fit_x - mean) / scale, (new_x - mean) / scale
@@ -453,8 +459,9 @@ def _ridge_path(fit_x: np.ndarray, fit_y: np.ndarray, new_x: np.ndarray, alphas:
     return np.einsum("nr,ar,rt->ant", projected, shrink, uty) + y_mean
 
 
-def _r2(observed: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """R^2 of each (penalty, target): observed (n, t), predicted (a, n, t) -> (a, t)."""
+def r2_scores(observed: np.ndarray, predicted: np.ndarray) -> np.ndarray:
+    """R^2 of each (penalty, target) as scikit-learn's ``r2_score``: observed (n, t), predicted (a, n, t) -> (a, t)
+    (NaN for a constant target)."""
     residual = ((observed[None] - predicted) ** 2).sum(axis=1)
     total = ((observed - observed.mean(0)) ** 2).sum(axis=0)
     return 1.0 - residual / np.where(total > 0, total, np.nan)

@@ -5,7 +5,8 @@ import math
 import pytest
 import torch
 
-from lib.data.map_views import OSM_BACKGROUND, MultiCropConfig, crop_views, multi_crop
+from lib.data.map_views import crop_views, multi_crop
+from lib.data.multicrop import OSM_BACKGROUND, MultiCropConfig
 
 
 def _maps(n=4, side=32, seed=0):

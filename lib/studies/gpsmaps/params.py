@@ -13,7 +13,7 @@ from typing import Literal
 
 from pydantic import Field, model_validator
 
-from lib.data.map_views import MultiCropConfig
+from lib.data.multicrop import MultiCropConfig
 from lib.params import Optimiser, Params, RunParams
 
 #: The variants of the model: the full method, one auxiliary term removed at a time, and DINO alone.

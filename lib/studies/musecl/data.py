@@ -13,13 +13,17 @@ the regions of this study, in the order of ``regions.parquet``.
   ``modality_features`` (modality -> the ``regions.parquet`` columns holding
   the true quantities that modality renders) and ``hidden_factors`` (what no
   input shows); the oracle and ceiling probes read these columns.
+* :func:`poi_categories` - the columns of a city's POI histograms.
 * :func:`poi_texts` - each POI's text, ``"<name>. <description>"``.
 * :func:`region_text_embeddings` - the mean of its POIs' text embeddings per
   region (zeros for a region without POIs; ``n_pois`` says which).
 * :func:`write_text_embeddings` / :func:`load_text_embeddings` - the
   ``musecl_text`` stage's NetCDF file per city; :func:`write_embeddings` /
   :func:`load_embeddings` - every embedding ``musecl_train`` made of a city
-  with one training seed (``datasets/musecl/<city>/seed_<s>.nc``).
+  with one training seed (``datasets/musecl/<city>/seed_<s>.nc``);
+  :func:`write_supervised` / :func:`load_supervised` - the supervised bound's
+  out-of-fold predictions of one training seed
+  (``datasets/musecl/<city>/supervised_seed_<s>.nc``).
 """
 
 from __future__ import annotations
@@ -52,11 +56,14 @@ __all__ = [
     "inhabited_table",
     "load_embeddings",
     "load_regions",
+    "load_supervised",
     "load_text_embeddings",
+    "poi_categories",
     "poi_texts",
     "region_text_embeddings",
     "truth_columns",
     "write_embeddings",
+    "write_supervised",
     "write_text_embeddings",
 ]
 
@@ -121,13 +128,18 @@ def load_regions(city_dir: str | os.PathLike[str], image_px: int) -> CityRegions
 def truth_columns(city_dir: str | os.PathLike[str]) -> tuple[dict[str, list[str]], list[str]]:
     """``(modality_features, hidden_factors)`` of a built city (module docstring).
 
-    Fails naming the key when ``city.json`` lacks one (a city built by an older
+    A real city imported by :mod:`lib.data.city_import` (``"ground_truth":
+    false``) knows neither: every list is empty, and the study runs without
+    its oracle, ceiling and oracle-pair rungs. Fails naming the key when a
+    generated city's ``city.json`` lacks one (a city built by an older
     generator), or the column when ``regions.parquet`` lacks one.
     """
     path = Path(city_dir) / "city.json"
     if not path.is_file():
         raise FileNotFoundError(f"{path} is missing: build the city first (dvc repro city)")
     meta = json.loads(path.read_text())
+    if meta.get("ground_truth", True) is False:  # an imported city (lib.data.city_import): nothing is known
+        return {m: [] for m in MODALITIES}, []
     for key in ("modality_features", "hidden_factors"):
         if key not in meta:
             raise KeyError(f"{path} has no key {key!r}: rebuild the city with the current generator (dvc repro city)")
@@ -142,6 +154,17 @@ def truth_columns(city_dir: str | os.PathLike[str]) -> tuple[dict[str, list[str]
     if absent:
         raise KeyError(f"{Path(city_dir) / 'regions.parquet'} lacks the truth columns {absent} named in {path}")
     return features, hidden
+
+
+def poi_categories(city_dir: str | os.PathLike[str]) -> list[str]:
+    """The POI categories of a city, the columns of its POI histograms: those ``city.json`` lists
+    (``poi_categories``: an imported city's, as found in its POI table), else the generator's
+    (:data:`CATEGORIES`)."""
+    path = Path(city_dir) / "city.json"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: build or import the city first")
+    listed = json.loads(path.read_text()).get("poi_categories")
+    return list(listed) if listed else list(CATEGORIES)
 
 
 def poi_texts(pois: pd.DataFrame) -> list[str]:
@@ -226,3 +249,28 @@ def load_embeddings(path: str | os.PathLike[str]) -> tuple[np.ndarray, dict[str,
         weights = {k.removeprefix("attention_"): ds[k].values.astype(np.float64)
                    for k in ds.data_vars if k.startswith("attention_")}
     return regions, embeddings, weights
+
+
+def write_supervised(path: str | os.PathLike[str], regions: np.ndarray, fold: np.ndarray, targets: list[str],
+                     predictions: np.ndarray) -> None:
+    """The supervised bound's predictions (N, T) of ``targets``, each region's from the model of the fold
+    ``fold`` (N,) that tested it (-1: no fold tests it, predictions NaN), as one NetCDF file."""
+    predictions, fold = np.asarray(predictions, np.float64), np.asarray(fold, np.int32)
+    if predictions.shape != (len(regions), len(targets)) or fold.shape != (len(regions),):
+        raise ValueError(f"predictions must be (regions, targets) = ({len(regions)}, {len(targets)}) and fold "
+                         f"({len(regions)},), got {predictions.shape} and {fold.shape}")
+    ds = xr.Dataset({"prediction": (("region", "target"), predictions), "fold": (("region",), fold)},
+                    coords={"region": np.asarray(regions, np.int32), "target": list(targets)},
+                    attrs={"model": "supervised bound: both image encoders + reduced text, trained per spatial fold"})
+    with atomic_path(path) as tmp:
+        ds.to_netcdf(tmp, engine="h5netcdf")
+
+
+def load_supervised(path: str | os.PathLike[str]) -> tuple[np.ndarray, np.ndarray, list[str], np.ndarray]:
+    """``(regions, fold, targets, predictions)`` from :func:`write_supervised`'s file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} is missing: run musecl_train for that city first")
+    with open_dataset(path, engine="h5netcdf") as ds:
+        return (ds["region"].values, ds["fold"].values.astype(int), [str(t) for t in ds["target"].values],
+                ds["prediction"].values.astype(np.float64))

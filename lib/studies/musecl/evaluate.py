@@ -8,7 +8,9 @@ Two protocols, both fixed in advance:
   ``gap_m`` to a test region dropped). The penalty is chosen per outcome by an
   inner cross-validation over the spatial blocks of the fold's training part
   (grouped k-fold), so it never sees the test fold. The probes are vectorised:
-  one SVD per (fold, inner split) serves every penalty and every outcome.
+  one SVD per (fold, inner split) serves every penalty and every outcome
+  (:func:`lib.eval.spatial_cv.ridge_path`, shared with the other studies'
+  probes, whose inner split is spatial folds with a gap instead).
 * **Reference** (MuseCL's code): a random 60/20/20 split of the regions per
   training seed (:func:`reference_split`) and an MLP of hidden layers
   512-256-128-64 (:func:`reference_mlp`), R^2 on the random test fifth.
@@ -18,7 +20,10 @@ The frame of every number (:func:`truth_features`): each modality's
 (``city.json``'s ``modality_features``); the **observable ceiling**, on
 everything some input shows; the **full ceiling**, on those and the factors
 no input shows (``hidden_factors``). All are out-of-fold on the probes' folds,
-like the embeddings' scores. The **trivial** rungs (:func:`trivial_features`)
+like the embeddings' scores. The **supervised bound** (MuseCL's encoders
+trained on the outcomes of each fold's training regions,
+:func:`lib.studies.musecl.train.train_supervised`) is scored on the same
+folds (:func:`supervised_rows`). The **trivial** rungs (:func:`trivial_features`)
 are POI counts with the category histogram, and per-band image statistics.
 
 "Best single modality" (:func:`best_single`) is chosen per fold and outcome
@@ -39,12 +44,13 @@ from sklearn.exceptions import ConvergenceWarning
 from sklearn.model_selection import GroupKFold
 from threadpoolctl import threadpool_limits
 
-from lib.eval.spatial_cv import DEFAULT_ALPHAS
+from lib.eval.spatial_cv import DEFAULT_ALPHAS, r2_scores, ridge_path
 from lib.studies.musecl.train import standardise
 from lib.timing import phase
 
 __all__ = ["FEATURE_SETS", "PAIR_VARIANTS", "SINGLE_MODALITIES", "RidgeCV", "attention_agreement", "best_single",
-           "feature_sets", "probe_seed", "reference_mlp", "reference_split", "ridge_cv", "trivial_features",
+           "feature_sets", "outcomes", "probe_seed", "reference_mlp", "supervised_rows",
+           "supervised_seed", "reference_split", "ridge_cv", "trivial_features",
            "truth_features"]
 
 #: The single modalities a fusion is set against, each trained from its semantic pairs (POI text: MiniLM).
@@ -53,7 +59,8 @@ SINGLE_MODALITIES = ("aerial", "street_view", "poi_text")
 PAIR_VARIANTS = {"aerial": ("aerial", "tile2vec", "aerial_random", "aerial_oracle"),
                  "street_view": ("street_view", "street_neighbour", "street_random", "street_oracle")}
 #: Feature sets probed, in table order: trivial rungs, MuseCL's fusions, comparators, single modalities, baselines.
-FEATURE_SETS = ("poi_counts", "image_statistics", "fusion_infonce", "fusion_mse", "fusion_text", "concat",
+FEATURE_SETS = ("poi_counts", "image_statistics", "fusion_infonce", "fusion_mse", "fusion_text", "fusion_finetuned",
+                "concat",
                 "aerial", "street_view", "poi_text", "simclr", "tile2vec", "aerial_random", "aerial_oracle",
                 "street_neighbour", "street_random", "street_oracle")
 
@@ -94,7 +101,8 @@ def feature_sets(embeddings: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
 
 def truth_features(table: pd.DataFrame, modality_features: Mapping[str, Sequence[str]],
                    hidden_factors: Sequence[str]) -> dict[str, np.ndarray]:
-    """The oracle and ceiling inputs (module docstring): ``oracle_<modality>``, ``observable`` and ``full``."""
+    """The oracle and ceiling inputs (module docstring): ``oracle_<modality>``, ``observable`` and ``full``; each
+    only where it has columns (none for an imported city, whose truth is unknown)."""
     def columns(names: Sequence[str]) -> np.ndarray:
         absent = [c for c in names if c not in table.columns]
         if absent:
@@ -103,8 +111,11 @@ def truth_features(table: pd.DataFrame, modality_features: Mapping[str, Sequence
 
     observable = list(dict.fromkeys(c for cols in modality_features.values() for c in cols))
     out = {f"oracle_{m}": columns(cols) for m, cols in modality_features.items() if cols}
-    out["observable"] = columns(observable)
-    out["full"] = columns(list(dict.fromkeys([*observable, *hidden_factors])))
+    full = list(dict.fromkeys([*observable, *hidden_factors]))
+    if observable:
+        out["observable"] = columns(observable)
+    if full:
+        out["full"] = columns(full)
     return out
 
 
@@ -118,30 +129,6 @@ class RidgeCV:
     inner_r2: np.ndarray
     alpha: np.ndarray
     predictions: np.ndarray
-
-
-def _ridge_predictions(x_fit: np.ndarray, y_fit: np.ndarray, x_new: np.ndarray, alphas: np.ndarray) -> np.ndarray:
-    """``(A, m, T)`` predictions of ridge regressions with intercept, one per penalty, for ``x_new``.
-
-    Features standardised on ``x_fit`` (a constant column: 0), ``y`` centred; with
-    ``X = U S V^T`` the coefficients are ``V diag(s / (s^2 + alpha)) U^T (y - mean y)``
-    (the minimiser of ``|y - X b|^2 + alpha |b|^2``, as scikit-learn's ``Ridge`` after a ``StandardScaler``).
-    """
-    mean, sd = x_fit.mean(0), x_fit.std(0)
-    sd = np.where(sd > 0, sd, 1.0)
-    xf, xn = (x_fit - mean) / sd, (x_new - mean) / sd
-    y_mean = y_fit.mean(0)
-    u, s, vt = np.linalg.svd(xf, full_matrices=False)
-    shrink = s[None, :] / (s[None, :] ** 2 + alphas[:, None])  # (A, r)
-    projected = u.T @ (y_fit - y_mean)  # (r, T)
-    return np.einsum("mr,ar,rt->amt", xn @ vt.T, shrink, projected) + y_mean
-
-
-def _r2(observed: np.ndarray, predicted: np.ndarray) -> np.ndarray:
-    """R^2 per outcome (last axis) as scikit-learn's ``r2_score``; ``predicted`` may lead with penalty axes."""
-    residual = ((observed - predicted) ** 2).sum(-2)
-    total = ((observed - observed.mean(0)) ** 2).sum(0)
-    return 1.0 - residual / np.where(total > 0, total, np.nan)
 
 
 @phase("evaluate")
@@ -178,12 +165,12 @@ def ridge_cv(features: np.ndarray, targets: np.ndarray, folds: Sequence[tuple[np
             scores = np.zeros((len(a), y.shape[1]))
             for fit_idx, val_idx in GroupKFold(n_splits).split(train, groups=groups[train]):
                 fit_rows, val_rows = train[fit_idx], train[val_idx]
-                scores += _r2(y[val_rows], _ridge_predictions(x[fit_rows], y[fit_rows], x[val_rows], a))
+                scores += r2_scores(y[val_rows], ridge_path(x[fit_rows], y[fit_rows], x[val_rows], a))
             scores /= n_splits
             best = np.argmax(np.nan_to_num(scores, nan=-np.inf), axis=0)  # first of equals
-            predicted = _ridge_predictions(x[train], y[train], x[test], a)[best, :, np.arange(y.shape[1])].T
+            predicted = ridge_path(x[train], y[train], x[test], a)[best, :, np.arange(y.shape[1])].T
             predictions[test] = predicted
-            test_r2[k] = _r2(y[test], predicted)
+            test_r2[k] = r2_scores(y[test], predicted[None])[0]
             inner_r2[k] = scores[best, np.arange(y.shape[1])]
             chosen[k] = a[best]
     return RidgeCV(test_r2, inner_r2, chosen, predictions)
@@ -209,7 +196,7 @@ def probe_seed(features: Mapping[str, np.ndarray], table: pd.DataFrame, targets:
                inner_groups: np.ndarray) -> pd.DataFrame:
     """Long rows (features, fold, target, r2, inner_r2) of every feature set, plus ``best_single`` and the
     modality it chose per fold and outcome (column ``chosen``)."""
-    y = _targets(table, targets)
+    y = outcomes(table, targets)
     rows, inner, test = [], {}, {}
     for name, x in features.items():
         result = ridge_cv(x, y, folds, inner_groups)
@@ -224,7 +211,47 @@ def probe_seed(features: Mapping[str, np.ndarray], table: pd.DataFrame, targets:
     return pd.DataFrame(rows)
 
 
-def _targets(table: pd.DataFrame, targets: Sequence[str]) -> np.ndarray:
+def supervised_rows(predictions: np.ndarray, fold: np.ndarray, table: pd.DataFrame, targets: Sequence[str],
+                    folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """Long rows (features ``supervised``, fold, target, r2) of the supervised bound: per fold, the R^2 of the
+    predictions (N, T) its model made for that fold's test regions.
+
+    ``fold`` (N,) says which fold's model predicted each region (-1: none).
+    Fails when those test regions are not the probes' ``folds``: the bound
+    was trained on other folds (``musecl.split`` changed since), and its
+    scores would not pair with the probes'.
+    """
+    y = outcomes(table, targets)
+    predictions, fold = np.asarray(predictions, np.float64), np.asarray(fold)
+    if predictions.shape != y.shape or fold.shape != (len(y),):
+        raise ValueError(f"the supervised predictions are {predictions.shape} with folds {fold.shape}; the region "
+                         f"table needs {y.shape} and ({len(y)},): rerun musecl_train")
+    rows = []
+    for k, (_, test) in enumerate(folds):
+        if not np.array_equal(np.sort(test), np.flatnonzero(fold == k)):
+            raise ValueError(f"fold {k}: the supervised bound's test regions differ from the probes' fold; "
+                             "the bound was trained on other folds (musecl.split changed?): rerun musecl_train")
+        r2 = r2_scores(y[test], predictions[test][None])[0]
+        rows += [{"features": "supervised", "fold": k, "target": t, "r2": r2[j]} for j, t in enumerate(targets)]
+    return pd.DataFrame(rows)
+
+
+def supervised_seed(path, table: pd.DataFrame, targets: Sequence[str],
+                    folds: Sequence[tuple[np.ndarray, np.ndarray]]) -> pd.DataFrame:
+    """:func:`supervised_rows` of one training seed's stored predictions
+    (:func:`lib.studies.musecl.data.load_supervised`), checked against the city's regions and ``targets``."""
+    from lib.studies.musecl.data import load_supervised
+
+    regions, fold, stored, predictions = load_supervised(path)
+    if not np.array_equal(regions, table["region"].to_numpy()):
+        raise ValueError(f"{path}: its regions differ from the city's inhabited regions; rerun musecl_train")
+    if stored != list(targets):
+        raise ValueError(f"{path} predicts {stored}, the probes {list(targets)}: rerun musecl_train")
+    return supervised_rows(predictions, fold, table, targets, folds)
+
+
+def outcomes(table: pd.DataFrame, targets: Sequence[str]) -> np.ndarray:
+    """(N, T) the ``targets`` columns of the region table, which must exist and be finite."""
     absent = [t for t in targets if t not in table.columns]
     if absent:
         raise KeyError(f"the region table has no outcome {absent}")
@@ -259,7 +286,7 @@ def reference_mlp(features: np.ndarray, table: pd.DataFrame, targets: Sequence[s
     """
     from sklearn.neural_network import MLPRegressor
 
-    y = _targets(table, targets)
+    y = outcomes(table, targets)
     train, val, test = reference_split(len(table), seed)
     fit_rows = np.concatenate([train, val])
     x = np.asarray(features, np.float64)
@@ -273,7 +300,7 @@ def reference_mlp(features: np.ndarray, table: pd.DataFrame, targets: Sequence[s
         warnings.simplefilter("ignore", ConvergenceWarning)
         model.fit(xs[fit_rows], ys[fit_rows])
     predicted = model.predict(xs[test]).reshape(len(test), -1) * np.where(y_sd > 0, y_sd, 1.0) + y_mean
-    return _r2(y[test], predicted), float(model.best_validation_score_)
+    return r2_scores(y[test], predicted[None])[0], float(model.best_validation_score_)
 
 
 def attention_agreement(weights: np.ndarray, richness: np.ndarray) -> float:

@@ -62,6 +62,22 @@ def training_curves(histories: dict[str, pd.DataFrame]):
     return fig
 
 
+def supervised_curves(histories: dict[int, pd.DataFrame]):
+    """The supervised bound's training per fold (``histories``: fold -> its history): the loss, and the
+    held-out R^2 (mean over outcomes) that decides the plateau."""
+    fig, axes = plt.subplots(1, 2, figsize=(9, 3.2))
+    for fold, h in histories.items():
+        axes[0].plot(h["epoch"], h["loss"], label=f"fold {fold}")
+        axes[1].plot(h["epoch"], h["heldout_r2"], marker="o", ms=3, label=f"fold {fold}")
+    axes[0].set(xlabel="epoch", ylabel="MSE of standardised outcomes", title="supervised bound: training loss")
+    axes[1].axhline(0.0, color="grey", lw=0.8, ls="--")
+    axes[1].set(xlabel="epoch", ylabel="R², mean over outcomes", title="held-out regions of the training part")
+    for ax in axes:
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    return fig
+
+
 def attention_map(table: pd.DataFrame, weights: np.ndarray, modalities: list[str], title: str):
     """Region centres coloured by the attention weight of the first modality (the other's is one minus it)."""
     fig, axes = plt.subplots(1, 2, figsize=(9, 4))

@@ -3,7 +3,7 @@
 Three stages read it, each only its own keys: ``musecl_text``
 (:class:`MuseclTextParams`: which cities' POI texts to embed),
 ``musecl_train@<city>`` (:class:`MuseclTrainParams`: pairs, encoders,
-baselines, fusion) and ``musecl_eval`` (:class:`MuseclEvalParams`: the
+baselines, fusion, the supervised bound on the spatial folds) and ``musecl_eval`` (:class:`MuseclEvalParams`: the
 downstream probes).
 """
 
@@ -29,7 +29,8 @@ class MuseclPairs(Params):
     tile2vec_neighbours: int = Field(ge=1, description="Tile2Vec's positives: one of the k nearest regions")
     volume_weight: float = Field(ge=0, description="weight of the trip volumes in the mobility similarity "
                                  "(0: the paper's normalised profiles only)")
-    variants: bool = Field(description="also train each image encoder on neighbour, random and oracle pairs")
+    variants: list[str] = Field(description="the cities whose image encoders are also trained on neighbour, random and "
+                                "oracle pairs (what the pairs are worth); [] for none")
 
 
 class MuseclModel(Params):
@@ -65,6 +66,9 @@ class FusionTrain(Optimiser):
     temperature: float = Field(gt=0, description="InfoNCE temperature")
     batch_size: int = Field(ge=2)
     hidden: int = Field(ge=1, description="width of the attention's tanh layer")
+    finetune_epochs: int = Field(ge=0, description="epochs of the variant that fine-tunes the encoders through the "
+                                 "InfoNCE alignment (0: not trained); the last is kept")
+    finetune_lr: float = Field(gt=0, description="its learning rate, encoders and fusion alike")
 
     @model_validator(mode="after")
     def _distinct(self) -> FusionTrain:
@@ -73,12 +77,26 @@ class FusionTrain(Optimiser):
         return self
 
 
-class MuseclProbe(Params):
+class MuseclSplit(Params):
+    """The spatial block folds every probe and the supervised bound share (:func:`lib.eval.spatial_cv.folds_for`)."""
+
     n_folds: int = Field(ge=2, description="spatial block folds")
     block_m: float = Field(gt=0, description="side of the spatial blocks, metres")
     gap_m: float = Field(ge=0, description="training regions closer than this to a test region are dropped")
+
+
+class SupervisedTrain(Optimiser):
+    """The supervised bound: MuseCL's two image encoders and the reduced text embedding, trained on the outcomes
+    of each fold's training regions (a spatial quarter of them held out for the plateau)."""
+
+    n_seeds: int = Field(ge=1, description="trained for the first n training seeds, once per spatial fold")
+    batch_size: int = Field(ge=2, description="regions per step")
+    patience: int = Field(ge=1, description="stop after this many epochs without a held-out R^2 gain")
+    min_delta: float = Field(ge=0, description="the least gain in held-out R^2 (mean over outcomes) that counts")
+
+
+class MuseclProbe(Params):
     inner_folds: int = Field(ge=2, description="spatial inner folds (grouped by block) that choose the penalty")
-    targets: list[Literal[OUTCOMES]] = Field(min_length=1, description="outcomes predicted from region embeddings")
     reference_hidden: list[int] = Field(min_length=1, description="the reference protocol's MLP (512-256-128-64)")
     reference_max_iter: int = Field(ge=1, description="most epochs of the reference MLP (it stops early)")
 
@@ -100,6 +118,10 @@ class MuseclTrainParams(RunParams):
     visual: VisualTrain
     simclr: SimclrTrain
     fusion: FusionTrain
+    split: MuseclSplit
+    targets: list[str] = Field(min_length=1, description="outcome columns of regions.parquet the probes and the "
+                               "supervised bound predict (a generated city's: " + ", ".join(OUTCOMES) + ")")
+    supervised: SupervisedTrain
 
 
 class MuseclEvalParams(RunParams):
@@ -107,8 +129,17 @@ class MuseclEvalParams(RunParams):
 
     cities: list[str] = Field(min_length=1)
     n_seeds: int = Field(ge=1, description="the training seeds musecl_train stored")
+    split: MuseclSplit
+    targets: list[str] = Field(min_length=1, description="as musecl_train's")
     probe: MuseclProbe
 
 
 class MuseclParams(MuseclTrainParams, MuseclEvalParams):
     """The ``musecl`` section of params.yaml."""
+
+    @model_validator(mode="after")
+    def _variants_in_cities(self) -> MuseclParams:
+        unknown = [c for c in self.pairs.variants if c not in self.cities]
+        if unknown:
+            raise ValueError(f"pairs.variants names {unknown}, which are not in cities {self.cities}")
+        return self

@@ -43,7 +43,7 @@ from lib.eval.intervals import (
 from lib.io import write_json
 from lib.studies.musecl.evaluate import SINGLE_MODALITIES
 
-__all__ = ["LABELS", "CitySummary", "PairAgreement", "Summary", "city_summary", "headline_metrics", "pair_agreement",
+__all__ = ["LABELS", "BoundTraining", "CitySummary", "PairAgreement", "Summary", "city_summary", "headline_metrics", "pair_agreement",
            "repetition_values", "summarise", "write_city_summary", "write_summary"]
 
 
@@ -68,6 +68,17 @@ class PairAgreement(_Strict):
     pairs: str = Field(description="POI, mobility or neighbours")
 
 
+class BoundTraining(_Strict):
+    """One training of the supervised bound (a training seed, a spatial fold)."""
+
+    seed: int
+    fold: int = Field(ge=0)
+    epochs_trained: int = Field(ge=1)
+    best_epoch: int = Field(ge=0, description="the epoch kept (0-based)")
+    stopped_at_plateau: bool
+    heldout_r2: float | None = Field(description="R² of the held-out training blocks at the kept epoch, mean over outcomes")
+
+
 class CitySummary(_Strict):
     """``results/musecl/<city>/summary.json``; the paper reads ``n_regions``, ``regions_with_pois``,
     ``heldout_triplets_ranked`` and ``attention_aerial_mean``/``_sd``."""
@@ -86,6 +97,7 @@ class CitySummary(_Strict):
         description="triplet encoder -> per seed the share of held-out triplets with d(a, p) < d(a, n), kept epoch")
     attention_aerial_mean: dict[str, float] = Field(description="fusion -> mean attention weight of aerial (seeds)")
     attention_aerial_sd: dict[str, float]
+    supervised: list[BoundTraining] = Field(default_factory=list, description="the supervised bound's trainings")
 
     @model_validator(mode="after")
     def _consistent(self) -> CitySummary:
@@ -116,7 +128,7 @@ def pair_agreement(sampler: PairSampler, anchors: np.ndarray, factor: np.ndarray
 
 def city_summary(city: str, n_pois: np.ndarray, n_poi_rows: int, anchors: Mapping[str, np.ndarray],
                  agreement: Sequence[PairAgreement], encoders: Mapping[int, Mapping],
-                 weights: Mapping[int, Mapping[str, np.ndarray]]) -> CitySummary:
+                 weights: Mapping[int, Mapping[str, np.ndarray]], bound: Mapping | None = None) -> CitySummary:
     """The summary of ``musecl_train@<city>``.
 
     ``n_pois`` (N,): POIs per inhabited region; ``n_poi_rows``: the POIs of
@@ -146,6 +158,10 @@ def city_summary(city: str, n_pois: np.ndarray, n_poi_rows: int, anchors: Mappin
                                  if "heldout_triplets_ranked" in encoders[seeds[0]][name].history},
         attention_aerial_mean={f: _r4(w.mean()) for f, w in aerial.items()},
         attention_aerial_sd={f: _r4(w.std()) for f, w in aerial.items()},
+        supervised=[BoundTraining(seed=seed, fold=fold, epochs_trained=len(r.history), best_epoch=int(r.best_epoch),
+                                  stopped_at_plateau=bool(r.stopped_at_plateau),
+                                  heldout_r2=_r4(r.history.loc[r.history["epoch"] == r.best_epoch, "heldout_r2"].iloc[0]))
+                    for (seed, fold), r in (bound or {}).items()],
     )
 
 
@@ -160,19 +176,21 @@ def write_city_summary(path: str | Path, summary: CitySummary) -> None:
 LABELS = {
     "poi_counts": "POI counts + category histogram", "image_statistics": "image statistics",
     "fusion_infonce": "fusion, InfoNCE (paper)", "fusion_mse": "fusion, MSE (reference code)",
-    "fusion_text": "three-way fusion, text as input", "concat": "concatenation (aerial, street, text)",
+    "fusion_text": "three-way fusion, text as input",
+    "fusion_finetuned": "fusion, encoders fine-tuned through it", "concat": "concatenation (aerial, street, text)",
     "best_single": "best single modality", "aerial": "aerial, POI pairs", "street_view": "street view, mobility pairs",
     "poi_text": "POI text (MiniLM)", "tile2vec": "aerial, neighbour pairs (Tile2Vec)", "simclr": "SimCLR (aerial)",
     "aerial_random": "aerial, random pairs", "aerial_oracle": "aerial, oracle pairs",
     "street_neighbour": "street view, neighbour pairs", "street_random": "street view, random pairs",
-    "street_oracle": "street view, oracle pairs", "supervised": "supervised encoders of the same inputs",
+    "street_oracle": "street view, oracle pairs", "supervised": "supervised: the same encoders and text, on the outcomes",
     "oracle_aerial": "oracle: what aerial images show", "oracle_street_view": "oracle: what street views show",
     "oracle_poi": "oracle: what POIs show", "oracle_mobility": "oracle: what trips show",
     "observable": "observable ceiling", "full": "full ceiling",
 }
 #: (rung, feature set) of each table, bottom to top; a feature set absent from the results is left out.
 SPATIAL_ROWS = (("trivial", "poi_counts"), ("trivial", "image_statistics"), ("method", "fusion_infonce"),
-                ("variant", "fusion_mse"), ("variant", "fusion_text"), ("variant", "concat"),
+                ("variant", "fusion_mse"), ("variant", "fusion_text"), ("variant", "fusion_finetuned"),
+                ("variant", "concat"),
                 ("variant", "best_single"), ("variant", "aerial"), ("variant", "street_view"),
                 ("variant", "poi_text"), ("variant", "tile2vec"), ("variant", "simclr"), ("bound", "supervised"),
                 ("ceiling", "oracle_aerial"), ("ceiling", "oracle_street_view"), ("ceiling", "oracle_poi"),
@@ -182,12 +200,14 @@ PAIR_ROWS = (("trivial", "image_statistics"), ("method", "aerial"), ("method", "
              ("variant", "street_random"), ("bound", "aerial_oracle"), ("bound", "street_oracle"),
              ("ceiling", "oracle_aerial"), ("ceiling", "oracle_street_view"))
 REFERENCE_ROWS = (("trivial", "poi_counts"), ("trivial", "image_statistics"), ("method", "fusion_infonce"),
-                  ("variant", "fusion_mse"), ("variant", "fusion_text"), ("variant", "concat"),
+                  ("variant", "fusion_mse"), ("variant", "fusion_text"), ("variant", "fusion_finetuned"),
+                  ("variant", "concat"),
                   ("variant", "best_single"), ("variant", "aerial"), ("variant", "street_view"),
                   ("variant", "poi_text"), ("ceiling", "observable"))
 #: The paired comparisons a - b of each table (feature sets), one Holm family over all three tables.
 SPATIAL_COMPARISONS = (("fusion_infonce", "best_single"), ("fusion_infonce", "concat"), ("fusion_mse", "best_single"),
-                       ("fusion_text", "best_single"), ("fusion_text", "concat"), ("fusion_infonce", "poi_counts"))
+                       ("fusion_text", "best_single"), ("fusion_text", "concat"), ("fusion_infonce", "poi_counts"),
+                       ("fusion_finetuned", "fusion_infonce"))
 PAIR_COMPARISONS = (("aerial", "tile2vec"), ("aerial", "aerial_random"), ("aerial_oracle", "aerial"),
                     ("street_view", "street_neighbour"), ("street_view", "street_random"),
                     ("street_oracle", "street_view"))
@@ -195,8 +215,14 @@ REFERENCE_COMPARISONS = (("fusion_infonce", "best_single"), ("fusion_infonce", "
 #: The tables of ``Summary.ladders``, in order.
 LADDERS = ("spatial", "pairs", "reference")
 R2_BOUNDS = (-np.inf, 1.0)
-NOT_TRAINED = {"supervised": "not trained: the budget of the default run does not allow a supervised ResNet per "
-                             "fold, city and seed"}
+NOT_TRAINED = {"supervised": "not in this run's results (musecl_train stored no supervised predictions)"}
+#: Feature sets scored on some repetitions only: the supervised bound, trained for the first
+#: ``musecl.supervised.n_seeds`` training seeds; the truth's rungs, which a city of unknown truth (imported by
+#: :mod:`lib.data.city_import`) lacks; the encoders from other pairs, trained in the cities of
+#: ``musecl.pairs.variants``. Their cells and fractions are over the repetitions they have, and a comparison
+#: pairs the repetitions both of its sets have.
+PARTIAL = ("supervised", "oracle_aerial", "oracle_street_view", "oracle_poi", "oracle_mobility", "observable", "full",
+           "aerial_random", "aerial_oracle", "street_neighbour", "street_random", "street_oracle")
 
 
 def repetition_values(results: pd.DataFrame, keys: Sequence[str]) -> pd.DataFrame:
@@ -212,11 +238,12 @@ def _ladder(title: str, protocol: str, values: pd.DataFrame, rows: Sequence[tupl
     for rung, name in rows:
         if name in values.columns:
             ladder_rows.append(LadderRow(name=LABELS[name], rung=rung,
-                                         cell=interval_cell(values[name].to_numpy(), bounds=R2_BOUNDS)))
+                                         cell=interval_cell(values[name].dropna().to_numpy(), bounds=R2_BOUNDS)))
         elif name in NOT_TRAINED:
             ladder_rows.append(LadderRow(name=LABELS[name], rung=rung, cell=None, note=NOT_TRAINED[name]))
-    comparisons = [comparison_cell(values[a].to_numpy(), values[b].to_numpy(), a=LABELS[a], b=LABELS[b])
-                   for a, b in pairs if a in values.columns and b in values.columns]
+    both = {(a, b): values[[a, b]].dropna() for a, b in pairs if a in values.columns and b in values.columns}
+    comparisons = [comparison_cell(v[a].to_numpy(), v[b].to_numpy(), a=LABELS[a], b=LABELS[b])
+                   for (a, b), v in both.items() if len(v)]
     return Ladder(title=title, metric=f"R² ({protocol}), mean over outcomes", rows=ladder_rows,
                   comparisons=comparisons)
 
@@ -268,7 +295,7 @@ def _claims(ladders: Mapping[str, Ladder]) -> list[Claim]:
         evidence = find(ladder, a, b)
         verdict = verdict_of(evidence, +1)
         if evidence is None:
-            reason = "the variants were not trained in this run (pairs.variants: false)"
+            reason = "the pair variants were not trained in this run (musecl.pairs.variants names no city)"
         elif verdict == "reproduced":
             reason = ""
         else:
@@ -317,12 +344,12 @@ def summarise(spatial: pd.DataFrame, reference: pd.DataFrame, attention: pd.Data
     missing = [t for t in targets if t not in set(spatial["target"])]
     if missing:
         raise ValueError(f"no spatial probe results of the outcomes {missing}")
-    if "observable" not in set(spatial["features"]):
-        raise ValueError("the spatial results lack the observable ceiling (feature set 'observable')")
     spatial_values = repetition_values(spatial, ["city", "seed", "fold"])
     reference_values = repetition_values(reference, ["city", "seed"])
-    if spatial_values.isna().any().any() or reference_values.isna().any().any():
-        raise ValueError("some feature set lacks a score in some repetition: every repetition needs every set")
+    complete = spatial_values.drop(columns=[c for c in PARTIAL if c in spatial_values.columns])
+    if complete.isna().any().any() or reference_values.isna().any().any():
+        raise ValueError("some feature set lacks a score in some repetition: every repetition needs every set "
+                         f"(but {', '.join(PARTIAL)})")
     ladders = {
         "spatial": _ladder(f"Region embeddings under spatial block CV ({n_folds} folds, {gap_m:g} m gap)",
                            "ridge, spatial CV", spatial_values, SPATIAL_ROWS, SPATIAL_COMPARISONS),
@@ -334,8 +361,9 @@ def summarise(spatial: pd.DataFrame, reference: pd.DataFrame, attention: pd.Data
     family = holm([c for ladder in ladders.values() for c in ladder.comparisons])
     for ladder in ladders.values():
         ladder.comparisons, family = family[:len(ladder.comparisons)], family[len(ladder.comparisons):]
-    shown = [name for _, name in SPATIAL_ROWS if name in spatial_values.columns and name not in ("observable", "full")]
-    observable = spatial_values["observable"].to_numpy()
+    # a city of unknown truth (imported) has no observable ceiling: no fractions of it
+    shown = [name for _, name in SPATIAL_ROWS if name in spatial_values.columns and name not in ("observable", "full")
+             and "observable" in spatial_values.columns]
     chosen = spatial[spatial["features"] == "best_single"]
     per_target = spatial.groupby(["features", "target"])["r2"].mean().unstack("target")
     return Summary(
@@ -345,7 +373,8 @@ def summarise(spatial: pd.DataFrame, reference: pd.DataFrame, attention: pd.Data
         mean_r2={"ridge": {name: _r4(v) for name, v in spatial_values.mean().items()},
                  "reference_mlp": {name: _r4(v) for name, v in reference_values.mean().items()}},
         per_target={name: {t: _r4(row[t]) for t in targets} for name, row in per_target.iterrows()},
-        fraction_of_observable={LABELS[name]: interval_cell(spatial_values[name].to_numpy() / observable)
+        fraction_of_observable={LABELS[name]: interval_cell((spatial_values[name] / spatial_values["observable"])
+                                                            .dropna().to_numpy())
                                 for name in shown},
         best_single_chosen={m: int((chosen["chosen"] == m).sum()) for m in SINGLE_MODALITIES} if len(chosen) else {},
         attention_text_vs_pois=(interval_cell(attention["rho"].to_numpy(), bounds=(-1.0, 1.0))

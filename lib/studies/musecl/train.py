@@ -17,6 +17,17 @@ paper) or by MSE (the reference code); and a three-way fusion that takes the
 the text. Only regions with POIs have a text embedding; the fusion learns on
 them and then fuses every region.
 
+A variant fine-tunes the encoders through the alignment
+(:func:`finetune_fusion`): the aerial and street-level encoders and the
+trained InfoNCE fusion, trained on together by the same InfoNCE alignment
+with the text, so the images' features can move towards what the text knows.
+
+The **supervised bound** (:func:`train_supervised`): the same two encoders
+and the reduced text embedding, concatenated (the three-way fusion's inputs)
+and mapped linearly to the outcomes, trained end to end on the outcomes of
+one spatial fold's training regions; it predicts that fold's test regions, so
+its R^2 is out of fold on the probes' folds.
+
 Baselines trained here on the same aerial images: **Tile2Vec** (Jean et al.,
 AAAI 2019: the positive a spatial neighbour, the same triplet loss) and
 plain **SimCLR** (two augmented views of one image, NT-Xent,
@@ -53,11 +64,12 @@ from lib.models.backbone import TileEmbedder, band_statistics
 from lib.models.fusion import AdditiveAttentionFusion
 from lib.models.simclr import SimCLR, fit_simclr
 from lib.runtime import Runtime
-from lib.studies.musecl.params import FusionTrain, MuseclModel, SimclrTrain, VisualTrain
-from lib.training import fit, run_fingerprint
+from lib.studies.musecl.params import FusionTrain, MuseclModel, SimclrTrain, SupervisedTrain, VisualTrain
+from lib.training import fit, run_fingerprint, unwrap
 
-__all__ = ["EncoderResult", "FusionModel", "checkpoint_run", "embed_regions", "hflip", "standardise", "symmetries",
-           "train_fusion", "train_simclr", "train_triplet_encoder"]
+__all__ = ["EncoderResult", "FinetunedFusion", "FusionModel", "SupervisedRegions", "SupervisedResult", "checkpoint_run", "embed_regions",
+           "finetune_fusion", "hflip", "held_out_blocks", "predict_supervised", "standardise", "symmetries", "train_fusion",
+           "train_simclr", "train_supervised", "train_triplet_encoder"]
 
 
 @dataclass
@@ -293,3 +305,238 @@ def train_fusion(modal: np.ndarray, text: np.ndarray, has_text: np.ndarray, obje
         fused, weights = model(x.to(runtime.device))
     return (model.cpu(), fused.float().cpu().numpy().astype(np.float64),
             weights.float().cpu().numpy().astype(np.float64), pd.DataFrame(result.history))
+
+
+class FinetunedFusion(nn.Module):
+    """The encoders and the fusion as one network: ``fusion([(aerial(a) - m_a) / s_a, (mean_v street(v) - m_s) / s_s])``.
+
+    ``m`` and ``s`` (buffers) are the per-dimension mean and sd over the regions of the encoders' embeddings
+    before fine-tuning, the standardisation the frozen fusion was trained on; ``forward`` returns the fused
+    embedding and the attention weights.
+    """
+
+    def __init__(self, aerial: nn.Module, street: nn.Module, fusion: FusionModel, aerial_z: np.ndarray,
+                 street_z: np.ndarray):
+        super().__init__()
+        self.aerial, self.street, self.fusion = aerial, street, fusion
+        for name, z in (("aerial", aerial_z), ("street", street_z)):
+            sd = z.std(0)
+            self.register_buffer(f"{name}_mean", torch.as_tensor(z.mean(0), dtype=torch.float32)[None])
+            self.register_buffer(f"{name}_sd", torch.as_tensor(np.where(sd > 0, sd, 1.0), dtype=torch.float32)[None])
+
+    def forward(self, aerial: torch.Tensor, street: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """``aerial`` (B, C, H, W), ``street`` (B, V, C, H, W) -> (fused (B, D), weights (B, 2))."""
+        za = (self.aerial(aerial) - self.aerial_mean) / self.aerial_sd
+        zs = self.street(street.flatten(0, 1)).reshape(*street.shape[:2], -1).mean(1)
+        zs = (zs - self.street_mean) / self.street_sd
+        return self.fusion(torch.stack([za, zs], dim=1))
+
+
+def finetune_fusion(network: FinetunedFusion, aerial: torch.Tensor, street: torch.Tensor, text: np.ndarray,
+                    has_text: np.ndarray, cfg: FusionTrain, runtime: Runtime, seed: int, *, progress: bool = True,
+                    checkpoint: str | os.PathLike | None = None) -> tuple[np.ndarray, np.ndarray, pd.DataFrame]:
+    """Fine-tune ``network`` (its encoders and its fusion) by the InfoNCE alignment of ``to_text(fused)`` with
+    ``text`` (N, T) on the regions with ``has_text``, for ``cfg.finetune_epochs`` at ``cfg.finetune_lr``.
+
+    A step sees each region's aerial image in a random symmetry and one random street view flipped at random
+    (as the triplet encoders did). The last epoch is kept; ``checkpoint``: as :func:`train_triplet_encoder`.
+    Returns the fused embeddings (N, D) and attention weights (N, 2) of every region (all views averaged), and
+    the loss per epoch.
+    """
+    rows_with_text = np.flatnonzero(has_text)
+    if len(rows_with_text) < 2:
+        raise ValueError(f"only {len(rows_with_text)} regions with POI text: too few to fine-tune the fusion")
+    if not len(aerial) == len(street) == len(text) == len(has_text):
+        raise ValueError(f"one row per region needed: aerial {tuple(aerial.shape)}, street {tuple(street.shape)}, "
+                         f"text {np.shape(text)}, has_text {np.shape(has_text)}")
+    torch.manual_seed(seed)
+    t = torch.as_tensor(np.asarray(text), dtype=torch.float32)
+    net = runtime.prepare(network)
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.finetune_lr, weight_decay=cfg.weight_decay)
+    batch = max(2, min(cfg.batch_size, len(rows_with_text)))
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        epoch_rng = _epoch_rng(seed, epoch)
+        generator = torch.Generator().manual_seed(int(epoch_rng.integers(2**62)))
+        order = epoch_rng.permutation(rows_with_text)
+        for k in range(len(order) // batch):
+            idx = torch.as_tensor(order[k * batch:(k + 1) * batch])
+            view = torch.randint(street.shape[1], (len(idx),), generator=generator)
+            yield symmetries(aerial[idx], generator), hflip(street[idx, view], generator)[:, None], t[idx]
+
+    def alignment_loss(net_: nn.Module, step: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        a, v, text_batch = step
+        module = unwrap(net_)
+        fused, _ = module(a, v)
+        return info_nce(module.fusion.to_text(fused).float(), text_batch, temperature=cfg.temperature)
+
+    fingerprint = None if checkpoint is None else _fingerprint(
+        "finetune", seed, {"train": cfg.model_dump(exclude={"epochs", "finetune_epochs"})},
+        (aerial, street, t, np.asarray(has_text), *(p.detach().cpu() for p in network.state_dict().values())))
+    result = fit(net, None, batches, optimizer, epochs=cfg.finetune_epochs, runtime=runtime, forward=alignment_loss,
+                 max_steps_per_epoch=cfg.max_steps_per_epoch, progress=progress, checkpoint=checkpoint,
+                 fingerprint=fingerprint)
+    net.load_state_dict(result.best_state)
+    net.eval()
+    fused, weights = [], []
+    with torch.no_grad():
+        for idx in torch.arange(len(aerial)).split(128):
+            with runtime.autocast():
+                f, w = net(runtime.batch(aerial[idx]), street[idx].to(runtime.device))
+            fused.append(f.float().cpu())
+            weights.append(w.float().cpu())
+    net.cpu()
+    return (torch.cat(fused).numpy().astype(np.float64), torch.cat(weights).numpy().astype(np.float64),
+            pd.DataFrame(result.history))
+
+
+class SupervisedRegions(nn.Module):
+    """The supervised bound's network: ``head([aerial(a), mean over views of street(v), (t - mean) / sd])``.
+
+    ``aerial`` and ``street`` are MuseCL's encoders (:class:`~lib.models.backbone.TileEmbedder`), ``t`` the
+    reduced text embedding (standardised by the buffers ``extra_mean`` and ``extra_sd``), ``head`` one
+    linear layer to the standardised outcomes; ``forward`` returns the outcomes in their own units
+    (buffers ``target_mean`` and ``target_sd``, set from the fitting regions).
+    """
+
+    def __init__(self, aerial: TileEmbedder, street: TileEmbedder, extra_mean: np.ndarray, extra_sd: np.ndarray,
+                 target_mean: np.ndarray, target_sd: np.ndarray):
+        super().__init__()
+        self.aerial, self.street = aerial, street
+        for name, value in (("extra_mean", extra_mean), ("extra_sd", extra_sd), ("target_mean", target_mean),
+                            ("target_sd", target_sd)):
+            self.register_buffer(name, torch.as_tensor(np.asarray(value), dtype=torch.float32).reshape(1, -1))
+        width = aerial.project.out_features + street.project.out_features + self.extra_mean.shape[1]
+        self.head = nn.Linear(width, self.target_mean.shape[1])
+
+    def standardised(self, aerial: torch.Tensor, street: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        """(B, T) standardised outcomes of regions with ``aerial`` (B, C, H, W), ``street`` (B, V, C, H, W)
+        and ``extra`` (B, E)."""
+        zs = self.street(street.flatten(0, 1)).reshape(*street.shape[:2], -1).mean(1)
+        z = torch.cat([self.aerial(aerial), zs, (extra - self.extra_mean) / self.extra_sd], dim=1)
+        return self.head(z)
+
+    def forward(self, aerial: torch.Tensor, street: torch.Tensor, extra: torch.Tensor) -> torch.Tensor:
+        return self.standardised(aerial, street, extra) * self.target_sd + self.target_mean
+
+
+@dataclass
+class SupervisedResult:
+    model: SupervisedRegions
+    history: pd.DataFrame  # per epoch: loss and the held-out R^2 (mean over outcomes)
+    seconds: float
+    best_epoch: int
+    stopped_at_plateau: bool
+
+
+def held_out_blocks(rows: np.ndarray, blocks: np.ndarray, seed: int, share: float = 0.25) -> tuple[np.ndarray, np.ndarray]:
+    """``(fit, held_out)``: ``rows`` split by whole spatial blocks (``blocks`` (n,), one label per region),
+    about ``share`` of the blocks (at least one, never all) held out, drawn by ``seed``."""
+    rows = np.asarray(rows)
+    labels = np.unique(blocks[rows])
+    if len(labels) < 2:
+        raise ValueError(f"the training regions span {len(labels)} spatial block(s): the supervised bound's "
+                         "held-out part needs two or more (use smaller blocks)")
+    n_held = min(len(labels) - 1, max(1, round(share * len(labels))))
+    held = np.random.default_rng([seed, len(rows)]).choice(labels, size=n_held, replace=False)
+    mask = np.isin(blocks[rows], held)
+    return rows[~mask], rows[mask]
+
+
+def _r2_mean(observed: np.ndarray, predicted: np.ndarray) -> float:
+    """R^2 per outcome (columns), averaged."""
+    total = ((observed - observed.mean(0)) ** 2).sum(0)
+    return float(np.mean(1.0 - ((observed - predicted) ** 2).sum(0) / np.where(total > 0, total, np.nan)))
+
+
+def predict_supervised(model: nn.Module, aerial: torch.Tensor, street: torch.Tensor, extra: np.ndarray,
+                       rows: np.ndarray, batch_size: int, runtime: Runtime) -> np.ndarray:
+    """(len(rows), T) outcomes ``model`` predicts for ``rows``, every street view of a region averaged."""
+    model.eval()
+    rows = np.asarray(rows)
+    x = torch.as_tensor(np.asarray(extra), dtype=torch.float32)
+    out = []
+    with torch.no_grad():
+        for k in range(0, len(rows), batch_size):
+            idx = torch.as_tensor(rows[k:k + batch_size])
+            with runtime.autocast():
+                out.append(model(*(runtime.batch(t[idx]) for t in (aerial, street, x))).float().cpu())
+    return torch.cat(out).numpy().astype(np.float64) if out else np.empty((0, model.head.out_features))
+
+
+def train_supervised(aerial: torch.Tensor, street: torch.Tensor, extra: np.ndarray, targets: np.ndarray,
+                     fit_rows: np.ndarray, held_out_rows: np.ndarray, model: MuseclModel, cfg: SupervisedTrain,
+                     runtime: Runtime, seed: int, *, progress: bool = True,
+                     checkpoint: str | os.PathLike | None = None) -> SupervisedResult:
+    """Train the supervised bound (:class:`SupervisedRegions`) on the outcomes ``targets`` (N, T) of ``fit_rows``.
+
+    ``aerial`` (N, C, H, W) and ``street`` (N, V, C, H, W) are every region's
+    images, ``extra`` (N, E) its reduced text embedding; only the rows of
+    ``fit_rows`` are read for the gradient and the standardisation of inputs
+    and outcomes. A step sees one random street view per region, the aerial
+    image in a random symmetry and the views flipped left-right, as the
+    triplet encoders do; the loss is the mean squared error of the
+    standardised outcomes. After each epoch the R^2 on ``held_out_rows``
+    (mean over outcomes, all views averaged) is the validation score: training
+    stops at its plateau (``cfg.patience``, ``cfg.min_delta``) and the best
+    epoch is kept. ``checkpoint``: as :func:`train_triplet_encoder`.
+    """
+    start = time.perf_counter()
+    y = np.asarray(targets, np.float64)
+    extra = np.asarray(extra, np.float64)
+    fit_rows, held_out_rows = np.asarray(fit_rows), np.asarray(held_out_rows)
+    if y.ndim != 2 or extra.ndim != 2 or not len(y) == len(extra) == len(aerial) == len(street):
+        raise ValueError(f"one row per region needed: targets {y.shape}, extra {extra.shape}, aerial "
+                         f"{tuple(aerial.shape)}, street {tuple(street.shape)}")
+    if len(fit_rows) < 2 or len(held_out_rows) < 2:
+        raise ValueError(f"{len(fit_rows)} fitting and {len(held_out_rows)} held-out regions: two or more each needed")
+    if np.intersect1d(fit_rows, held_out_rows).size:
+        raise ValueError("fit_rows and held_out_rows overlap")
+    if not (np.isfinite(y[fit_rows]).all() and np.isfinite(y[held_out_rows]).all()):
+        raise ValueError("the outcomes of the training regions must be finite")
+    torch.manual_seed(seed)
+    fit_images = aerial[torch.as_tensor(fit_rows)]
+    fit_views = street[torch.as_tensor(fit_rows)]
+    encoders = []
+    for images in (fit_images, fit_views.flatten(0, 1)):
+        mean, std = band_statistics(images)
+        encoders.append(TileEmbedder(images.shape[1], model.width, model.embedding_dim, mean, std))
+    e_sd, t_sd = extra[fit_rows].std(0), y[fit_rows].std(0)
+    net = runtime.prepare(SupervisedRegions(*encoders, extra[fit_rows].mean(0), np.where(e_sd > 0, e_sd, 1.0),
+                                            y[fit_rows].mean(0), np.where(t_sd > 0, t_sd, 1.0)))
+    optimizer = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    x_extra = torch.as_tensor(extra, dtype=torch.float32)
+    y_all = torch.as_tensor(y, dtype=torch.float32)
+    batch = min(cfg.batch_size, len(fit_rows))
+
+    def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
+        """(aerial (B, C, H, W), one view (B, 1, C, H, W), text (B, E), outcomes (B, T)) of shuffled regions."""
+        epoch_rng = _epoch_rng(seed, epoch)
+        generator = torch.Generator().manual_seed(int(epoch_rng.integers(2**62)))
+        order = epoch_rng.permutation(fit_rows)
+        for k in range(len(order) // batch):
+            idx = torch.as_tensor(order[k * batch:(k + 1) * batch])
+            view = torch.randint(street.shape[1], (len(idx),), generator=generator)
+            yield (symmetries(aerial[idx], generator), hflip(street[idx, view], generator)[:, None], x_extra[idx],
+                   y_all[idx])
+
+    def mse(net_: nn.Module, step: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        a, v, t, target = step
+        module = unwrap(net_)
+        return F.mse_loss(module.standardised(a, v, t).float(), (target - module.target_mean) / module.target_sd)
+
+    def held_out_r2(net_: nn.Module) -> float:
+        predicted = predict_supervised(net_, aerial, street, extra, held_out_rows, 256, runtime)
+        return _r2_mean(y[held_out_rows], predicted)
+
+    fingerprint = None if checkpoint is None else _fingerprint(
+        "supervised", seed, {"model": model.model_dump(), "train": cfg.model_dump(exclude={"epochs"})},
+        (aerial, street, extra, y, fit_rows, held_out_rows))
+    result = fit(net, None, batches, optimizer, epochs=cfg.epochs, runtime=runtime, forward=mse,
+                 validate=held_out_r2, patience=cfg.patience, min_delta=cfg.min_delta,
+                 max_steps_per_epoch=cfg.max_steps_per_epoch, progress=progress, checkpoint=checkpoint,
+                 fingerprint=fingerprint)
+    net.load_state_dict(result.best_state)
+    history = pd.DataFrame(result.history).rename(columns={"val_score": "heldout_r2"})
+    return SupervisedResult(net.cpu().eval(), history, time.perf_counter() - start, result.best_epoch,
+                            result.stopped_at_plateau)

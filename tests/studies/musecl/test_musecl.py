@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from lib.data import semantic_pairs as sp
+from lib.models.backbone import TileEmbedder
 from lib.params import ParameterError, validate
 from lib.runtime import runtime
 from lib.studies.musecl import data as mdata
@@ -20,6 +21,7 @@ from lib.studies.musecl.params import (
     MuseclModel,
     MuseclTrainParams,
     SimclrTrain,
+    SupervisedTrain,
     VisualTrain,
 )
 
@@ -28,12 +30,16 @@ VISUAL = VisualTrain(loss="triplet", margin=1.0, temperature=0.1, epochs=2, batc
                      patience=2, min_delta=0.0)
 TRAIN = {
     "seed": 0, "device": "cpu", "n_seeds": 1, "inference_batch_size": 16, "data": {"image_px": 16},
-    "pairs": {"top_k": 1, "tile2vec_neighbours": 6, "volume_weight": 1.0, "variants": False}, "model": {"width": 16, "embedding_dim": 8},
+    "pairs": {"top_k": 1, "tile2vec_neighbours": 6, "volume_weight": 1.0, "variants": []}, "model": {"width": 16, "embedding_dim": 8},
     "visual": VISUAL.model_dump(), "simclr": {"temperature": 0.5, "epochs": 1, "batch_size": 8, "lr": 1e-3,
                                               "weight_decay": 0.0, "crop_min": 0.6, "jitter": 0.2},
     "fusion": {"objectives": ["infonce", "mse"], "temperature": 0.1, "batch_size": 8, "hidden": 8, "epochs": 2,
-               "lr": 1e-3, "weight_decay": 0.0},
+               "lr": 1e-3, "weight_decay": 0.0, "finetune_epochs": 1, "finetune_lr": 1e-4},
+    "split": {"n_folds": 2, "block_m": 100.0, "gap_m": 0.0}, "targets": ["income"],
+    "supervised": {"n_seeds": 1, "epochs": 2, "batch_size": 8, "patience": 1, "min_delta": 0.0, "lr": 1e-3,
+                   "weight_decay": 0.0},
 }
+SUPERVISED = SupervisedTrain(n_seeds=1, epochs=12, batch_size=16, patience=4, min_delta=0.0, lr=3e-3, weight_decay=0.0)
 
 
 def test_parameters_name_the_bad_key():
@@ -41,10 +47,24 @@ def test_parameters_name_the_bad_key():
     for path, value, message in ((("visual", "loss"), "hinge", "musecl.visual.loss"),
                                  (("visual", "margin"), 0.0, "musecl.visual.margin"),
                                  (("fusion", "objectives"), ["mse", "mse"], "distinct"),
-                                 (("data", "image_px"), 20, "musecl.data.image_px")):
+                                 (("data", "image_px"), 20, "musecl.data.image_px"),
+                                 (("supervised", "patience"), 0, "musecl.supervised.patience"),
+                                 (("split", "n_folds"), 1, "musecl.split.n_folds")):
         bad = {**TRAIN, path[0]: {**TRAIN[path[0]], path[1]: value}}
         with pytest.raises(ParameterError, match=message):
             validate("musecl", bad, MuseclTrainParams)
+
+
+def test_pair_variants_name_cities_of_the_study():
+    from lib.studies.musecl.params import MuseclParams
+
+    section = {**TRAIN, "cities": ["river_city"], "probe": {"inner_folds": 2, "reference_hidden": [8],
+                                                            "reference_max_iter": 5}}
+    section["pairs"] = {**TRAIN["pairs"], "variants": ["river_city"]}
+    assert validate("musecl", section, MuseclParams).pairs.variants == ["river_city"]
+    section["pairs"] = {**TRAIN["pairs"], "variants": ["lake_city"]}
+    with pytest.raises(ParameterError, match="lake_city"):
+        validate("musecl", section, MuseclParams)
 
 
 def test_region_text_embeddings_are_the_mean_over_each_regions_pois():
@@ -152,7 +172,7 @@ def test_fusion_trains_on_regions_with_text_and_fuses_every_region(objective):
     text = rng.normal(size=(30, 12))
     has_text = np.arange(30) % 3 != 0
     cfg = FusionTrain(objectives=[objective], temperature=0.1, batch_size=8, hidden=4, epochs=3, lr=1e-2,
-                      weight_decay=0.0)
+                      weight_decay=0.0, finetune_epochs=0, finetune_lr=1e-4)
     model, fused, weights, history = train.train_fusion(modal, text, has_text, objective, cfg, runtime("cpu"), 0,
                                                         progress=False)
     assert fused.shape == (30, 8) and weights.shape == (30, 2) and len(history) == 3
@@ -163,6 +183,37 @@ def test_fusion_trains_on_regions_with_text_and_fuses_every_region(objective):
         train.train_fusion(modal, text, np.zeros(30, bool), objective, cfg, runtime("cpu"), 0)
     with pytest.raises(ValueError, match=r"modal must be \(N, M, D\)"):
         train.train_fusion(modal[:, 0], text, has_text, objective, cfg, runtime("cpu"), 0)
+
+
+def test_the_fine_tuned_fusion_starts_as_the_frozen_one_and_trains_its_encoders():
+    import copy
+
+    images, _ = _two_kinds(16)
+    views = torch.stack([images, images.flip(-1)], dim=1)
+    rt = runtime("cpu")
+    encoders = [TileEmbedder(3, MODEL.width, MODEL.embedding_dim).eval() for _ in range(2)]
+    za = train.embed_regions(encoders[0], images, 8, rt)
+    zs = train.embed_regions(encoders[1], views, 8, rt)
+    text = np.random.default_rng(0).normal(size=(16, 6))
+    has_text = np.arange(16) % 4 != 0
+    cfg = FusionTrain(objectives=["infonce"], temperature=0.1, batch_size=8, hidden=4, epochs=1, lr=1e-2,
+                      weight_decay=0.0, finetune_epochs=2, finetune_lr=1e-3)
+    modal = np.stack([train.standardise(za), train.standardise(zs)], axis=1)
+    fusion, fused, weights, _ = train.train_fusion(modal, text, has_text, "infonce", cfg, rt, 0, progress=False)
+    network = train.FinetunedFusion(*copy.deepcopy(encoders), copy.deepcopy(fusion), za, zs).eval()
+    with torch.no_grad():
+        start, start_weights = network(images, views)
+    np.testing.assert_allclose(start.numpy(), fused, rtol=1e-4, atol=1e-4)  # the frozen fusion, before any step
+    np.testing.assert_allclose(start_weights.numpy(), weights, rtol=1e-4, atol=1e-4)
+    tuned, tuned_weights, history = train.finetune_fusion(network, images, views, text, has_text, cfg, rt, 0,
+                                                          progress=False)
+    assert tuned.shape == (16, MODEL.embedding_dim) and len(history) == 2
+    np.testing.assert_allclose(tuned_weights.sum(1), 1, rtol=1e-6)
+    moved = [not torch.equal(a, b) for a, b in zip(network.aerial.state_dict().values(),
+                                                   encoders[0].state_dict().values())]
+    assert any(moved)  # the encoder learned through the alignment
+    with pytest.raises(ValueError, match="too few"):
+        train.finetune_fusion(network, images, views, text, np.zeros(16, bool), cfg, rt, 0)
 
 
 def test_feature_sets_add_the_concatenation_of_the_three_way_fusions_inputs():
@@ -261,6 +312,39 @@ def test_truth_columns_name_the_missing_key(tmp_path):
     assert mdata.truth_columns(tmp_path) == (contract, ["f"])
 
 
+def test_an_imported_city_has_no_truth_and_its_own_poi_categories(tmp_path):
+    """A real city (lib.data.city_import) runs without oracle, ceiling or oracle-pair rungs: no truth columns,
+    no truth features, and its POI histograms take the categories its city.json lists."""
+    import importlib.util
+    from pathlib import Path
+
+    from lib.data.city_import import import_city
+
+    spec = importlib.util.spec_from_file_location(
+        "city_import_inputs", Path(__file__).resolve().parents[2] / "data" / "test_city_import.py")
+    inputs = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(inputs)  # its four-region city: regions, POIs, images, views, trips
+    write_city = inputs.write_city
+
+    city = tmp_path / "datasets" / "own_city"
+    import_city("own_city", **write_city(tmp_path / "input"), out_dir=city, aerial_px=16, view_px=16,
+                outcomes=["income", "price"])
+    features, hidden = mdata.truth_columns(city)
+    assert features == {m: [] for m in mdata.MODALITIES} and hidden == []
+    regions = mdata.load_regions(city, 16)
+    assert ev.truth_features(regions.table, features, hidden) == {}
+    categories = mdata.poi_categories(city)
+    assert categories == ["cafe", "school"]
+    histograms = sp.poi_histograms(regions.pois, regions.ids, categories)
+    assert histograms.sum() == 3 and histograms.shape == (4, 2)
+    trivial = ev.trivial_features(histograms, regions.aerial, regions.street)
+    assert trivial["poi_counts"].shape == (4, 3) and np.isfinite(trivial["image_statistics"]).all()
+    # an outcome the importer left missing is named, not probed
+    with pytest.raises(ValueError, match="missing values"):
+        ev.outcomes(regions.table, ["income"])
+    assert ev.outcomes(regions.table, ["price"]).ravel().tolist() == [1, 2, 3, 4]
+
+
 def test_attention_agreement_is_spearmans_rho():
     from scipy.stats import spearmanr
 
@@ -268,3 +352,69 @@ def test_attention_agreement_is_spearmans_rho():
     w, n = rng.random(30), rng.integers(0, 9, 30)
     assert np.isclose(ev.attention_agreement(w, n), spearmanr(w, n).statistic)
     assert ev.attention_agreement(np.ones(5), np.arange(5)) == 0.0
+
+
+def _planted_outcome(n=64, seed=0):
+    """Regions whose outcome is the brightness of a square in the aerial image; street views and text are noise."""
+    g = torch.Generator().manual_seed(seed)
+    aerial = torch.rand(n, 3, 16, 16, generator=g) * 0.2
+    level = torch.rand(n, generator=g)
+    aerial[:, :, 4:12, 4:12] += level[:, None, None, None] * 0.8
+    street = torch.rand(n, 2, 3, 16, 16, generator=g)
+    extra = np.random.default_rng(seed).normal(size=(n, 3))
+    y = np.stack([level.numpy() * 10.0 + 3.0, -level.numpy()], axis=1).astype(np.float64)
+    return aerial, street, extra, y
+
+
+def test_the_supervised_bound_learns_a_planted_outcome_from_the_fitting_regions_only():
+    aerial, street, extra, y = _planted_outcome()
+    rows = np.arange(len(y))
+    fit_rows, held, test = rows[:36], rows[36:48], rows[48:]
+    result = train.train_supervised(aerial, street, extra, y, fit_rows, held, MODEL, SUPERVISED, runtime("cpu"), 0,
+                                    progress=False)
+    predicted = train.predict_supervised(result.model, aerial, street, extra, test, 5, runtime("cpu"))
+    assert predicted.shape == (len(test), 2)
+    r2 = 1 - ((y[test] - predicted) ** 2).sum(0) / ((y[test] - y[test].mean(0)) ** 2).sum(0)
+    assert (r2 > 0.5).all(), r2  # the planted brightness, in the outcomes' own units
+    assert result.best_epoch == result.history["heldout_r2"].idxmax()
+    # what the test regions' outcomes are cannot change the model: they are never read
+    y_changed = y.copy()
+    y_changed[test] = 1e6
+    again = train.train_supervised(aerial, street, extra, y_changed, fit_rows, held, MODEL, SUPERVISED,
+                                   runtime("cpu"), 0, progress=False)
+    np.testing.assert_allclose(train.predict_supervised(again.model, aerial, street, extra, test, 64, runtime("cpu")),
+                               predicted, rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="overlap"):
+        train.train_supervised(aerial, street, extra, y, fit_rows, fit_rows[:5], MODEL, SUPERVISED, runtime("cpu"), 0)
+    y_nan = y.copy()
+    y_nan[fit_rows[0], 0] = np.nan
+    with pytest.raises(ValueError, match="finite"):
+        train.train_supervised(aerial, street, extra, y_nan, fit_rows, held, MODEL, SUPERVISED, runtime("cpu"), 0)
+
+
+def test_held_out_blocks_are_whole_blocks_of_the_training_rows():
+    blocks = np.repeat(np.arange(8), 5)
+    train_rows = np.arange(30)  # blocks 0-5
+    fit_rows, held = train.held_out_blocks(train_rows, blocks, seed=3)
+    assert set(fit_rows) | set(held) == set(train_rows) and not set(fit_rows) & set(held)
+    assert not set(blocks[fit_rows]) & set(blocks[held]) and len(set(blocks[held])) == 2  # a quarter of 6 blocks
+    with pytest.raises(ValueError, match="spatial block"):
+        train.held_out_blocks(np.arange(5), blocks, seed=0)
+
+
+def test_supervised_rows_score_each_fold_and_refuse_other_folds(tmp_path):
+    table = pd.DataFrame({"region": np.arange(6), "income": [1.0, 2.0, 3.0, 4.0, 5.0, 7.0]})
+    folds = [(np.array([3, 4, 5]), np.array([0, 1, 2])), (np.array([0, 1, 2]), np.array([3, 4, 5]))]
+    predictions = np.array([[1.0], [2.0], [3.0], [5.0], [5.0], [5.0]])
+    fold = np.array([0, 0, 0, 1, 1, 1])
+    path = tmp_path / "supervised_seed_0.nc"
+    mdata.write_supervised(path, table["region"].to_numpy(), fold, ["income"], predictions)
+    rows = ev.supervised_seed(path, table, ["income"], folds)
+    assert rows["features"].eq("supervised").all() and list(rows["fold"]) == [0, 1]
+    # fold 0 predicted exactly; fold 1 observes 4, 5, 7 (mean 16/3) and predicts 5, 5, 5
+    total = (4 - 16 / 3) ** 2 + (5 - 16 / 3) ** 2 + (7 - 16 / 3) ** 2
+    assert rows["r2"].tolist() == pytest.approx([1.0, 1 - (1 + 0 + 4) / total])
+    with pytest.raises(ValueError, match="other folds"):
+        ev.supervised_rows(predictions, np.array([0, 0, 1, 1, 1, 1]), table, ["income"], folds)
+    with pytest.raises(ValueError, match="rerun musecl_train"):
+        ev.supervised_seed(path, table, ["land_price"], folds)

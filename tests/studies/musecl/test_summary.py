@@ -13,7 +13,7 @@ from lib.data import semantic_pairs as sp
 from lib.eval.intervals import comparison_cell
 from lib.studies.musecl import evaluate as ev
 from lib.studies.musecl import summary as S
-from lib.studies.musecl.train import EncoderResult
+from lib.studies.musecl.train import EncoderResult, SupervisedResult
 
 CITIES = ("river_city", "lake_city")
 TARGETS = ["income", "land_price"]
@@ -54,7 +54,7 @@ def test_ladder_cells_are_means_over_repetitions_and_comparisons_pair_them():
     assert cell.n == 18 and cell.mean == pytest.approx(per_rep.mean())
     assert [r.rung for r in ladder.rows][:3] == ["trivial", "trivial", "method"]
     supervised = next(r for r in ladder.rows if r.rung == "bound")
-    assert supervised.cell is None and "budget" in supervised.note
+    assert supervised.cell is None and "not in this run" in supervised.note
     # The comparison is the paired one, Holm-adjusted over the family of all three tables.
     comparison = ladder.comparisons[0]
     best = spatial[spatial["features"] == "best_single"].groupby(["city", "seed", "fold"])["r2"].mean()
@@ -65,6 +65,32 @@ def test_ladder_cells_are_means_over_repetitions_and_comparisons_pair_them():
     assert summary.fraction_of_observable[S.LABELS["fusion_infonce"]].mean == pytest.approx(
         (per_rep / 0.9).mean())
     assert summary.best_single_chosen == {"aerial": 2 * 3 * 3 * 2, "street_view": 0, "poi_text": 0}
+
+
+def test_the_supervised_bound_counts_over_the_seeds_it_was_trained_for():
+    spatial = spatial_rows()
+    bound = spatial[(spatial["features"] == "aerial") & (spatial["seed"] == 0)].assign(features="supervised", r2=0.7)
+    summary = build(pd.concat([spatial, bound], ignore_index=True))
+    row = next(r for r in summary.ladders[S.LADDERS.index("spatial")].rows if r.rung == "bound")
+    assert row.cell.n == 2 * 3 and row.cell.mean == pytest.approx(0.7)  # cities x folds of the first seed
+    assert summary.fraction_of_observable[S.LABELS["supervised"]].mean == pytest.approx(0.7 / 0.9)
+    assert summary.mean_r2["ridge"]["supervised"] == pytest.approx(0.7)
+    # any other feature set must have every repetition
+    with pytest.raises(ValueError, match="every repetition needs every set"):
+        build(spatial[~((spatial["features"] == "concat") & (spatial["seed"] == 2))])
+
+
+def test_a_city_of_unknown_truth_is_summarised_without_ceilings():
+    spatial = spatial_rows()
+    imported = spatial[~((spatial["city"] == "lake_city") & spatial["features"].isin(TRUTH))]
+    summary = build(imported)
+    row = next(r for r in summary.ladders[S.LADDERS.index("spatial")].rows if r.name == S.LABELS["observable"])
+    assert row.cell.n == 3 * 3  # the river city's repetitions only
+    fraction = summary.fraction_of_observable[S.LABELS["fusion_infonce"]]
+    assert fraction.n == 3 * 3
+    none_known = build(spatial[~spatial["features"].isin(TRUTH)])
+    assert none_known.fraction_of_observable == {}
+    assert not any(r.rung == "ceiling" for r in none_known.ladders[S.LADDERS.index("spatial")].rows)
 
 
 def test_claims_take_their_verdict_from_the_comparisons():
@@ -82,10 +108,21 @@ def test_claims_take_their_verdict_from_the_comparisons():
     assert untested.verdict == "not testable here" and "variants" in untested.reason
 
 
-def test_missing_scores_and_ceilings_fail_clearly():
+def test_pair_variants_of_one_city_are_compared_over_its_repetitions():
     spatial = spatial_rows()
-    with pytest.raises(ValueError, match="observable"):
-        build(spatial[spatial["features"] != "observable"])
+    variants = ["aerial_random", "aerial_oracle", "street_neighbour", "street_random", "street_oracle"]
+    one_city = spatial[~((spatial["city"] == "lake_city") & spatial["features"].isin(variants))]
+    pairs = build(one_city).ladders[S.LADDERS.index("pairs")]
+    compared = {(c.a, c.b): c for c in pairs.comparisons}
+    assert compared[S.LABELS["street_view"], S.LABELS["street_neighbour"]].n == 3 * 3  # river city: seeds x folds
+    assert compared[S.LABELS["aerial"], S.LABELS["tile2vec"]].n == 2 * 3 * 3  # both cities train Tile2Vec
+    row = next(r for r in pairs.rows if r.name == S.LABELS["aerial_random"])
+    assert row.cell.n == 3 * 3
+
+
+def test_missing_scores_fail_clearly():
+    spatial = spatial_rows()
+    # (a missing ceiling is a city of unknown truth: test_a_city_of_unknown_truth_is_summarised_without_ceilings)
     holes = spatial.drop(index=spatial[(spatial["features"] == "aerial") & (spatial["seed"] == 1)].index)
     with pytest.raises(ValueError, match="every repetition"):
         build(holes)
@@ -108,8 +145,12 @@ def _encoder(ranked, best):
 def test_city_summary_lists_every_seed():
     encoders = {0: {"aerial": _encoder([0.5, 0.8, 0.7], 1)}, 1: {"aerial": _encoder([0.6, 0.6, 0.9], 2)}}
     weights = {s: {"fusion_infonce": np.random.default_rng(s).dirichlet([2, 3], size=10)} for s in (0, 1)}
+    bound = {(0, k): SupervisedResult(None, pd.DataFrame({"epoch": [0, 1], "loss": [1.0, 0.7],
+                                                          "heldout_r2": [0.1, 0.3 + k]}), 1.0, 1, k == 0)
+             for k in (0, 1)}
     summary = S.city_summary("river_city", np.array([0, 1, 2, 0, 3, 1, 1, 0, 5, 3]), 16,
-                             {"aerial": np.arange(6)}, [], encoders, weights)
+                             {"aerial": np.arange(6)}, [], encoders, weights, bound)
+    assert [(b.fold, b.heldout_r2, b.stopped_at_plateau) for b in summary.supervised] == [(0, 0.3, True), (1, 1.3, False)]
     assert summary.seeds == [0, 1] and summary.heldout_triplets_ranked == {"aerial": [0.8, 0.9]}
     assert summary.best_epoch == {"aerial": [1, 2]} and summary.epochs_trained == {"aerial": [3, 3]}
     both = np.concatenate([weights[0]["fusion_infonce"][:, 0], weights[1]["fusion_infonce"][:, 0]])
