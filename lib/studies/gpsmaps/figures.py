@@ -6,6 +6,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 import torch
+from matplotlib.ticker import MaxNLocator
 
 import lib.plots  # noqa: F401  (the compendium's theme)
 from lib.data.map_views import MultiCropConfig, multi_crop
@@ -84,8 +85,8 @@ def training_history(history: pd.DataFrame, variant: str):
     right.set_title("collapse indicators", fontsize=10)
     handles = right.get_legend_handles_labels()[0] + twin.get_legend_handles_labels()[0]
     right.legend(handles=handles, fontsize=8, frameon=False, loc="lower right")
-    for ax in (left, right):
-        ax.set_xticks(history["epoch"])
+    for ax in (left, right):  # whole epochs, at most about ten labels (they collide beyond)
+        ax.xaxis.set_major_locator(MaxNLocator(nbins=10, integer=True))
     fig.tight_layout()
     return fig
 
