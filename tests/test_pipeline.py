@@ -209,9 +209,16 @@ def test_outputs(repo: Path):
     for city in muse["cities"]:
         for seed in muse["seeds"]:
             with xr.open_dataset(repo / f"datasets/musecl/{city}/seed_{seed}.nc", engine="h5netcdf") as ds:
-                for fusion in ("fusion_infonce", "fusion_mse", "fusion_text"):
+                for fusion in ("fusion_infonce", "fusion_mse", "fusion_text", "fusion_finetuned"):
                     assert np.allclose(ds[f"attention_{fusion}"].values.sum(1), 1, atol=1e-5)
+        # the supervised bound: out-of-fold predictions of the first seed, every region tested by one fold
+        with xr.open_dataset(repo / f"datasets/musecl/{city}/supervised_seed_{muse['seeds'][0]}.nc",
+                             engine="h5netcdf") as ds:
+            assert set(ds["fold"].values) <= set(range(muse["n_folds"])) | {-1}
         assert (repo / f"results/musecl/{city}/figures/pairs.png").stat().st_size > 10_000
+        assert (repo / f"results/musecl/{city}/figures/supervised_curves.png").exists()
+    bound = next(row for row in muse["ladders"][0]["rows"] if row["rung"] == "bound")
+    assert bound["cell"]["n"] == len(muse["cities"]) * muse["n_folds"]  # the first seed only (supervised.n_seeds)
     assert (repo / "datasets/text_cache/minilm.npz").exists()
     assert (repo / "results/index.html").exists()
 
@@ -310,13 +317,14 @@ def snapshot(root: Path) -> dict[str, str]:
 
 def test_a_notebook_run_by_hand_leaves_the_pipeline_outputs_alone(repo: Path, tmp_path: Path):
     """Run by hand as in JupyterLab (from its folder, no injected parameters: the smoke profile),
-    the evaluation notebook writes under scratch/; no tracked or DVC-tracked file changes."""
+    an evaluation notebook writes under scratch/; no tracked or DVC-tracked file changes. (musecl's: the
+    smoke pipeline's quickest evaluation that reads the outputs of several upstream stages.)"""
     before = snapshot(repo)
     run([str(BIN / "jupyter-nbconvert"), "--to", "notebook", "--execute", "--output-dir", str(tmp_path),
-         "notebooks/diml/diml_eval.ipynb"], repo)
+         "notebooks/musecl/musecl_eval.ipynb"], repo)
     assert snapshot(repo) == before
-    assert (repo / "scratch/results/diml/metrics.json").exists()
-    assert (repo / "scratch/models/diml/margin_global/seed_0.safetensors").exists()  # the input, copied
+    assert (repo / "scratch/results/musecl/metrics.json").exists()
+    assert (repo / "scratch/datasets/musecl/river_city/seed_0.nc").exists()  # an input, copied
     assert "scratch" not in run(["git", "status", "--porcelain"], repo).stdout
     assert "up to date" in run(["dvc", "status"], repo).stdout
 
