@@ -222,7 +222,7 @@ def fit(
             losses.append(value)
             for name, term in logs.items():
                 logged.setdefault(name, []).append(term)
-            bar.set_postfix(loss=f"{losses[-1]:.4f}")
+            bar.set_postfix(loss=f"{losses[-1]:.4f}", refresh=False)  # shown at the bar's next refresh (mininterval)
 
         record = {"epoch": epoch, "loss": sum(losses) / max(len(losses), 1)}
         record.update({name: sum(terms) / len(terms) for name, terms in logged.items()})

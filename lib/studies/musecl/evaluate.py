@@ -49,9 +49,8 @@ from lib.studies.musecl.train import standardise
 from lib.timing import phase
 
 __all__ = ["FEATURE_SETS", "PAIR_VARIANTS", "SINGLE_MODALITIES", "RidgeCV", "attention_agreement", "best_single",
-           "feature_sets", "outcomes", "probe_seed", "reference_mlp", "supervised_rows",
-           "supervised_seed", "reference_split", "ridge_cv", "trivial_features",
-           "truth_features"]
+           "feature_sets", "outcomes", "probe_seed", "reference_mlp", "reference_split", "ridge_cv",
+           "supervised_rows", "supervised_seed", "trivial_features", "truth_features"]
 
 #: The single modalities a fusion is set against, each trained from its semantic pairs (POI text: MiniLM).
 SINGLE_MODALITIES = ("aerial", "street_view", "poi_text")

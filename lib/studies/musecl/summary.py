@@ -43,8 +43,8 @@ from lib.eval.intervals import (
 from lib.io import write_json
 from lib.studies.musecl.evaluate import SINGLE_MODALITIES
 
-__all__ = ["LABELS", "BoundTraining", "CitySummary", "PairAgreement", "Summary", "city_summary", "headline_metrics", "pair_agreement",
-           "repetition_values", "summarise", "write_city_summary", "write_summary"]
+__all__ = ["LABELS", "BoundTraining", "CitySummary", "PairAgreement", "Summary", "city_summary", "headline_metrics",
+           "pair_agreement", "repetition_values", "summarise", "write_city_summary", "write_summary"]
 
 
 

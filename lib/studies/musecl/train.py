@@ -67,9 +67,9 @@ from lib.runtime import Runtime
 from lib.studies.musecl.params import FusionTrain, MuseclModel, SimclrTrain, SupervisedTrain, VisualTrain
 from lib.training import fit, run_fingerprint, unwrap
 
-__all__ = ["EncoderResult", "FinetunedFusion", "FusionModel", "SupervisedRegions", "SupervisedResult", "checkpoint_run", "embed_regions",
-           "finetune_fusion", "hflip", "held_out_blocks", "predict_supervised", "standardise", "symmetries", "train_fusion",
-           "train_simclr", "train_supervised", "train_triplet_encoder"]
+__all__ = ["EncoderResult", "FinetunedFusion", "FusionModel", "SupervisedRegions", "SupervisedResult",
+           "checkpoint_run", "embed_regions", "finetune_fusion", "hflip", "held_out_blocks", "predict_supervised",
+           "standardise", "symmetries", "train_fusion", "train_simclr", "train_supervised", "train_triplet_encoder"]
 
 
 @dataclass
