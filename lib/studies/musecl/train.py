@@ -307,6 +307,21 @@ def train_fusion(modal: np.ndarray, text: np.ndarray, has_text: np.ndarray, obje
             weights.float().cpu().numpy().astype(np.float64), pd.DataFrame(result.history))
 
 
+def _image_batches(aerial: torch.Tensor, street: torch.Tensor, rows: np.ndarray, batch: int, seed: int, epoch: int,
+                   *per_region: torch.Tensor) -> Iterator[tuple[torch.Tensor, ...]]:
+    """One epoch of shuffled ``rows`` in batches: (aerial images in a random symmetry (B, C, H, W), one random
+    street view each, flipped at random (B, 1, C, H, W), then each of ``per_region`` at those rows), drawn from
+    generators seeded by (seed, epoch) alone."""
+    epoch_rng = _epoch_rng(seed, epoch)
+    generator = torch.Generator().manual_seed(int(epoch_rng.integers(2**62)))
+    order = epoch_rng.permutation(rows)
+    for k in range(len(order) // batch):
+        idx = torch.as_tensor(order[k * batch:(k + 1) * batch])
+        view = torch.randint(street.shape[1], (len(idx),), generator=generator)
+        yield (symmetries(aerial[idx], generator), hflip(street[idx, view], generator)[:, None],
+               *(values[idx] for values in per_region))
+
+
 class FinetunedFusion(nn.Module):
     """The encoders and the fusion as one network: ``fusion([(aerial(a) - m_a) / s_a, (mean_v street(v) - m_s) / s_s])``.
 
@@ -356,13 +371,7 @@ def finetune_fusion(network: FinetunedFusion, aerial: torch.Tensor, street: torc
     batch = max(2, min(cfg.batch_size, len(rows_with_text)))
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        epoch_rng = _epoch_rng(seed, epoch)
-        generator = torch.Generator().manual_seed(int(epoch_rng.integers(2**62)))
-        order = epoch_rng.permutation(rows_with_text)
-        for k in range(len(order) // batch):
-            idx = torch.as_tensor(order[k * batch:(k + 1) * batch])
-            view = torch.randint(street.shape[1], (len(idx),), generator=generator)
-            yield symmetries(aerial[idx], generator), hflip(street[idx, view], generator)[:, None], t[idx]
+        return _image_batches(aerial, street, rows_with_text, batch, seed, epoch, t)
 
     def alignment_loss(net_: nn.Module, step: tuple[torch.Tensor, ...]) -> torch.Tensor:
         a, v, text_batch = step
@@ -510,15 +519,7 @@ def train_supervised(aerial: torch.Tensor, street: torch.Tensor, extra: np.ndarr
     batch = min(cfg.batch_size, len(fit_rows))
 
     def batches(epoch: int) -> Iterator[tuple[torch.Tensor, ...]]:
-        """(aerial (B, C, H, W), one view (B, 1, C, H, W), text (B, E), outcomes (B, T)) of shuffled regions."""
-        epoch_rng = _epoch_rng(seed, epoch)
-        generator = torch.Generator().manual_seed(int(epoch_rng.integers(2**62)))
-        order = epoch_rng.permutation(fit_rows)
-        for k in range(len(order) // batch):
-            idx = torch.as_tensor(order[k * batch:(k + 1) * batch])
-            view = torch.randint(street.shape[1], (len(idx),), generator=generator)
-            yield (symmetries(aerial[idx], generator), hflip(street[idx, view], generator)[:, None], x_extra[idx],
-                   y_all[idx])
+        return _image_batches(aerial, street, fit_rows, batch, seed, epoch, x_extra, y_all)
 
     def mse(net_: nn.Module, step: tuple[torch.Tensor, ...]) -> torch.Tensor:
         a, v, t, target = step
