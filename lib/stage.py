@@ -549,18 +549,12 @@ def manifest(stage: Stage, cfg: BaseModel, options: Mapping[str, str], root: Pat
 
 
 def _reference_here(values: Mapping, cpu_kernels: Mapping[str, str] | None) -> dict:
-    """:func:`lib.timing.record_reference`'s record, timed in the runner: for a notebook that never reached
-    ``setup()``'s end under the runner (none of the pipeline's)."""
-    import torch
+    """:func:`lib.timing.reference_record`, timed in the runner: for a notebook that never reached ``setup()``'s
+    end under the runner (none of the pipeline's)."""
+    from lib.timing import reference_record
 
-    from lib.runtime import select_device
-    from lib.timing import reference_workload
-
-    device = select_device(values.get("device", "auto"))
     with environment(cpu_kernels or {}):  # the kernel's instruction sets, if torch has not chosen yet
-        reference = reference_workload(str(device))
-    return {"reference": reference, "device": str(device),
-            "gpu": torch.cuda.get_device_name(device) if device.type == "cuda" else None}
+        return reference_record(values.get("device", "auto"))
 
 
 def _git_state(root: Path) -> dict:

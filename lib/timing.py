@@ -293,22 +293,28 @@ def reference_workload(device: str = "cpu", threads: int | None = None, repeats:
             "workload": REFERENCE_WORKLOAD}
 
 
-def record_reference(device: str = "auto") -> dict | None:
-    """In a stage's kernel: time :func:`reference_workload` on the stage's ``device`` (a preference, as
-    ``params.yaml``'s ``device``) with the kernel's threads and CPU kernels, and append it, with the device
-    and its GPU's name, to the run-state file the runner names (``{"reference": ..., "device": ...,
-    "gpu": ...}``), for the run manifest: the runner then needs no torch of its own. Outside a stage run (no
-    file named) it does nothing and returns None."""
-    path = os.environ.get(RUN_STATE_ENV)
-    if not path or os.environ.get("RANK", "0") != "0":
-        return None
+def reference_record(device: str = "auto", threads: int | None = None) -> dict:
+    """``{"reference": ..., "device": ..., "gpu": ...}``: :func:`reference_workload` timed on the device a
+    ``device`` preference (as ``params.yaml``'s) selects, with that device and its GPU's name (None on a CPU)."""
     import torch
 
     from lib.runtime import select_device
 
     chosen = select_device(device)
-    record = {"reference": reference_workload(str(chosen), torch.get_num_threads()), "device": str(chosen),
-              "gpu": torch.cuda.get_device_name(chosen) if chosen.type == "cuda" else None}
+    return {"reference": reference_workload(str(chosen), threads), "device": str(chosen),
+            "gpu": torch.cuda.get_device_name(chosen) if chosen.type == "cuda" else None}
+
+
+def record_reference(device: str = "auto") -> dict | None:
+    """In a stage's kernel: :func:`reference_record` with the kernel's threads and CPU kernels, appended to the
+    run-state file the runner names, for the run manifest: the runner then needs no torch of its own. Outside
+    a stage run (no file named) it does nothing and returns None."""
+    path = os.environ.get(RUN_STATE_ENV)
+    if not path or os.environ.get("RANK", "0") != "0":
+        return None
+    import torch
+
+    record = reference_record(device, torch.get_num_threads())
     with open(path, "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
     return record
